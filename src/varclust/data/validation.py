@@ -1,0 +1,58 @@
+"""Turn user arrays into the image tensors the models take, with clear errors for bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["as_image_tensor", "check_num_clusters"]
+
+
+def as_image_tensor(x: np.ndarray | Tensor, *, name: str = "X") -> Tensor:
+    """Validate data and return a float32 tensor of shape (N, D), (N, 1, H, W) or (N, C, H, W).
+
+    Accepted input: floating arrays of rank 2 (N, D), rank 3 (N, H, W; a channel axis is added)
+    or rank 4 (N, C, H, W), with finite values. The range is checked by the likelihood.
+    """
+    if isinstance(x, np.ndarray):
+        if x.dtype == object:
+            raise TypeError(f"{name} has dtype object; pass a numeric float array")
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    elif not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(x).__name__}")
+    if not torch.is_floating_point(x):
+        hint = " (8-bit images: divide by 255)" if x.dtype == torch.uint8 else ""
+        raise TypeError(f"{name} must hold floats in [0, 1], got dtype {x.dtype}{hint}")
+    if x.dim() == 3:
+        x = x.unsqueeze(1)
+    if x.dim() not in (2, 4):
+        raise ValueError(
+            f"{name} must have shape (N, D), (N, H, W) or (N, C, H, W), got {tuple(x.shape)}"
+        )
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is empty: it holds no data points")
+    if any(s == 0 for s in x.shape[1:]):
+        raise ValueError(f"{name} has an empty feature axis: shape {tuple(x.shape)}")
+    finite = torch.isfinite(x)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        rows = int((~finite).flatten(1).any(1).sum())
+        raise ValueError(
+            f"{name} holds {bad} NaN or infinite values in {rows} data points; "
+            "remove or impute them before fitting"
+        )
+    return x.to(torch.float32).contiguous()
+
+
+def check_num_clusters(num_clusters: int, num_data: int | None = None) -> None:
+    """K must be an integer >= 2 and, when the data size is known, at most N."""
+    if isinstance(num_clusters, bool) or not isinstance(num_clusters, (int, np.integer)):
+        raise TypeError(f"num_clusters must be an integer, got {num_clusters!r}")
+    if num_clusters < 2:
+        raise ValueError(f"num_clusters must be at least 2 for clustering, got {num_clusters}")
+    if num_data is not None and num_clusters > num_data:
+        raise ValueError(
+            f"num_clusters={num_clusters} exceeds the number of data points ({num_data}); "
+            "use fewer clusters or more data"
+        )

@@ -1,0 +1,367 @@
+"""The user-facing object: build, fit, predict, sample, save and load a clustering model."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyro
+import torch
+from numpy.typing import ArrayLike
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from . import __version__
+from .config import STRUCTURAL_KEYS, FitConfig
+from .data.validation import as_image_tensor, check_num_clusters
+from .guides.encoders import make_encoder
+from .guides.marginal import MarginalGuide
+from .inference.batching import batched_apply
+from .inference.checkpoint import (
+    CheckpointError,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+    write_atomic,
+)
+from .inference.init import fit_mixture_to_codes, pretrain_autoencoder
+from .inference.svi import SVITrainer
+from .metrics import clustering_scores
+from .model.decoders import make_decoder
+from .model.generative import ClusteringModel
+from .model.likelihoods import BernoulliLikelihood, GaussianLikelihood, Likelihood
+from .model.priors import GaussianMixturePrior
+
+__all__ = ["ClusterPrediction", "VarClust", "resolve_device"]
+
+log = logging.getLogger("varclust")
+
+CHECKPOINT_NAME = "checkpoint.pt"
+METRICS_NAME = "metrics.json"
+
+
+@dataclass
+class ClusterPrediction:
+    """Cluster assignments of N data points under K clusters.
+
+    Attributes:
+        labels: (N,) the posterior mode of the cluster.
+        responsibilities: (N, K) the cluster posterior, rows sum to 1.
+        entropy: (N,) the posterior's entropy in nats (0: certain, log K: undecided).
+    """
+
+    labels: np.ndarray
+    responsibilities: np.ndarray
+    entropy: np.ndarray
+
+
+def resolve_device(device: str) -> torch.device:
+    """"auto" picks CUDA when available; "cuda" without a GPU is an error, not a silent CPU run."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("device='cuda' was asked for but PyTorch sees no GPU; use 'cpu' or 'auto'")
+    return torch.device(device)
+
+
+def make_likelihood(name: str) -> Likelihood:
+    return {"bernoulli": BernoulliLikelihood, "gaussian": GaussianLikelihood}[name]()
+
+
+class VarClust:
+    """A Gaussian-mixture VAE for clustering, fitted by SVI with the cluster enumerated.
+
+    Example::
+
+        vc = VarClust(num_clusters=10, epochs=30)
+        vc.fit(images)                 # (N, H, W) or (N, C, H, W) floats in [0, 1]
+        pred = vc.predict(images)      # labels (N,), responsibilities (N, K), entropy (N,)
+        new = vc.sample(cluster=3, num_samples=16)   # (16, C, H, W)
+
+    Args:
+        num_clusters: K >= 2.
+        config: a full :class:`FitConfig`; keyword settings override its fields.
+        **settings: any :class:`FitConfig` field (``latent_dim``, ``epochs``, ``network`` ...).
+    """
+
+    def __init__(
+        self, num_clusters: int | None = None, *, config: FitConfig | None = None, **settings: Any
+    ) -> None:
+        base = config.to_dict() if config is not None else {}
+        if num_clusters is not None:
+            settings["num_clusters"] = num_clusters
+        self.config = FitConfig.from_dict({**base, **settings})
+        check_num_clusters(self.config.num_clusters)
+        self.device = resolve_device(self.config.device)
+        self.model: ClusteringModel | None = None
+        self.guide: MarginalGuide | None = None
+        self.data_shape: tuple[int, ...] | None = None
+        self.history: list[dict[str, float]] = []
+        self.pretrain_losses: list[float] = []
+
+    # ------------------------------------------------------------------ building
+    def _build(self, data_shape: tuple[int, ...]) -> None:
+        c = self.config
+        prior = GaussianMixturePrior(c.num_clusters, c.latent_dim)
+        decoder = make_decoder(c.network, c.latent_dim, data_shape, c.hidden)
+        self.model = ClusteringModel(prior, decoder, make_likelihood(c.likelihood), data_shape)
+        self.guide = MarginalGuide(make_encoder(c.network, data_shape, c.latent_dim, c.hidden))
+        self.model.to(self.device)
+        self.guide.to(self.device)
+        self.data_shape = tuple(data_shape)
+
+    def _require_fitted(self) -> None:
+        if self.model is None:
+            raise RuntimeError("this VarClust is not fitted yet: call fit(X) or VarClust.load(path)")
+
+    def _prepare(self, X: ArrayLike | Tensor, name: str = "X") -> Tensor:
+        x = as_image_tensor(X if isinstance(X, Tensor) else np.asarray(X), name=name)
+        if self.data_shape is not None and tuple(x.shape[1:]) != self.data_shape:
+            raise ValueError(
+                f"{name} has data shape {tuple(x.shape[1:])} but the model was built for "
+                f"{self.data_shape}"
+            )
+        likelihood = self.model.likelihood if self.model is not None else make_likelihood(
+            self.config.likelihood
+        )
+        likelihood.check_data(x)
+        return x.to(self.device)
+
+    # ------------------------------------------------------------------ fitting
+    def fit(
+        self,
+        X: ArrayLike | Tensor,
+        y: ArrayLike | None = None,
+        *,
+        out_dir: str | os.PathLike | None = None,
+        resume: bool = False,
+        progress: bool = True,
+        metadata: dict[str, Any] | None = None,
+    ) -> VarClust:
+        """Fit to data X (N, ...) of floats in [0, 1]; y (N,) labels only for per-epoch scores.
+
+        With ``out_dir``, a checkpoint is written atomically after pretraining and after every
+        epoch, with ``metrics.json`` beside it; ``resume=True`` continues from that checkpoint.
+        """
+        c = self.config
+        x = as_image_tensor(X if isinstance(X, Tensor) else np.asarray(X))
+        check_num_clusters(c.num_clusters, len(x))
+        make_likelihood(c.likelihood).check_data(x)
+        labels = None
+        if y is not None:
+            labels = np.asarray(y)
+            if labels.shape != (len(x),):
+                raise ValueError(f"y must have shape ({len(x)},), got {labels.shape}")
+        out = Path(out_dir) if out_dir is not None else None
+        ckpt_path = out / CHECKPOINT_NAME if out is not None else None
+        if out is not None:
+            _check_writable(out)
+        x = x.to(self.device)
+
+        state = None
+        if resume:
+            if ckpt_path is None:
+                raise ValueError("resume=True needs out_dir, where the checkpoint lives")
+            if ckpt_path.exists():
+                state = load_checkpoint(ckpt_path, map_location=self.device)
+                self._check_compatible(state, tuple(x.shape[1:]), ckpt_path)
+            else:
+                log.warning("no checkpoint in %s: starting a new run", out)
+        pyro.set_rng_seed(c.seed)
+        self._build(tuple(x.shape[1:]))
+        trainer = SVITrainer(self.model, self.guide, c.learning_rate, c.lr_decay, c.clip_norm)
+        start_epoch = 0
+        if state is not None:
+            self._load_modules(state)
+            self.history = list(state["history"])
+            self.pretrain_losses = list(state["pretrain_losses"])
+            start_epoch = int(state["epoch"])
+            if state["phase"] == "train":
+                trainer.load_state_dict(state["trainer"])
+            restore_rng_state(state["rng"])
+        else:
+            self.history, self.pretrain_losses = [], []
+            if c.pretrain_epochs > 0:
+                self._pretrain(x, progress)
+            if ckpt_path is not None:
+                self._save(ckpt_path, "init", 0, trainer, metadata)
+
+        steps_per_epoch = -(-len(x) // c.batch_size)
+        bar = tqdm(
+            total=c.epochs * steps_per_epoch,
+            initial=start_epoch * steps_per_epoch,
+            desc="svi",
+            disable=not progress,
+            unit="step",
+        )
+        for epoch in range(start_epoch, c.epochs):
+            t0 = time.perf_counter()
+            self.model.train()
+            self.guide.train()
+
+            def on_step(i: int, loss: Tensor, n=len(x)) -> None:
+                bar.update(1)
+                if i % 20 == 0 and progress:
+                    bar.set_postfix(elbo=f"{-float(loss) / n:.2f}", epoch=epoch + 1)
+
+            elbo = trainer.epoch(x, c.batch_size, c.seed, epoch, on_step)
+            record: dict[str, float] = {
+                "epoch": epoch + 1,
+                "elbo": elbo,
+                "seconds": time.perf_counter() - t0,
+            }
+            if labels is not None:
+                record.update(clustering_scores(labels, self._predict_tensor(x).labels))
+            self.history.append(record)
+            if progress:
+                bar.set_postfix({k: round(v, 3) for k, v in record.items() if k != "epoch"})
+            if ckpt_path is not None:
+                self._save(ckpt_path, "train", epoch + 1, trainer, metadata)
+        bar.close()
+        return self
+
+    def _pretrain(self, x: Tensor, progress: bool) -> None:
+        c = self.config
+        bar = tqdm(total=c.pretrain_epochs, desc="pretrain", disable=not progress, unit="epoch")
+
+        def on_epoch(epoch: int, loss: float) -> None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.2f}")
+
+        self.pretrain_losses = pretrain_autoencoder(
+            self.guide.encoder,
+            self.model.decoder,
+            self.model.likelihood,
+            x,
+            c.pretrain_epochs,
+            c.batch_size,
+            c.pretrain_lr,
+            c.seed,
+            on_epoch,
+        )
+        bar.close()
+        codes = batched_apply(lambda b: self.guide.encode(b)[0], x)
+        weights, loc, scale = fit_mixture_to_codes(codes, c.num_clusters, c.seed)
+        self.model.prior.set_mixture(weights, loc, scale)
+
+    # ------------------------------------------------------------------ using a fit
+    @torch.no_grad()
+    def _predict_tensor(self, x: Tensor) -> ClusterPrediction:
+        self.guide.eval()
+        log_resp = batched_apply(lambda b: self.guide.cluster_logits(b, self.model.prior), x)
+        resp = log_resp.exp()
+        entropy = -(resp * log_resp).sum(-1)
+        return ClusterPrediction(
+            labels=log_resp.argmax(-1).cpu().numpy(),
+            responsibilities=resp.cpu().numpy(),
+            entropy=entropy.cpu().numpy(),
+        )
+
+    def predict(self, X: ArrayLike | Tensor) -> ClusterPrediction:
+        """Cluster labels, responsibilities (N, K) and their entropy for data X (N, ...)."""
+        self._require_fitted()
+        return self._predict_tensor(self._prepare(X))
+
+    @torch.no_grad()
+    def encode(self, X: ArrayLike | Tensor) -> np.ndarray:
+        """Posterior means of the codes: (N, D)."""
+        self._require_fitted()
+        return batched_apply(lambda b: self.guide.encode(b)[0], self._prepare(X)).cpu().numpy()
+
+    @torch.no_grad()
+    def sample(self, cluster: int, num_samples: int) -> Tensor:
+        """Draw z from component ``cluster`` and decode: returns (num_samples, *data_shape)
+        expected images (for Bernoulli pixels, probabilities in [0, 1])."""
+        self._require_fitted()
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be at least 1, got {num_samples}")
+        z = self.model.prior.sample_component(cluster, num_samples)
+        return self.model.decode_mean(z).cpu()
+
+    def score(self, X: ArrayLike | Tensor, y: ArrayLike) -> dict[str, float]:
+        """ACC, NMI and ARI of the predicted clusters against labels y (N,)."""
+        return clustering_scores(np.asarray(y), self.predict(X).labels)
+
+    # ------------------------------------------------------------------ persistence
+    def _payload(self, phase: str, epoch: int, trainer: SVITrainer | None, metadata) -> dict:
+        return {
+            "varclust_version": __version__,
+            "torch_version": torch.__version__,
+            "config": self.config.to_dict(),
+            "data_shape": list(self.data_shape),
+            "model": self.model.state_dict(),
+            "guide": self.guide.state_dict(),
+            "trainer": trainer.state_dict() if trainer is not None else {},
+            "phase": phase,
+            "epoch": epoch,
+            "history": self.history,
+            "pretrain_losses": self.pretrain_losses,
+            "rng": capture_rng_state(),
+            "metadata": dict(metadata or {}),
+        }
+
+    def _save(self, path: Path, phase: str, epoch: int, trainer: SVITrainer, metadata) -> None:
+        save_checkpoint(path, self._payload(phase, epoch, trainer, metadata))
+        summary = {
+            "config": self.config.to_dict(),
+            "metadata": dict(metadata or {}),
+            "pretrain_losses": self.pretrain_losses,
+            "history": self.history,
+        }
+        write_atomic(path.parent / METRICS_NAME, json.dumps(summary, indent=2).encode())
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the fitted model to ``path`` (atomically)."""
+        self._require_fitted()
+        save_checkpoint(path, self._payload("done", len(self.history), None, None))
+
+    def _check_compatible(self, state: dict, data_shape: tuple, path: Path) -> None:
+        saved = state["config"]
+        ours = self.config.to_dict()
+        diffs = [f"{k}: checkpoint {saved.get(k)!r} vs {ours[k]!r}" for k in STRUCTURAL_KEYS
+                 if saved.get(k) != ours[k]]
+        if tuple(state["data_shape"]) != tuple(data_shape):
+            diffs.append(f"data shape: checkpoint {tuple(state['data_shape'])} vs {data_shape}")
+        if diffs:
+            raise CheckpointError(
+                f"{path} was written by a different model ({'; '.join(diffs)}); "
+                "use a fresh out_dir or the same settings"
+            )
+
+    def _load_modules(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.guide.load_state_dict(state["guide"])
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str = "auto") -> VarClust:
+        """Rebuild a fitted model from a checkpoint written by ``fit(out_dir=...)`` or ``save``."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / CHECKPOINT_NAME
+        state = load_checkpoint(path, map_location="cpu")
+        try:
+            config = FitConfig.from_dict({**state["config"], "device": device})
+        except (ValueError, TypeError) as err:
+            raise CheckpointError(f"{path} holds an invalid config: {err}") from None
+        vc = cls(config=config)
+        vc._build(tuple(state["data_shape"]))
+        vc._load_modules(state)
+        vc.history = list(state["history"])
+        vc.pretrain_losses = list(state["pretrain_losses"])
+        return vc
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OSError(f"cannot create the output folder {out}: {err.strerror}") from None
+    if not os.access(out, os.W_OK):
+        raise PermissionError(f"the output folder {out} is not writable; choose another --out")

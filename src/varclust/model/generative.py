@@ -1,0 +1,59 @@
+"""The generative model: c ~ Categorical(pi), z | c ~ Normal(mu_c, sigma_c), x | z ~ p(x | z)."""
+
+from __future__ import annotations
+
+import pyro
+import torch
+from pyro.nn import PyroModule
+from torch import Tensor, nn
+
+from .likelihoods import Likelihood
+
+__all__ = ["ClusteringModel", "data_plate"]
+
+
+def data_plate(x: Tensor, indices: Tensor | None = None, num_data: int | None = None):
+    """The ``data`` plate shared by model and guides.
+
+    Args:
+        x: (B, ...) the mini-batch.
+        indices: (B,) the batch's indices into the full data (default ``arange(B)``).
+        num_data: N, the full data size; the ELBO is scaled by N / B (default B).
+    """
+    batch = x.shape[0]
+    size = batch if num_data is None else int(num_data)
+    if indices is None:
+        indices = torch.arange(batch, device=x.device)
+    return pyro.plate("data", size, subsample=indices, device=x.device)
+
+
+class ClusteringModel(PyroModule):
+    """p(x, z, c) = p(c) p(z | c) p(x | z), the prior, decoder and likelihood swappable.
+
+    Args:
+        prior: a PyroModule called inside the data plate that emits ``cluster`` and ``z`` and
+            returns z of shape (..., B, D) (e.g. :class:`GaussianMixturePrior`).
+        decoder: z (..., D) -> raw output (..., *data_shape).
+        likelihood: raw output -> distribution over a datum.
+        data_shape: the shape of one datum, e.g. (1, 28, 28).
+    """
+
+    def __init__(
+        self, prior: PyroModule, decoder: nn.Module, likelihood: Likelihood, data_shape: tuple
+    ) -> None:
+        super().__init__()
+        self.prior = prior
+        self.decoder = decoder
+        self.likelihood = likelihood
+        self.data_shape = tuple(data_shape)
+
+    def forward(self, x: Tensor, indices: Tensor | None = None, num_data: int | None = None):
+        """x: (B, *data_shape); indices: (B,) positions in the full data; num_data: N."""
+        with data_plate(x, indices, num_data):
+            z = self.prior()
+            out = self.decoder(z)
+            pyro.sample("x", self.likelihood(out, len(self.data_shape)), obs=x)
+
+    def decode_mean(self, z: Tensor) -> Tensor:
+        """Expected datum for codes z (..., D) -> (..., *data_shape)."""
+        return self.likelihood.mean(self.decoder(z))
