@@ -67,7 +67,9 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("device='cuda' was asked for but PyTorch sees no GPU; use 'cpu' or 'auto'")
+        raise RuntimeError(
+            "device='cuda' was asked for but PyTorch sees no GPU; use 'cpu' or 'auto'"
+        )
     return torch.device(device)
 
 
@@ -119,7 +121,9 @@ class VarClust:
 
     def _require_fitted(self) -> None:
         if self.model is None:
-            raise RuntimeError("this VarClust is not fitted yet: call fit(X) or VarClust.load(path)")
+            raise RuntimeError(
+                "this VarClust is not fitted yet: call fit(X) or VarClust.load(path)"
+            )
 
     def _prepare(self, X: ArrayLike | Tensor, name: str = "X") -> Tensor:
         x = as_image_tensor(X if isinstance(X, Tensor) else np.asarray(X), name=name)
@@ -201,16 +205,17 @@ class VarClust:
             disable=not progress,
             unit="step",
         )
+        num_data = len(x)
+
+        def on_step(i: int, loss: Tensor) -> None:
+            bar.update(1)
+            if i % 20 == 0 and progress:
+                bar.set_postfix(elbo=f"{-float(loss) / num_data:.2f}")
+
         for epoch in range(start_epoch, c.epochs):
             t0 = time.perf_counter()
             self.model.train()
             self.guide.train()
-
-            def on_step(i: int, loss: Tensor, n=len(x)) -> None:
-                bar.update(1)
-                if i % 20 == 0 and progress:
-                    bar.set_postfix(elbo=f"{-float(loss) / n:.2f}", epoch=epoch + 1)
-
             elbo = trainer.epoch(x, c.batch_size, c.seed, epoch, on_step)
             record: dict[str, float] = {
                 "epoch": epoch + 1,
@@ -293,7 +298,7 @@ class VarClust:
     def _payload(self, phase: str, epoch: int, trainer: SVITrainer | None, metadata) -> dict:
         return {
             "varclust_version": __version__,
-            "torch_version": torch.__version__,
+            "torch_version": str(torch.__version__),
             "config": self.config.to_dict(),
             "data_shape": list(self.data_shape),
             "model": self.model.state_dict(),

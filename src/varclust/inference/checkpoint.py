@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -77,12 +78,17 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        detail = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        what = f" (it needs {detail.group(1)})" if detail else ""
         raise CheckpointError(
-            f"refused to load {path}: it carries pickled Python objects that weights-only "
-            f"loading does not allow, so it was not written by varclust ({err})"
+            f"refused to load {path}: it carries pickled Python objects{what} that safe "
+            "weights-only loading does not run, so it was not written by varclust; "
+            "nothing in it was executed"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated: {err})") from None
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (corrupt or truncated: {err})"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a varclust checkpoint (format {CHECKPOINT_FORMAT})")
     return payload

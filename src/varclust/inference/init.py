@@ -54,7 +54,7 @@ def pretrain_autoencoder(
 
 
 def fit_mixture_to_codes(
-    codes: Tensor, num_clusters: int, seed: int, n_init: int = 3
+    codes: Tensor, num_clusters: int, seed: int, n_init: int = 10
 ) -> tuple[Tensor, Tensor, Tensor]:
     """A diagonal GaussianMixture (scikit-learn) on codes (N, D).
 

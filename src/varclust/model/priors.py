@@ -6,10 +6,10 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
-from torch.distributions import transform_to
 from pyro.nn import PyroModule, PyroParam
 from pyro.ops.indexing import Vindex
 from torch import Tensor
+from torch.distributions import transform_to
 
 from ..data.validation import check_num_clusters
 
@@ -36,7 +36,9 @@ class GaussianMixturePrior(PyroModule):
         self.num_clusters = num_clusters
         self.latent_dim = latent_dim
         self.min_scale = min_scale
-        self.weights = PyroParam(torch.full((num_clusters,), 1.0 / num_clusters), constraints.simplex)
+        self.weights = PyroParam(
+            torch.full((num_clusters,), 1.0 / num_clusters), constraints.simplex
+        )
         self.loc = PyroParam(torch.randn(num_clusters, latent_dim))
         self.scale = PyroParam(
             torch.ones(num_clusters, latent_dim), constraints.greater_than(min_scale)
@@ -83,5 +85,7 @@ def assign_param(module: PyroModule, name: str, value: Tensor) -> None:
     unconstrained = getattr(module, name + "_unconstrained")
     value = value.to(dtype=unconstrained.dtype, device=unconstrained.device)
     if value.shape != unconstrained.shape:
-        raise ValueError(f"{name} must have shape {tuple(unconstrained.shape)}, got {tuple(value.shape)}")
+        raise ValueError(
+            f"{name} must have shape {tuple(unconstrained.shape)}, got {tuple(value.shape)}"
+        )
     unconstrained.copy_(transform_to(constraint).inv(value))

@@ -1,0 +1,156 @@
+"""The ``varclust`` command: fit, evaluate and sample from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+from .analysis.plots import plot_cluster_samples, plot_training_curve
+from .config import FitConfig
+from .data.datasets import DATASETS, DatasetNotFoundError, load_dataset
+from .estimator import VarClust
+from .inference.checkpoint import CheckpointError, write_atomic
+from .metrics import clustering_scores
+
+#: per-dataset defaults for settings the user does not give (small data need more epochs)
+DATASET_DEFAULTS: dict[str, dict] = {
+    "digits": {"epochs": 60, "pretrain_epochs": 100},
+}
+
+
+def _hidden(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(h) for h in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--hidden takes widths like 500,500,2000, not {text!r}"
+        ) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="varclust", description="Deep clustering with Gaussian-mixture VAEs in Pyro."
+    )
+    parser.add_argument("--version", action="version", version=f"varclust {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    fit = sub.add_parser("fit", help="fit a model to a data set and write a run folder")
+    fit.add_argument("--dataset", default="digits", choices=sorted(DATASETS))
+    fit.add_argument("--clusters", type=int, default=10, help="K, the number of clusters")
+    fit.add_argument("--epochs", type=int, help="SVI epochs (digits: 60, others: 50)")
+    fit.add_argument("--pretrain-epochs", type=int,
+                     help="autoencoder epochs before the mixture is fitted "
+                     "(digits: 100, others: 10)")
+    fit.add_argument("--latent-dim", type=int, default=10)
+    fit.add_argument("--network", choices=("mlp", "conv"), default="mlp")
+    fit.add_argument("--hidden", type=_hidden, default=(500, 500, 2000),
+                     help="encoder widths, mirrored by the decoder (default 500,500,2000)")
+    fit.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default="bernoulli")
+    fit.add_argument("--batch-size", type=int, default=256)
+    fit.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate")
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    fit.add_argument("--out", required=True, type=Path, help="run folder")
+    fit.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
+    fit.add_argument("--data-root", type=Path, help="torchvision data folder")
+    fit.add_argument("--download", action="store_true", help="download a missing data set")
+    fit.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    evaluate = sub.add_parser("evaluate", help="score a run's clusters against the labels")
+    evaluate.add_argument("run", type=Path, help="run folder written by `varclust fit`")
+    evaluate.add_argument("--data-root", type=Path)
+
+    sample = sub.add_parser("sample", help="draw images per cluster from a fitted run")
+    sample.add_argument("run", type=Path, help="run folder written by `varclust fit`")
+    sample.add_argument("--cluster", type=int, help="only this cluster (default: every cluster)")
+    sample.add_argument("--num", type=int, default=8, help="images per cluster")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--out", type=Path, help="PNG path (default RUN/samples.png)")
+    return parser
+
+
+def _write_figures(vc: VarClust, out: Path, num: int = 8) -> None:
+    grids = [vc.sample(k, num) for k in range(vc.config.num_clusters)]
+    plot_cluster_samples(grids, out / "samples.png", title="samples per cluster")
+    plot_training_curve(vc.history, out / "loss.png", vc.pretrain_losses)
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    preset = DATASET_DEFAULTS.get(args.dataset, {})
+    epochs = args.epochs if args.epochs is not None else preset.get("epochs", 50)
+    pretrain = args.pretrain_epochs if args.pretrain_epochs is not None else preset.get(
+        "pretrain_epochs", 10)
+    config = FitConfig(
+        num_clusters=args.clusters, latent_dim=args.latent_dim, network=args.network,
+        hidden=args.hidden, likelihood=args.likelihood, epochs=epochs, pretrain_epochs=pretrain,
+        batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed, device=args.device,
+    )
+    data = load_dataset(args.dataset, root=args.data_root, download=args.download)
+    vc = VarClust(config=config)
+    print(f"varclust: fitting K={config.num_clusters} to {data.name} "
+          f"({len(data)} x {'x'.join(map(str, data.image_shape))}) on {vc.device}")
+    metadata = {"dataset": data.name, "data_root": str(args.data_root or "")}
+    vc.fit(data.images, data.labels, out_dir=args.out, resume=args.resume,
+           progress=not args.quiet, metadata=metadata)
+    _write_figures(vc, args.out)
+    last = vc.history[-1] if vc.history else {}
+    scores = ", ".join(f"{k.upper()} {last[k]:.4f}" for k in ("acc", "nmi", "ari") if k in last)
+    print(f"varclust: done; {scores}; run folder {args.out}")
+    return 0
+
+
+def _load_run(run: Path) -> tuple[VarClust, dict]:
+    vc = VarClust.load(run, device="auto")
+    meta = json.loads((run / "metrics.json").read_text()).get("metadata", {}) if (
+        run / "metrics.json").exists() else {}
+    return vc, meta
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    vc, meta = _load_run(args.run)
+    if "dataset" not in meta:
+        raise ValueError(f"{args.run} does not record its data set; evaluate it in Python")
+    root = args.data_root or (Path(meta["data_root"]) if meta.get("data_root") else None)
+    data = load_dataset(meta["dataset"], root=root, download=False)
+    pred = vc.predict(data.images)
+    result = {"dataset": data.name, "num_data": len(data),
+              "mean_assignment_entropy": float(pred.entropy.mean())}
+    if data.labels is not None:
+        result.update(clustering_scores(data.labels.numpy(), pred.labels))
+    write_atomic(args.run / "evaluation.json", json.dumps(result, indent=2).encode())
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import torch
+
+    vc, _ = _load_run(args.run)
+    torch.manual_seed(args.seed)
+    clusters = [args.cluster] if args.cluster is not None else range(vc.config.num_clusters)
+    grids = [vc.sample(k, args.num) for k in clusters]
+    out = args.out or args.run / (
+        f"samples_cluster{args.cluster}.png" if args.cluster is not None else "samples.png")
+    plot_cluster_samples(grids, out)
+    print(f"varclust: wrote {out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="varclust: %(message)s")
+    args = build_parser().parse_args(argv)
+    handlers = {"fit": cmd_fit, "evaluate": cmd_evaluate, "sample": cmd_sample}
+    try:
+        return handlers[args.command](args)
+    except (DatasetNotFoundError, CheckpointError, ValueError, TypeError, OSError,
+            RuntimeError) as err:
+        print(f"varclust: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
