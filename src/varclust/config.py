@@ -9,6 +9,8 @@ __all__ = ["FitConfig", "STRUCTURAL_KEYS"]
 
 #: keys that fix the shapes of parameters: a checkpoint only loads into a model that agrees on them
 STRUCTURAL_KEYS = ("num_clusters", "latent_dim", "network", "hidden", "likelihood")
+#: keys of the swappable components (issue 3); they fix parameter shapes too
+STRUCTURAL_KEYS += ("prior", "guide", "global_guide")
 
 
 @dataclass
@@ -17,7 +19,13 @@ class FitConfig:
 
     Model: ``num_clusters`` K >= 2, ``latent_dim`` D, ``network`` ("mlp" or "conv"; the conv nets
     take 28x28 or 32x32 images), ``hidden`` (encoder layer widths, mirrored by the decoder),
-    ``likelihood`` ("bernoulli" or "gaussian").
+    ``likelihood`` ("bernoulli", "cbernoulli", "gaussian", "laplace", "categorical256"; see
+    :mod:`varclust.registry`).
+    Components (:mod:`varclust.registry`): ``prior`` ("gmm", "normal", "bayes-gmm"), ``guide``
+    ("marginal", "mixture", "relaxed"); "custom" when an object was passed instead of a name.
+    ``dirichlet_concentration`` (per cluster; < 1 is sparse) and ``global_guide`` ("map" or
+    "mean-field") set up "bayes-gmm"; ``temperature`` T0, ``temperature_decay`` and
+    ``temperature_min`` the relaxed guide's schedule T_e = max(T_min, T0 * decay^e).
     Training: ``epochs`` of SVI after ``pretrain_epochs`` of autoencoder pretraining (then a
     GaussianMixture fitted to the codes initialises the prior; 0 skips both), Adam with learning
     rate ``learning_rate`` multiplied by ``lr_decay`` after every epoch, gradients clipped to
@@ -39,14 +47,35 @@ class FitConfig:
     pretrain_lr: float = 1e-3
     seed: int = 0
     device: str = "auto"
+    prior: str = "gmm"
+    guide: str = "marginal"
+    dirichlet_concentration: float = 1.0
+    global_guide: str = "map"
+    temperature: float = 1.0
+    temperature_decay: float = 0.93
+    temperature_min: float = 0.5
 
     def __post_init__(self) -> None:
         self.hidden = tuple(int(h) for h in self.hidden)
         if self.network not in ("mlp", "conv"):
             raise ValueError(f"network must be 'mlp' or 'conv', got {self.network!r}")
-        if self.likelihood not in ("bernoulli", "gaussian"):
+        from .registry import check_name
+
+        for kind in ("prior", "guide", "likelihood"):
+            check_name(kind, getattr(self, kind))
+        if self.global_guide not in ("map", "mean-field"):
             raise ValueError(
-                f"likelihood must be 'bernoulli' or 'gaussian', got {self.likelihood!r}"
+                f"global_guide must be 'map' or 'mean-field', got {self.global_guide!r}"
+            )
+        if not self.dirichlet_concentration > 0:
+            raise ValueError(
+                f"dirichlet_concentration must be positive, got {self.dirichlet_concentration}"
+            )
+        if not 0 < self.temperature_min <= self.temperature or not 0 < self.temperature_decay <= 1:
+            raise ValueError(
+                "the relaxed guide's schedule needs 0 < temperature_min <= temperature and "
+                f"0 < temperature_decay <= 1, got {self.temperature_min}, {self.temperature}, "
+                f"{self.temperature_decay}"
             )
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")

@@ -20,8 +20,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .config import STRUCTURAL_KEYS, FitConfig
 from .data.validation import as_image_tensor, check_num_clusters
-from .guides.encoders import make_encoder
-from .guides.marginal import MarginalGuide
+from .guides.base import ClusterGuide
 from .inference.batching import batched_apply
 from .inference.checkpoint import (
     CheckpointError,
@@ -31,13 +30,12 @@ from .inference.checkpoint import (
     save_checkpoint,
     write_atomic,
 )
-from .inference.init import fit_mixture_to_codes, pretrain_autoencoder
+from .inference.init import fit_mixture_to_codes, labelled_means, pretrain_autoencoder
 from .inference.svi import SVITrainer
 from .metrics import clustering_scores
-from .model.decoders import make_decoder
 from .model.generative import ClusteringModel
-from .model.likelihoods import BernoulliLikelihood, GaussianLikelihood, Likelihood
-from .model.priors import GaussianMixturePrior
+from .model.likelihoods import Likelihood
+from .registry import CUSTOM, build_likelihood, build_model_and_guide
 
 __all__ = ["ClusterPrediction", "VarClust", "resolve_device"]
 
@@ -74,7 +72,10 @@ def resolve_device(device: str) -> torch.device:
 
 
 def make_likelihood(name: str) -> Likelihood:
-    return {"bernoulli": BernoulliLikelihood, "gaussian": GaussianLikelihood}[name]()
+    return build_likelihood(FitConfig(likelihood=name))
+
+
+COMPONENTS = ("prior", "guide", "likelihood")
 
 
 class VarClust:
@@ -91,6 +92,8 @@ class VarClust:
         num_clusters: K >= 2.
         config: a full :class:`FitConfig`; keyword settings override its fields.
         **settings: any :class:`FitConfig` field (``latent_dim``, ``epochs``, ``network`` ...).
+            ``prior``, ``guide`` and ``likelihood`` take a registered name or your own object
+            or factory (:mod:`varclust.registry`).
     """
 
     def __init__(
@@ -99,22 +102,24 @@ class VarClust:
         base = config.to_dict() if config is not None else {}
         if num_clusters is not None:
             settings["num_clusters"] = num_clusters
+        #: user objects/factories given instead of registered names
+        self.components: dict[str, Any] = {}
+        for kind in COMPONENTS:
+            if kind in settings and not isinstance(settings[kind], str):
+                self.components[kind] = settings[kind]
+                settings[kind] = CUSTOM
         self.config = FitConfig.from_dict({**base, **settings})
         check_num_clusters(self.config.num_clusters)
         self.device = resolve_device(self.config.device)
         self.model: ClusteringModel | None = None
-        self.guide: MarginalGuide | None = None
+        self.guide: ClusterGuide | None = None
         self.data_shape: tuple[int, ...] | None = None
         self.history: list[dict[str, float]] = []
         self.pretrain_losses: list[float] = []
 
     # ------------------------------------------------------------------ building
     def _build(self, data_shape: tuple[int, ...]) -> None:
-        c = self.config
-        prior = GaussianMixturePrior(c.num_clusters, c.latent_dim)
-        decoder = make_decoder(c.network, c.latent_dim, data_shape, c.hidden)
-        self.model = ClusteringModel(prior, decoder, make_likelihood(c.likelihood), data_shape)
-        self.guide = MarginalGuide(make_encoder(c.network, data_shape, c.latent_dim, c.hidden))
+        self.model, self.guide = build_model_and_guide(self.config, data_shape, self.components)
         self.model.to(self.device)
         self.guide.to(self.device)
         self.data_shape = tuple(data_shape)
@@ -132,9 +137,8 @@ class VarClust:
                 f"{name} has data shape {tuple(x.shape[1:])} but the model was built for "
                 f"{self.data_shape}"
             )
-        likelihood = self.model.likelihood if self.model is not None else make_likelihood(
-            self.config.likelihood
-        )
+        likelihood = self.model.likelihood if self.model is not None else build_likelihood(
+            self.config, self.components.get("likelihood"))
         likelihood.check_data(x)
         return x.to(self.device)
 
@@ -148,8 +152,13 @@ class VarClust:
         resume: bool = False,
         progress: bool = True,
         metadata: dict[str, Any] | None = None,
+        labelled: ArrayLike | None = None,
     ) -> VarClust:
         """Fit to data X (N, ...) of floats in [0, 1]; y (N,) labels only for per-epoch scores.
+
+        Semi-supervised: ``labelled`` (N,) bool marks the data whose label y is given to the
+        model: their ``cluster`` is observed (cluster k = label k, labels in [0, K)), the rest
+        enumerated; the mixture after pretraining starts at the labelled codes' means.
 
         With ``out_dir``, a checkpoint is written atomically after pretraining and after every
         epoch, with ``metrics.json`` beside it; ``resume=True`` continues from that checkpoint.
@@ -157,12 +166,13 @@ class VarClust:
         c = self.config
         x = as_image_tensor(X if isinstance(X, Tensor) else np.asarray(X))
         check_num_clusters(c.num_clusters, len(x))
-        make_likelihood(c.likelihood).check_data(x)
+        build_likelihood(c, self.components.get("likelihood")).check_data(x)
         labels = None
         if y is not None:
             labels = np.asarray(y)
             if labels.shape != (len(x),):
                 raise ValueError(f"y must have shape ({len(x)},), got {labels.shape}")
+        supervision = _supervision(labels, labelled, c.num_clusters, len(x), self.device)
         out = Path(out_dir) if out_dir is not None else None
         ckpt_path = out / CHECKPOINT_NAME if out is not None else None
         if out is not None:
@@ -193,7 +203,7 @@ class VarClust:
         else:
             self.history, self.pretrain_losses = [], []
             if c.pretrain_epochs > 0:
-                self._pretrain(x, progress)
+                self._pretrain(x, progress, supervision)
             if ckpt_path is not None:
                 self._save(ckpt_path, "init", 0, trainer, metadata)
 
@@ -212,16 +222,22 @@ class VarClust:
             if i % 20 == 0 and progress:
                 bar.set_postfix(elbo=f"{-float(loss) / num_data:.2f}")
 
+        if c.epochs == 0 or start_epoch >= c.epochs:
+            self._refit_clusters(x)
         for epoch in range(start_epoch, c.epochs):
             t0 = time.perf_counter()
             self.model.train()
             self.guide.train()
-            elbo = trainer.epoch(x, c.batch_size, c.seed, epoch, on_step)
+            if hasattr(self.guide, "start_epoch"):  # e.g. the relaxed guide's temperature
+                self.guide.start_epoch(epoch)
+            elbo = trainer.epoch(x, c.batch_size, c.seed, epoch, on_step, **supervision)
+            self._refit_clusters(x)
             record: dict[str, float] = {
                 "epoch": epoch + 1,
                 "elbo": elbo,
                 "seconds": time.perf_counter() - t0,
             }
+            record.update(self._component_summary())
             if labels is not None:
                 record.update(clustering_scores(labels, self._predict_tensor(x).labels))
             self.history.append(record)
@@ -232,7 +248,24 @@ class VarClust:
         bar.close()
         return self
 
-    def _pretrain(self, x: Tensor, progress: bool) -> None:
+    def _refit_clusters(self, x: Tensor) -> None:
+        """For priors whose clusters are fitted to the codes (the standard normal): refit."""
+        if hasattr(self.model.prior, "fit_to_codes"):
+            self.guide.eval()
+            codes = batched_apply(lambda b: self.guide.encode(b)[0], x)
+            self.model.prior.fit_to_codes(codes, self.config.seed)
+
+    def _component_summary(self) -> dict[str, float]:
+        """Per-epoch facts of the components: the relaxed guide's temperature, the clusters a
+        Bayesian prior keeps in use."""
+        out: dict[str, float] = {}
+        if isinstance(getattr(self.guide, "temperature", None), Tensor):
+            out["temperature"] = float(self.guide.temperature)
+        if hasattr(self.model.prior, "weights_in_use"):
+            out["clusters_in_use"] = float(self.model.prior.weights_in_use())
+        return out
+
+    def _pretrain(self, x: Tensor, progress: bool, supervision: dict | None = None) -> None:
         c = self.config
         bar = tqdm(total=c.pretrain_epochs, desc="pretrain", disable=not progress, unit="epoch")
 
@@ -253,8 +286,16 @@ class VarClust:
         )
         bar.close()
         codes = batched_apply(lambda b: self.guide.encode(b)[0], x)
-        weights, loc, scale = fit_mixture_to_codes(codes, c.num_clusters, c.seed)
-        self.model.prior.set_mixture(weights, loc, scale)
+        means_init = None
+        if supervision:
+            means_init = labelled_means(codes, supervision["cluster"],
+                                        supervision["cluster_mask"], c.num_clusters, c.seed)
+        weights, loc, scale = fit_mixture_to_codes(codes, c.num_clusters, c.seed,
+                                                   means_init=means_init)
+        if hasattr(self.model.prior, "set_mixture"):
+            self.model.prior.set_mixture(weights, loc, scale)
+        if hasattr(self.guide, "init_from_mixture"):
+            self.guide.init_from_mixture(weights, loc, scale)
 
     # ------------------------------------------------------------------ using a fit
     @torch.no_grad()
@@ -345,8 +386,12 @@ class VarClust:
         self.guide.load_state_dict(state["guide"])
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str = "auto") -> VarClust:
-        """Rebuild a fitted model from a checkpoint written by ``fit(out_dir=...)`` or ``save``."""
+    def load(cls, path: str | os.PathLike, device: str = "auto", **components: Any) -> VarClust:
+        """Rebuild a fitted model from a checkpoint written by ``fit(out_dir=...)`` or ``save``.
+
+        A model fitted with your own prior/guide/likelihood object needs it again:
+        ``VarClust.load(path, prior=MyPrior)``.
+        """
         path = Path(path)
         if path.is_dir():
             path = path / CHECKPOINT_NAME
@@ -356,6 +401,7 @@ class VarClust:
         except (ValueError, TypeError) as err:
             raise CheckpointError(f"{path} holds an invalid config: {err}") from None
         vc = cls(config=config)
+        vc.components.update(components)
         vc._build(tuple(state["data_shape"]))
         vc._load_modules(state)
         vc.history = list(state["history"])
@@ -370,3 +416,31 @@ def _check_writable(out: Path) -> None:
         raise OSError(f"cannot create the output folder {out}: {err.strerror}") from None
     if not os.access(out, os.W_OK):
         raise PermissionError(f"the output folder {out} is not writable; choose another --out")
+
+
+def _supervision(
+    labels: np.ndarray | None, labelled: ArrayLike | None, num_clusters: int, num_data: int,
+    device: torch.device,
+) -> dict[str, Tensor]:
+    """The semi-supervised arguments of the trainer: cluster (N,) long, cluster_mask (N,) bool;
+    empty without ``labelled``."""
+    if labelled is None:
+        return {}
+    mask = np.asarray(labelled)
+    if mask.dtype != bool or mask.shape != (num_data,):
+        raise ValueError(
+            f"labelled must be a boolean array of shape ({num_data},) marking the labelled data, "
+            f"got dtype {mask.dtype} and shape {mask.shape}"
+        )
+    if labels is None:
+        raise ValueError("labelled=... needs the labels: pass y as well")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"semi-supervised labels must be integers, got dtype {labels.dtype}")
+    given = labels[mask]
+    if given.size and (given.min() < 0 or given.max() >= num_clusters):
+        raise ValueError(
+            f"labels of the labelled data must lie in [0, {num_clusters - 1}] (cluster k is "
+            f"label k), got values in [{given.min()}, {given.max()}]"
+        )
+    cluster = torch.as_tensor(np.where(mask, labels, 0), dtype=torch.long, device=device)
+    return {"cluster": cluster, "cluster_mask": torch.as_tensor(mask, device=device)}

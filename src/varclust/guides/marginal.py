@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import pyro
 import pyro.distributions as dist
-from pyro.nn import PyroModule
 from torch import Tensor, nn
 
-from ..model.generative import data_plate
+from .base import ClusterGuide
 
 __all__ = ["MarginalGuide"]
 
 
-class MarginalGuide(PyroModule):
+class MarginalGuide(ClusterGuide):
     """q(z | x) = Normal(loc(x), scale(x)); the cluster posterior is p(c | z) under the prior.
+
+    In semi-supervised batches nothing changes here: the model conditions its ``cluster`` on
+    the labels and enumerates the rest.
 
     Args:
         encoder: x (B, *data_shape) -> (loc, scale), each (B, D).
@@ -23,18 +25,10 @@ class MarginalGuide(PyroModule):
         super().__init__()
         self.encoder = encoder
 
-    def forward(self, x: Tensor, indices: Tensor | None = None, num_data: int | None = None):
-        """Same signature as the model: x (B, ...), indices (B,), num_data N."""
+    def local(self, x: Tensor, cluster: Tensor | None, cluster_mask: Tensor | None) -> None:
         loc, scale = self.encoder(x)
-        with data_plate(x, indices, num_data):
-            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+        pyro.sample("z", dist.Normal(loc, scale).to_event(1))
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """loc and scale of q(z | x), each (B, D)."""
         return self.encoder(x)
-
-    def cluster_logits(self, x: Tensor, prior: PyroModule) -> Tensor:
-        """log p(c | z = E_q[z]) for each datum: (B, K), normalised over K (VaDE's rule)."""
-        loc, _ = self.encoder(x)
-        log_joint = prior.log_joint(loc)
-        return log_joint - log_joint.logsumexp(-1, keepdim=True)

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from ..model.likelihoods import Likelihood
 from .batching import epoch_batches
 
-__all__ = ["fit_mixture_to_codes", "pretrain_autoencoder"]
+__all__ = ["fit_mixture_to_codes", "labelled_means", "pretrain_autoencoder"]
 
 
 def pretrain_autoencoder(
@@ -54,14 +54,19 @@ def pretrain_autoencoder(
 
 
 def fit_mixture_to_codes(
-    codes: Tensor, num_clusters: int, seed: int, n_init: int = 10
+    codes: Tensor, num_clusters: int, seed: int, n_init: int = 10,
+    means_init: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """A diagonal GaussianMixture (scikit-learn) on codes (N, D).
 
+    ``means_init`` (K, D): start EM there (one initialisation) instead of k-means.
     Returns weights (K,), means (K, D) and scales (K, D) as float32 tensors.
     """
+    extra = {} if means_init is None else {
+        "means_init": means_init.detach().cpu().double().numpy(), "n_init": 1}
     gmm = GaussianMixture(
-        num_clusters, covariance_type="diag", n_init=n_init, random_state=seed, reg_covar=1e-4
+        num_clusters, **{"covariance_type": "diag", "n_init": n_init, "random_state": seed,
+                         "reg_covar": 1e-4, **extra}
     )
     gmm.fit(codes.detach().cpu().double().numpy())
     return (
@@ -69,3 +74,23 @@ def fit_mixture_to_codes(
         torch.from_numpy(gmm.means_.astype(np.float32)),
         torch.from_numpy(np.sqrt(gmm.covariances_).astype(np.float32)),
     )
+
+
+def labelled_means(
+    codes: Tensor, cluster: Tensor, cluster_mask: Tensor, num_clusters: int, seed: int
+) -> Tensor:
+    """Starting means (K, D) for a semi-supervised mixture: the mean code of each cluster's
+    labelled data; a cluster without labels starts at a random unlabelled code (seeded).
+
+    Args:
+        codes: (N, D); cluster: (N,) labels, read where cluster_mask (N,) is true.
+    """
+    codes, cluster, mask = codes.detach().cpu(), cluster.cpu(), cluster_mask.cpu()
+    generator = torch.Generator().manual_seed(seed)
+    spare = codes[~mask] if (~mask).any() else codes
+    means = spare[torch.randint(len(spare), (num_clusters,), generator=generator)].clone()
+    for k in range(num_clusters):
+        members = mask & (cluster == k)
+        if members.any():
+            means[k] = codes[members].mean(0)
+    return means

@@ -44,10 +44,14 @@ class SVITrainer:
         self.optimizer = torch.optim.Adam(self.elbo.parameters(), lr=learning_rate)
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=lr_decay)
 
-    def step(self, x: Tensor, indices: Tensor, num_data: int) -> Tensor:
-        """One gradient step on a mini-batch; returns the detached loss (-ELBO scaled to N)."""
+    def step(self, x: Tensor, indices: Tensor, num_data: int, **labels: Tensor) -> Tensor:
+        """One gradient step on a mini-batch; returns the detached loss (-ELBO scaled to N).
+
+        ``labels``: in semi-supervised fits, ``cluster`` (B,) and ``cluster_mask`` (B,) for
+        the batch, passed on to model and guide.
+        """
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.elbo(x, indices, num_data)
+        loss = self.elbo(x, indices, num_data, **labels)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.elbo.parameters(), self.clip_norm)
         self.optimizer.step()
@@ -60,16 +64,21 @@ class SVITrainer:
         seed: int,
         epoch: int,
         on_step: Callable[[int, Tensor], None] | None = None,
+        cluster: Tensor | None = None,
+        cluster_mask: Tensor | None = None,
     ) -> float:
         """One pass over ``data`` (N, ...) in shuffled mini-batches, then a scheduler step.
 
-        Returns the mean ELBO per datum over the epoch's batches.
+        ``cluster`` (N,) and ``cluster_mask`` (N,) bool: semi-supervised labels, observed where
+        the mask is true. Returns the mean ELBO per datum over the epoch's batches.
         """
         num_data = len(data)
         total = torch.zeros((), device=data.device)
         batches = 0
         for i, idx in enumerate(epoch_batches(num_data, batch_size, seed, epoch, data.device)):
-            loss = self.step(data[idx], idx, num_data)
+            labels = {} if cluster_mask is None else {
+                "cluster": cluster[idx], "cluster_mask": cluster_mask[idx]}
+            loss = self.step(data[idx], idx, num_data, **labels)
             total += loss
             batches += 1
             if on_step is not None:

@@ -31,8 +31,10 @@ class ClusteringModel(PyroModule):
     """p(x, z, c) = p(c) p(z | c) p(x | z), the prior, decoder and likelihood swappable.
 
     Args:
-        prior: a PyroModule called inside the data plate that emits ``cluster`` and ``z`` and
-            returns z of shape (..., B, D) (e.g. :class:`GaussianMixturePrior`).
+        prior: a :class:`~varclust.model.priors.MixturePrior` (or any PyroModule with its
+            ``sample_parameters()``, called outside the data plate, and
+            ``forward(params, cluster, cluster_mask)``, called inside it, which emits
+            ``cluster`` and ``z`` and returns z of shape (..., B, D)).
         decoder: z (..., D) -> raw output (..., *data_shape).
         likelihood: raw output -> distribution over a datum.
         data_shape: the shape of one datum, e.g. (1, 28, 28).
@@ -47,10 +49,22 @@ class ClusteringModel(PyroModule):
         self.likelihood = likelihood
         self.data_shape = tuple(data_shape)
 
-    def forward(self, x: Tensor, indices: Tensor | None = None, num_data: int | None = None):
-        """x: (B, *data_shape); indices: (B,) positions in the full data; num_data: N."""
+    def forward(
+        self,
+        x: Tensor,
+        indices: Tensor | None = None,
+        num_data: int | None = None,
+        cluster: Tensor | None = None,
+        cluster_mask: Tensor | None = None,
+    ):
+        """x: (B, *data_shape); indices: (B,) positions in the full data; num_data: N.
+
+        Semi-supervised batches also pass ``cluster`` (B,) labels, conditioned on where
+        ``cluster_mask`` (B,) is true and enumerated elsewhere.
+        """
+        params = self.prior.sample_parameters()
         with data_plate(x, indices, num_data):
-            z = self.prior()
+            z = self.prior(params, cluster, cluster_mask)
             out = self.decoder(z)
             pyro.sample("x", self.likelihood(out, len(self.data_shape)), obs=x)
 

@@ -18,7 +18,13 @@ from pyro.distributions import constraints
 from pyro.nn import PyroModule, PyroParam
 from torch import Tensor
 
-__all__ = ["BernoulliLikelihood", "GaussianLikelihood", "Likelihood"]
+__all__ = [
+    "BernoulliLikelihood",
+    "ContinuousBernoulliLikelihood",
+    "GaussianLikelihood",
+    "LaplaceLikelihood",
+    "Likelihood",
+]
 
 
 class Likelihood(PyroModule):
@@ -33,6 +39,10 @@ class Likelihood(PyroModule):
     def mean(self, out: Tensor) -> Tensor:
         """The expected datum under the likelihood, same shape as ``out``."""
         raise NotImplementedError
+
+    def decoder_shape(self, data_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape of the decoder's raw output for one datum (default: the datum's shape)."""
+        return tuple(data_shape)
 
     def check_data(self, x: Tensor) -> None:
         """Raise ValueError when the data fall outside the likelihood's support."""
@@ -71,3 +81,23 @@ class GaussianLikelihood(Likelihood):
 
     def mean(self, out: Tensor) -> Tensor:
         return out
+
+
+class ContinuousBernoulliLikelihood(Likelihood):
+    """x ~ ContinuousBernoulli(logits=out): a normalised density on [0, 1] (Loaiza-Ganem &
+    Cunningham 2019), the proper counterpart of the Bernoulli score for grey levels."""
+
+    support_min, support_max = 0.0, 1.0
+
+    def forward(self, out: Tensor, event_dim: int) -> dist.TorchDistribution:
+        return dist.ContinuousBernoulli(logits=out).to_event(event_dim)
+
+    def mean(self, out: Tensor) -> Tensor:
+        return dist.ContinuousBernoulli(logits=out).mean
+
+
+class LaplaceLikelihood(GaussianLikelihood):
+    """x ~ Laplace(out, scale) with one learned scale shared by all pixels (floored at 1e-3)."""
+
+    def forward(self, out: Tensor, event_dim: int) -> dist.TorchDistribution:
+        return dist.Laplace(out, self.scale).to_event(event_dim)

@@ -1,10 +1,24 @@
-"""Priors over the latent code: the learned Gaussian mixture p(c) p(z | c)."""
+"""Priors over the latent code: the mixture base class and the learned Gaussian mixture.
+
+A prior is a PyroModule the model calls in two steps (:class:`ClusteringModel`):
+
+1. ``params = prior.sample_parameters()`` outside the ``data`` plate: the mixture's global
+   parameters, point values for a point-estimated prior or ``pyro.sample`` sites for a Bayesian
+   one (:mod:`varclust.model.bayesian_prior`);
+2. ``z = prior(params, cluster, cluster_mask)`` inside the plate: emits the ``cluster`` site
+   (enumerated; observed where ``cluster_mask`` is true, in semi-supervised fits) and ``z``.
+
+:class:`MixturePrior` implements both from two methods a subclass defines:
+``point_parameters()`` (a dict with ``log_weights`` (K,) and whatever the components need) and
+``component(params, c)`` (the distribution of z given cluster indices c).
+"""
 
 from __future__ import annotations
 
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro import poutine
 from pyro.distributions import constraints
 from pyro.nn import PyroModule, PyroParam
 from pyro.ops.indexing import Vindex
@@ -13,10 +27,94 @@ from torch.distributions import transform_to
 
 from ..data.validation import check_num_clusters
 
-__all__ = ["GaussianMixturePrior", "assign_param"]
+__all__ = ["GaussianMixturePrior", "MixturePrior", "assign_param"]
 
 
-class GaussianMixturePrior(PyroModule):
+class MixturePrior(PyroModule):
+    """Base class of mixture priors p(c) p(z | c) over K clusters and D-dimensional codes.
+
+    Subclasses define :meth:`point_parameters` and :meth:`component`; Bayesian subclasses
+    also override :meth:`sample_parameters`. Everything else (the model's sites, the cluster
+    posterior used by ``predict``, sampling a cluster) follows from those.
+    """
+
+    def __init__(self, num_clusters: int, latent_dim: int) -> None:
+        check_num_clusters(num_clusters)
+        if latent_dim < 1:
+            raise ValueError(f"latent_dim must be at least 1, got {latent_dim}")
+        super().__init__()
+        self.num_clusters = num_clusters
+        self.latent_dim = latent_dim
+
+    def point_parameters(self) -> dict[str, Tensor]:
+        """The mixture's parameters as point values: ``log_weights`` (K,) and the components'."""
+        raise NotImplementedError
+
+    def component(self, params: dict[str, Tensor], c: Tensor) -> dist.TorchDistribution:
+        """p(z | c): batch shape ``c.shape``, event shape (D,)."""
+        raise NotImplementedError
+
+    def sample_parameters(self) -> dict[str, Tensor]:
+        """The parameters for one run of the model, called outside the data plate."""
+        return self.point_parameters()
+
+    def forward(
+        self,
+        params: dict[str, Tensor] | None = None,
+        cluster: Tensor | None = None,
+        cluster_mask: Tensor | None = None,
+    ) -> Tensor:
+        """Inside the data plate: sample ``cluster`` (enumerated) and ``z``; returns z (..., B, D).
+
+        Args:
+            params: from :meth:`sample_parameters` (default: :meth:`point_parameters`).
+            cluster: (B,) observed clusters, read only where ``cluster_mask`` is true.
+            cluster_mask: (B,) bool; with it, ``cluster`` is split, as Pyro's ``obs_mask`` does,
+                into the observed site ``cluster_observed`` and the enumerated site
+                ``cluster_unobserved``, each masked to its part of the batch.
+        """
+        params = self.point_parameters() if params is None else params
+        prior_c = dist.Categorical(logits=params["log_weights"])
+        if cluster_mask is None:
+            c = pyro.sample("cluster", prior_c, infer={"enumerate": "parallel"})
+        else:
+            # Pyro's obs_mask split, written out because pyro.sample(obs_mask=...) drops `infer`
+            # (the unobserved part would be sampled, not enumerated)
+            with poutine.mask(mask=cluster_mask):
+                pyro.sample("cluster_observed", prior_c, obs=cluster)
+            with poutine.mask(mask=~cluster_mask):
+                free = pyro.sample(
+                    "cluster_unobserved", prior_c, infer={"enumerate": "parallel"}
+                )
+            c = torch.where(cluster_mask, cluster, free)
+        return pyro.sample("z", self.component(params, c))
+
+    def log_joint(self, z: Tensor) -> Tensor:
+        """log p(c = k, z) for every k at the point parameters: z (..., D) -> (..., K)."""
+        params = self.point_parameters()
+        clusters = torch.arange(self.num_clusters, device=z.device)
+        log_comp = self.component(params, clusters).log_prob(z.unsqueeze(-2))
+        return log_comp + params["log_weights"].log_softmax(-1)
+
+    def sample_component(self, k: int, num_samples: int) -> Tensor:
+        """Draw z from component k: returns (num_samples, D)."""
+        if not 0 <= k < self.num_clusters:
+            raise ValueError(f"cluster must be in [0, {self.num_clusters - 1}], got {k}")
+        params = self.point_parameters()
+        c = torch.full((num_samples,), k, dtype=torch.long, device=params["log_weights"].device)
+        return self.component(params, c).sample()
+
+
+def diagonal_normal_component(
+    params: dict[str, Tensor], c: Tensor
+) -> dist.TorchDistribution:
+    """Normal(loc[c], scale[c]) from ``params`` with ``loc`` and ``scale`` (K, D)."""
+    loc = Vindex(params["loc"])[..., c, :]
+    scale = Vindex(params["scale"])[..., c, :]
+    return dist.Normal(loc, scale).to_event(1)
+
+
+class GaussianMixturePrior(MixturePrior):
     """c ~ Categorical(weights), z | c ~ Normal(loc[c], scale[c]) with diagonal scales.
 
     Parameters (point estimates, learned with the networks):
@@ -29,12 +127,7 @@ class GaussianMixturePrior(PyroModule):
     """
 
     def __init__(self, num_clusters: int, latent_dim: int, min_scale: float = 1e-3) -> None:
-        check_num_clusters(num_clusters)
-        if latent_dim < 1:
-            raise ValueError(f"latent_dim must be at least 1, got {latent_dim}")
-        super().__init__()
-        self.num_clusters = num_clusters
-        self.latent_dim = latent_dim
+        super().__init__(num_clusters, latent_dim)
         self.min_scale = min_scale
         self.weights = PyroParam(
             torch.full((num_clusters,), 1.0 / num_clusters), constraints.simplex
@@ -44,24 +137,15 @@ class GaussianMixturePrior(PyroModule):
             torch.ones(num_clusters, latent_dim), constraints.greater_than(min_scale)
         )
 
-    def forward(self) -> Tensor:
-        c = pyro.sample(
-            "cluster", dist.Categorical(self.weights), infer={"enumerate": "parallel"}
-        )
-        loc = Vindex(self.loc)[..., c, :]
-        scale = Vindex(self.scale)[..., c, :]
-        return pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+    def point_parameters(self) -> dict[str, Tensor]:
+        return {
+            "log_weights": self.weights.clamp_min(1e-30).log(),
+            "loc": self.loc,
+            "scale": self.scale,
+        }
 
-    def log_joint(self, z: Tensor) -> Tensor:
-        """log p(c = k, z) for every k: z (..., D) -> (..., K)."""
-        comp = dist.Normal(self.loc, self.scale).to_event(1)
-        return comp.log_prob(z.unsqueeze(-2)) + self.weights.clamp_min(1e-30).log()
-
-    def sample_component(self, k: int, num_samples: int) -> Tensor:
-        """Draw z from component k: returns (num_samples, D)."""
-        if not 0 <= k < self.num_clusters:
-            raise ValueError(f"cluster must be in [0, {self.num_clusters - 1}], got {k}")
-        return dist.Normal(self.loc[k], self.scale[k]).sample((num_samples,))
+    def component(self, params: dict[str, Tensor], c: Tensor) -> dist.TorchDistribution:
+        return diagonal_normal_component(params, c)
 
     @torch.no_grad()
     def set_mixture(self, weights: Tensor, loc: Tensor, scale: Tensor) -> None:
