@@ -26,6 +26,7 @@ class FitConfig:
     ``dirichlet_concentration`` (per cluster; < 1 is sparse) and ``global_guide`` ("map" or
     "mean-field") set up "bayes-gmm"; ``temperature`` T0, ``temperature_decay`` and
     ``temperature_min`` the relaxed guide's schedule T_e = max(T_min, T0 * decay^e).
+    Semi-supervised fits add ``label_weight`` * log p(c = label | z) for the labelled data.
     Training: ``epochs`` of SVI after ``pretrain_epochs`` of autoencoder pretraining (then a
     GaussianMixture fitted to the codes initialises the prior; 0 skips both), Adam with learning
     rate ``learning_rate`` multiplied by ``lr_decay`` after every epoch, gradients clipped to
@@ -54,6 +55,7 @@ class FitConfig:
     temperature: float = 1.0
     temperature_decay: float = 0.93
     temperature_min: float = 0.5
+    label_weight: float = 300.0
 
     def __post_init__(self) -> None:
         self.hidden = tuple(int(h) for h in self.hidden)
@@ -67,6 +69,8 @@ class FitConfig:
             raise ValueError(
                 f"global_guide must be 'map' or 'mean-field', got {self.global_guide!r}"
             )
+        if self.label_weight < 0:
+            raise ValueError(f"label_weight must be >= 0, got {self.label_weight}")
         if not self.dirichlet_concentration > 0:
             raise ValueError(
                 f"dirichlet_concentration must be positive, got {self.dirichlet_concentration}"

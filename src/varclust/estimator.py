@@ -30,7 +30,7 @@ from .inference.checkpoint import (
     save_checkpoint,
     write_atomic,
 )
-from .inference.init import fit_mixture_to_codes, labelled_means, pretrain_autoencoder
+from .inference.init import align_to_labels, fit_mixture_to_codes, pretrain_autoencoder
 from .inference.svi import SVITrainer
 from .metrics import clustering_scores
 from .model.generative import ClusteringModel
@@ -158,7 +158,9 @@ class VarClust:
 
         Semi-supervised: ``labelled`` (N,) bool marks the data whose label y is given to the
         model: their ``cluster`` is observed (cluster k = label k, labels in [0, K)), the rest
-        enumerated; the mixture after pretraining starts at the labelled codes' means.
+        enumerated; the mixture fitted after pretraining has its components reordered to match
+        the labels (Hungarian matching), and ``label_weight`` > 0 adds
+        label_weight * log p(c = label | z) for the labelled data.
 
         With ``out_dir``, a checkpoint is written atomically after pretraining and after every
         epoch, with ``metrics.json`` beside it; ``resume=True`` continues from that checkpoint.
@@ -286,12 +288,9 @@ class VarClust:
         )
         bar.close()
         codes = batched_apply(lambda b: self.guide.encode(b)[0], x)
-        means_init = None
+        weights, loc, scale = fit_mixture_to_codes(codes, c.num_clusters, c.seed)
         if supervision:
-            means_init = labelled_means(codes, supervision["cluster"],
-                                        supervision["cluster_mask"], c.num_clusters, c.seed)
-        weights, loc, scale = fit_mixture_to_codes(codes, c.num_clusters, c.seed,
-                                                   means_init=means_init)
+            weights, loc, scale = align_to_labels(weights, loc, scale, codes, **supervision)
         if hasattr(self.model.prior, "set_mixture"):
             self.model.prior.set_mixture(weights, loc, scale)
         if hasattr(self.guide, "init_from_mixture"):

@@ -162,6 +162,7 @@ def build_model_and_guide(
     decoder = make_decoder(config.network, d, likelihood.decoder_shape(tuple(data_shape)),
                            config.hidden)
     model = ClusteringModel(prior, decoder, likelihood, tuple(data_shape))
+    model.label_weight = config.label_weight
     encoder = make_encoder(config.network, data_shape, d, config.hidden)
     guide = _make("guide", config.guide, custom.get("guide"), config,
                   encoder=encoder, num_clusters=k, latent_dim=d)

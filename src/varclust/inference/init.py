@@ -6,13 +6,14 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from scipy.optimize import linear_sum_assignment
 from sklearn.mixture import GaussianMixture
 from torch import Tensor, nn
 
 from ..model.likelihoods import Likelihood
 from .batching import epoch_batches
 
-__all__ = ["fit_mixture_to_codes", "labelled_means", "pretrain_autoencoder"]
+__all__ = ["align_to_labels", "fit_mixture_to_codes", "pretrain_autoencoder"]
 
 
 def pretrain_autoencoder(
@@ -54,19 +55,14 @@ def pretrain_autoencoder(
 
 
 def fit_mixture_to_codes(
-    codes: Tensor, num_clusters: int, seed: int, n_init: int = 10,
-    means_init: Tensor | None = None,
+    codes: Tensor, num_clusters: int, seed: int, n_init: int = 10
 ) -> tuple[Tensor, Tensor, Tensor]:
     """A diagonal GaussianMixture (scikit-learn) on codes (N, D).
 
-    ``means_init`` (K, D): start EM there (one initialisation) instead of k-means.
     Returns weights (K,), means (K, D) and scales (K, D) as float32 tensors.
     """
-    extra = {} if means_init is None else {
-        "means_init": means_init.detach().cpu().double().numpy(), "n_init": 1}
     gmm = GaussianMixture(
-        num_clusters, **{"covariance_type": "diag", "n_init": n_init, "random_state": seed,
-                         "reg_covar": 1e-4, **extra}
+        num_clusters, covariance_type="diag", n_init=n_init, random_state=seed, reg_covar=1e-4
     )
     gmm.fit(codes.detach().cpu().double().numpy())
     return (
@@ -76,21 +72,26 @@ def fit_mixture_to_codes(
     )
 
 
-def labelled_means(
-    codes: Tensor, cluster: Tensor, cluster_mask: Tensor, num_clusters: int, seed: int
-) -> Tensor:
-    """Starting means (K, D) for a semi-supervised mixture: the mean code of each cluster's
-    labelled data; a cluster without labels starts at a random unlabelled code (seeded).
+
+def align_to_labels(
+    weights: Tensor, loc: Tensor, scale: Tensor, codes: Tensor, cluster: Tensor,
+    cluster_mask: Tensor,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Reorder a mixture's components so that component k is the one the labelled codes of
+    class k fall in (Hungarian matching on the summed log responsibilities, scipy).
 
     Args:
-        codes: (N, D); cluster: (N,) labels, read where cluster_mask (N,) is true.
+        weights (K,), loc (K, D), scale (K, D): the mixture; codes (N, D); cluster (N,) labels
+        read where cluster_mask (N,) is true.
+    Returns:
+        weights, loc, scale reordered.
     """
-    codes, cluster, mask = codes.detach().cpu(), cluster.cpu(), cluster_mask.cpu()
-    generator = torch.Generator().manual_seed(seed)
-    spare = codes[~mask] if (~mask).any() else codes
-    means = spare[torch.randint(len(spare), (num_clusters,), generator=generator)].clone()
-    for k in range(num_clusters):
-        members = mask & (cluster == k)
-        if members.any():
-            means[k] = codes[members].mean(0)
-    return means
+    mask = cluster_mask.cpu()
+    z, labels = codes.detach().cpu()[mask], cluster.cpu()[mask]
+    log_joint = torch.distributions.Normal(loc, scale).log_prob(z[:, None]).sum(-1) + weights.log()
+    log_resp = log_joint - log_joint.logsumexp(-1, keepdim=True)  # (L, K)
+    k = len(weights)
+    score = torch.zeros(k, k, dtype=log_resp.dtype).index_add_(0, labels, log_resp)
+    _, order = linear_sum_assignment(score.numpy(), maximize=True)  # class -> component
+    order = torch.as_tensor(order)
+    return weights[order], loc[order], scale[order]

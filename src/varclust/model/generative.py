@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pyro
 import torch
+from pyro import poutine
 from pyro.nn import PyroModule
 from torch import Tensor, nn
 
@@ -48,6 +49,8 @@ class ClusteringModel(PyroModule):
         self.decoder = decoder
         self.likelihood = likelihood
         self.data_shape = tuple(data_shape)
+        #: alpha >= 0 of the extra term alpha * log p(c = label | z) on labelled data
+        self.label_weight = 0.0
 
     def forward(
         self,
@@ -65,8 +68,23 @@ class ClusteringModel(PyroModule):
         params = self.prior.sample_parameters()
         with data_plate(x, indices, num_data):
             z = self.prior(params, cluster, cluster_mask)
+            if cluster_mask is not None and self.label_weight > 0:
+                self._label_term(z, cluster, cluster_mask)
             out = self.decoder(z)
             pyro.sample("x", self.likelihood(out, len(self.data_shape)), obs=x)
+
+    def _label_term(self, z: Tensor, cluster: Tensor, cluster_mask: Tensor) -> None:
+        """alpha * log p(c = label | z) on the labelled data (M2's alpha-weighted classification
+        term, Kingma et al. 2014, with the model's own cluster posterior as the classifier).
+
+        With alpha = 0 the objective is the ELBO of p(X, labels); alpha > 0 gives the few labels
+        more say than their likelihood alone. z: (..., B, D); cluster, cluster_mask: (B,).
+        """
+        log_joint = self.prior.log_joint(z)
+        log_post = log_joint - log_joint.logsumexp(-1, keepdim=True)
+        index = cluster.expand(log_post.shape[:-1]).unsqueeze(-1)
+        with poutine.mask(mask=cluster_mask):
+            pyro.factor("cluster_label", self.label_weight * log_post.gather(-1, index).squeeze(-1))
 
     def decode_mean(self, z: Tensor) -> Tensor:
         """Expected datum for codes z (..., D) -> (..., *data_shape)."""
