@@ -15,6 +15,7 @@ from .data.datasets import DATASETS, DatasetNotFoundError, load_dataset
 from .estimator import VarClust
 from .inference.checkpoint import CheckpointError, write_atomic
 from .metrics import clustering_scores
+from .registry import GUIDES, LIKELIHOODS, PRIORS
 
 #: per-dataset defaults for settings the user does not give (small data need more epochs)
 DATASET_DEFAULTS: dict[str, dict] = {
@@ -49,7 +50,19 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--network", choices=("mlp", "conv"), default="mlp")
     fit.add_argument("--hidden", type=_hidden, default=(500, 500, 2000),
                      help="encoder widths, mirrored by the decoder (default 500,500,2000)")
-    fit.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default="bernoulli")
+    fit.add_argument("--likelihood", choices=sorted(LIKELIHOODS), default="bernoulli")
+    fit.add_argument("--prior", choices=sorted(PRIORS), default="gmm",
+                     help="gmm (learned mixture), normal (plain VAE + mixture fitted to the "
+                     "codes), bayes-gmm (Dirichlet/Normal/LogNormal priors on the mixture)")
+    fit.add_argument("--guide", choices=sorted(GUIDES), default="marginal",
+                     help="marginal q(z|x), mixture q(c|x)q(z|x,c), relaxed (Gumbel-softmax)")
+    fit.add_argument("--concentration", type=float, default=1.0,
+                     help="bayes-gmm: Dirichlet concentration per cluster (< 1 is sparse)")
+    fit.add_argument("--global-guide", choices=("map", "mean-field"), default="map",
+                     help="bayes-gmm: guide of the mixture's weights, means and scales")
+    fit.add_argument("--labelled-fraction", type=float, default=0.0,
+                     help="semi-supervised: give the model this fraction of the labels "
+                     "(drawn with --seed)")
     fit.add_argument("--batch-size", type=int, default=256)
     fit.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate")
     fit.add_argument("--seed", type=int, default=0)
@@ -88,19 +101,39 @@ def cmd_fit(args: argparse.Namespace) -> int:
         num_clusters=args.clusters, latent_dim=args.latent_dim, network=args.network,
         hidden=args.hidden, likelihood=args.likelihood, epochs=epochs, pretrain_epochs=pretrain,
         batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed, device=args.device,
+        prior=args.prior, guide=args.guide, dirichlet_concentration=args.concentration,
+        global_guide=args.global_guide,
     )
     data = load_dataset(args.dataset, root=args.data_root, download=args.download)
+    labelled = _labelled_mask(args.labelled_fraction, data, args.seed)
     vc = VarClust(config=config)
     print(f"varclust: fitting K={config.num_clusters} to {data.name} "
           f"({len(data)} x {'x'.join(map(str, data.image_shape))}) on {vc.device}")
-    metadata = {"dataset": data.name, "data_root": str(args.data_root or "")}
+    metadata = {"dataset": data.name, "data_root": str(args.data_root or ""),
+                 "labelled_fraction": args.labelled_fraction}
     vc.fit(data.images, data.labels, out_dir=args.out, resume=args.resume,
-           progress=not args.quiet, metadata=metadata)
+           progress=not args.quiet, metadata=metadata, labelled=labelled)
     _write_figures(vc, args.out)
     last = vc.history[-1] if vc.history else {}
     scores = ", ".join(f"{k.upper()} {last[k]:.4f}" for k in ("acc", "nmi", "ari") if k in last)
     print(f"varclust: done; {scores}; run folder {args.out}")
     return 0
+
+
+def _labelled_mask(fraction: float, data, seed: int):
+    """A random (seeded) boolean mask over the data selecting ``fraction`` of them, or None."""
+    if not 0 <= fraction <= 1:
+        raise ValueError(f"--labelled-fraction must be in [0, 1], got {fraction}")
+    if fraction == 0:
+        return None
+    if data.labels is None:
+        raise ValueError(f"{data.name} has no labels to give the model")
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(len(data), dtype=bool)
+    mask[rng.choice(len(data), max(1, round(fraction * len(data))), replace=False)] = True
+    return mask
 
 
 def _load_run(run: Path) -> tuple[VarClust, dict]:
