@@ -1,18 +1,34 @@
 """Generative side: priors over codes, decoders, likelihoods and the model that joins them."""
 
+from .bayesian_prior import BayesianGaussianMixturePrior
+from .categorical256 import GreyLevelCategorical, GreyLevelCategoricalLikelihood
 from .decoders import ConvDecoder, MLPDecoder, make_decoder
 from .generative import ClusteringModel, data_plate
-from .likelihoods import BernoulliLikelihood, GaussianLikelihood, Likelihood
-from .priors import GaussianMixturePrior
+from .likelihoods import (
+    BernoulliLikelihood,
+    ContinuousBernoulliLikelihood,
+    GaussianLikelihood,
+    LaplaceLikelihood,
+    Likelihood,
+)
+from .normal_prior import StandardNormalPrior
+from .priors import GaussianMixturePrior, MixturePrior
 
 __all__ = [
+    "BayesianGaussianMixturePrior",
     "BernoulliLikelihood",
     "ClusteringModel",
+    "ContinuousBernoulliLikelihood",
     "ConvDecoder",
     "GaussianLikelihood",
     "GaussianMixturePrior",
+    "GreyLevelCategorical",
+    "GreyLevelCategoricalLikelihood",
+    "LaplaceLikelihood",
     "Likelihood",
     "MLPDecoder",
+    "MixturePrior",
+    "StandardNormalPrior",
     "data_plate",
     "make_decoder",
 ]
