@@ -21,6 +21,7 @@ from . import __version__
 from .config import STRUCTURAL_KEYS, FitConfig
 from .data.validation import as_image_tensor, check_num_clusters
 from .guides.base import ClusterGuide
+from .guides.encoders import set_initial_scale
 from .inference.batching import batched_apply
 from .inference.checkpoint import (
     CheckpointError,
@@ -174,6 +175,8 @@ class VarClust:
             labels = np.asarray(y)
             if labels.shape != (len(x),):
                 raise ValueError(f"y must have shape ({len(x)},), got {labels.shape}")
+            if not np.issubdtype(labels.dtype, np.integer):
+                raise TypeError(f"y must hold integer class labels, got dtype {labels.dtype}")
         supervision = _supervision(labels, labelled, c.num_clusters, len(x), self.device)
         out = Path(out_dir) if out_dir is not None else None
         ckpt_path = out / CHECKPOINT_NAME if out is not None else None
@@ -295,6 +298,8 @@ class VarClust:
             self.model.prior.set_mixture(weights, loc, scale)
         if hasattr(self.guide, "init_from_mixture"):
             self.guide.init_from_mixture(weights, loc, scale)
+        if hasattr(getattr(self.guide, "encoder", None), "head"):
+            set_initial_scale(self.guide.encoder, 0.1 * float(scale.median()))
 
     # ------------------------------------------------------------------ using a fit
     @torch.no_grad()
