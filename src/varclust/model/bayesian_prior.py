@@ -26,7 +26,12 @@ from pyro.distributions import constraints
 from pyro.nn import PyroModule, PyroParam
 from torch import Tensor
 
-from .priors import MixturePrior, assign_param, diagonal_normal_component
+from .priors import (
+    MixturePrior,
+    add_mixture_parameters,
+    assign_param,
+    diagonal_normal_component,
+)
 
 __all__ = ["BayesianGaussianMixturePrior", "MAPGlobals", "MeanFieldGlobals"]
 
@@ -41,13 +46,7 @@ class MAPGlobals(PyroModule):
         super().__init__()
         self.num_clusters = num_clusters
         self.min_scale = min_scale
-        self.weights = PyroParam(
-            torch.full((num_clusters,), 1.0 / num_clusters), constraints.simplex
-        )
-        self.loc = PyroParam(torch.randn(num_clusters, latent_dim))
-        self.scale = PyroParam(
-            torch.ones(num_clusters, latent_dim), constraints.greater_than(min_scale)
-        )
+        add_mixture_parameters(self, num_clusters, latent_dim, min_scale)
 
     def _floored_weights(self) -> Tensor:
         return (self.weights.double() + WEIGHT_FLOOR) / (1 + self.num_clusters * WEIGHT_FLOOR)

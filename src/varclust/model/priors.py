@@ -27,7 +27,7 @@ from torch.distributions import transform_to
 
 from ..data.validation import check_num_clusters
 
-__all__ = ["GaussianMixturePrior", "MixturePrior", "assign_param"]
+__all__ = ["GaussianMixturePrior", "MixturePrior", "add_mixture_parameters", "assign_param"]
 
 
 class MixturePrior(PyroModule):
@@ -129,13 +129,7 @@ class GaussianMixturePrior(MixturePrior):
     def __init__(self, num_clusters: int, latent_dim: int, min_scale: float = 1e-3) -> None:
         super().__init__(num_clusters, latent_dim)
         self.min_scale = min_scale
-        self.weights = PyroParam(
-            torch.full((num_clusters,), 1.0 / num_clusters), constraints.simplex
-        )
-        self.loc = PyroParam(torch.randn(num_clusters, latent_dim))
-        self.scale = PyroParam(
-            torch.ones(num_clusters, latent_dim), constraints.greater_than(min_scale)
-        )
+        add_mixture_parameters(self, num_clusters, latent_dim, min_scale)
 
     def point_parameters(self) -> dict[str, Tensor]:
         return {
@@ -160,6 +154,20 @@ class GaussianMixturePrior(MixturePrior):
         assign_param(self, "weights", weights / weights.sum())
         assign_param(self, "loc", torch.as_tensor(loc))
         assign_param(self, "scale", torch.as_tensor(scale).clamp_min(2 * self.min_scale))
+
+
+def add_mixture_parameters(
+    module: PyroModule, num_clusters: int, latent_dim: int, min_scale: float
+) -> None:
+    """Give ``module`` learned mixture parameters: ``weights`` (K,) on the simplex (uniform),
+    ``loc`` (K, D) (standard normal draws) and ``scale`` (K, D) > min_scale (ones)."""
+    module.weights = PyroParam(
+        torch.full((num_clusters,), 1.0 / num_clusters), constraints.simplex
+    )
+    module.loc = PyroParam(torch.randn(num_clusters, latent_dim))
+    module.scale = PyroParam(
+        torch.ones(num_clusters, latent_dim), constraints.greater_than(min_scale)
+    )
 
 
 @torch.no_grad()
