@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields
 from numbers import Integral, Real
 from pathlib import Path
@@ -60,7 +61,7 @@ class FitConfig:
             raise ValueError(
                 f"likelihood must be 'bernoulli' or 'gaussian', got {self.likelihood!r}"
             )
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         for name in ("latent_dim", "batch_size"):
             if getattr(self, name) < 1:

@@ -49,7 +49,7 @@ class UnsafeCheckpointError(CheckpointError):
 
 
 def previous_path(path: str | os.PathLike) -> Path:
-    """Where the previous good copy of ``path`` is kept: ``checkpoint.pt`` -> ``checkpoint.prev.pt``."""
+    """Where the previous good copy of ``path`` is kept (``checkpoint.prev.pt``)."""
     path = Path(path)
     return path.with_name(f"{path.stem}.prev{path.suffix}")
 
