@@ -8,6 +8,7 @@ import os
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -77,7 +78,7 @@ def test_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path: Path, damag
     if damage == "truncate":
         path.write_bytes(data[: len(data) // 2])
     elif damage == "garbage":
-        path.write_bytes(os.urandom(len(data)))
+        path.write_bytes(np.random.default_rng(0).bytes(len(data)))
     else:
         path.unlink()
     state, used = load_latest_checkpoint(path)

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -15,9 +16,16 @@ from hypothesis.extra import numpy as hnp
 
 from varclust import FitConfig, VarClust
 from varclust.data.validation import as_image_tensor
+from varclust.inference.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 BOUNDED = settings(max_examples=150, deadline=timedelta(seconds=5), derandomize=True,
-                   database=None, suppress_health_check=[HealthCheck.too_slow])
+                   database=None, suppress_health_check=[HealthCheck.too_slow,
+                                                         HealthCheck.function_scoped_fixture])
 
 DTYPES = [np.float16, np.float32, np.float64, np.int64, np.uint8, np.bool_, np.complex64]
 arrays = st.sampled_from(DTYPES).flatmap(
@@ -92,3 +100,30 @@ def test_config_from_dict_accepts_or_explains(d: dict[str, Any]) -> None:
     assert set(d) <= set(FIELD_NAMES)
     round_trip = FitConfig.from_dict(json.loads(json.dumps(config.to_dict())))
     assert round_trip == config
+
+
+@pytest.fixture(scope="module")
+def checkpoint_bytes(tmp_path_factory) -> bytes:
+    path = tmp_path_factory.mktemp("ckpt") / "checkpoint.pt"
+    save_checkpoint(path, {"model": {"w": torch.arange(6.0)}, "history": [{"elbo": -1.0}]})
+    return path.read_bytes()
+
+
+@settings(BOUNDED, max_examples=100)
+@given(cuts=st.lists(st.tuples(st.integers(0, 10**6), st.binary(max_size=8)), max_size=4),
+       keep=st.integers(0, 10**6))
+def test_damaged_checkpoint_bytes_are_refused_or_read(
+    checkpoint_bytes: bytes, tmp_path_factory, cuts, keep
+) -> None:
+    data = bytearray(checkpoint_bytes[: keep % (len(checkpoint_bytes) + 1)])
+    for at, junk in cuts:
+        at = at % (len(data) + 1)
+        data[at: at + len(junk)] = junk
+    path = tmp_path_factory.mktemp("damaged") / "checkpoint.pt"
+    path.write_bytes(bytes(data))
+    try:
+        state = load_checkpoint(path)
+    except CheckpointError as err:
+        assert str(path) in str(err)
+        return
+    assert isinstance(state, dict) and state["format"] == CHECKPOINT_FORMAT

@@ -184,9 +184,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             f"stopped at: {stopped.group(1) if stopped else 'an unknown instruction'}); it is "
             "corrupt or not from varclust, and nothing in it was executed"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 - damaged bytes trip the unpickler in many ways
         raise CheckpointError(
-            f"{path} is not a readable checkpoint (corrupt or truncated: {err})"
+            f"{path} is not a readable checkpoint (corrupt or truncated: "
+            f"{type(err).__name__}: {err})"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a varclust checkpoint (format {CHECKPOINT_FORMAT})")
