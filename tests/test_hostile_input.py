@@ -216,3 +216,16 @@ def test_config_file_sets_what_flags_leave_alone(tmp_path) -> None:
     assert (merged.num_clusters, merged.clip_norm) == (4, 2.5)  # from the file
     assert (merged.seed, merged.epochs) == (3, 60)  # typed flags win
     assert merged.hidden == flags.hidden  # neither: the flags' value
+
+
+def test_cli_fit_reads_the_config_file(tmp_path) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"clip_norm": 3.5, "hidden": [8], "latent_dim": 2,
+                                  "max_bad_steps": 4, "seed": 11}))
+    run = tmp_path / "run"
+    assert main(["fit", "--dataset", "digits", "--out", str(run), "--config", str(config),
+                 "--epochs", "0", "--pretrain-epochs", "0", "--seed", "5",
+                 "--checkpoint-every", "7", "--quiet"]) == 0
+    saved = json.loads((run / "metrics.json").read_text())["config"]
+    assert (saved["clip_norm"], saved["hidden"], saved["max_bad_steps"]) == (3.5, [8], 4)
+    assert (saved["seed"], saved["checkpoint_every_steps"], saved["epochs"]) == (5, 7, 0)
