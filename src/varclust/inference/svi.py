@@ -158,9 +158,8 @@ class SVITrainer:
             f"training stopped at epoch {epoch + 1}, batch {i + 1} of {num_batches}: "
             f"{self.bad_steps.in_a_row} steps in a row had a non-finite loss or gradient "
             f"({self.bad_steps.total} skipped in all); the last: {self._last_bad}. On that batch: "
-            f"{why}. Lower the learning "
-            "rate, check the data, or raise max_bad_steps; the last checkpoint holds the last "
-            "good parameters"
+            f"{why}. Lower the learning rate, check the data, or raise max_bad_steps; the last "
+            "checkpoint holds the last good parameters"
         )
 
     def state_dict(self) -> dict:
