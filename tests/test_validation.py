@@ -130,7 +130,7 @@ def test_unknown_config_key_refused():
 @pytest.mark.parametrize(
     "settings, pattern",
     [
-        ({"likelihood": "poisson"}, "likelihood must be 'bernoulli' or 'gaussian'"),
+        ({"likelihood": "poisson"}, "unknown likelihood 'poisson'; choose one of"),
         ({"network": "resnet"}, "network must be 'mlp' or 'conv'"),
         ({"latent_dim": 0}, "latent_dim must be at least 1"),
         ({"epochs": -1}, "epochs must be >= 0"),
