@@ -9,6 +9,10 @@ Pyro's ``poutine.enum``). This is the IWAE bound (Burda et al. 2016): its expect
 log p(x_i) and rises to it as S grows. Nothing here depends on which prior, decoder or guide the
 fit uses: model and guide are traced as Pyro programs with the signature ``(x, indices,
 num_data)``, particles vectorised by an outer plate as in Pyro's ``Trace_ELBO``.
+
+Only sites inside the ``data`` plate are counted. Global sites (outside it, e.g. a prior's
+parameters given a guide of their own) are held at the guide's draw, so the estimate is then
+of log p(x_i | globals), and with a non-degenerate guide over them each proposal has its own draw.
 """
 
 from __future__ import annotations
