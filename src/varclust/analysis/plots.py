@@ -1,16 +1,17 @@
-"""Matplotlib figures of a fit, written as PNG files."""
+"""Matplotlib figures of a fit, written as PNG files.
+
+Each function draws one figure, saves it and closes it. The backend is left to matplotlib (it
+picks Agg where there is no display), so notebooks keep their inline backend.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
 
 __all__ = [
     "plot_cluster_samples",
