@@ -27,7 +27,11 @@ estimate of log p(x_i) from ``importance_samples`` proposals of the guide (see
 :mod:`varclust.analysis.importance`), not log p(x_i | theta_r) at a posterior draw of global
 parameters: the fit has no such draws. So ``az.loo``/``az.waic``/``az.compare`` rank fits by
 these estimates, which sit below log p(x_i) in expectation (more ``importance_samples`` tighten
-them), and their ``p_loo``/``p_waic`` measure Monte Carlo noise, not model complexity.
+them), and their ``p_loo``/``p_waic`` and Pareto-k warnings measure the estimates' Monte Carlo
+noise, not model complexity; PSIS-LOO's harmonic-mean flavour penalises the noisier fit. ArviZ's
+lppd (log of the mean of exp(log_likelihood) over draws) pools all R * S proposals into one
+IWAE estimate, the tightest of these numbers: when it and LOO disagree, raise
+``importance_samples``. Pass held-out data to rank fits by their predictions of new data.
 Comparing fits is meaningful only between likelihoods that are densities of the same data: the
 Bernoulli likelihood on grey-level pixels is a cross-entropy score, not a density, and must not
 be compared with a Gaussian one.
