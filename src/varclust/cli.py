@@ -59,6 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--data-root", type=Path, help="torchvision data folder")
     fit.add_argument("--download", action="store_true", help="download a missing data set")
     fit.add_argument("--quiet", action="store_true", help="no progress bars")
+    em = fit.add_argument_group("EM and generator (ClusterDDPM)")
+    em.add_argument("--method", choices=("svi", "em"), default="svi",
+                    help="svi: joint SVI; em: M-steps with the prior frozen + closed-form E-steps")
+    em.add_argument("--generator", choices=("mlp", "conv", "ddpm"),
+                    help="p(x|z): a decoder or the conditional diffusion model "
+                    "(default: the --network decoder)")
+    em.add_argument("--em-iterations", type=int, default=20)
+    em.add_argument("--m-step-epochs", type=int, default=1)
+    em.add_argument("--e-step-iterations", type=int, default=10)
+    em.add_argument("--diffusion-steps", type=int, default=1000, help="T of the ddpm")
+    em.add_argument("--diffusion-schedule", choices=("linear", "cosine"), default="linear")
+    em.add_argument("--diffusion-width", type=int, default=64, help="U-Net base width")
+    em.add_argument("--sample-steps", type=int, default=100,
+                    help="ddpm sampling: strided steps, 0 for the full ancestral chain")
 
     evaluate = sub.add_parser("evaluate", help="score a run's clusters against the labels")
     evaluate.add_argument("run", type=Path, help="run folder written by `varclust fit`")
@@ -70,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--num", type=int, default=8, help="images per cluster")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--out", type=Path, help="PNG path (default RUN/samples.png)")
+    sample.add_argument("--steps", type=int,
+                        help="ddpm runs: reverse steps (0: all T, ancestral; default: the run's)")
     return parser
 
 
@@ -88,6 +104,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
         num_clusters=args.clusters, latent_dim=args.latent_dim, network=args.network,
         hidden=args.hidden, likelihood=args.likelihood, epochs=epochs, pretrain_epochs=pretrain,
         batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed, device=args.device,
+        method=args.method, generator=args.generator, em_iterations=args.em_iterations,
+        m_step_epochs=args.m_step_epochs, e_step_iterations=args.e_step_iterations,
+        diffusion_steps=args.diffusion_steps, diffusion_schedule=args.diffusion_schedule,
+        diffusion_width=args.diffusion_width, sample_steps=args.sample_steps,
     )
     data = load_dataset(args.dataset, root=args.data_root, download=args.download)
     vc = VarClust(config=config)
@@ -130,6 +150,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
     vc, _ = _load_run(args.run)
+    if args.steps is not None:
+        vc.config = vc.config.replace(sample_steps=args.steps)
     torch.manual_seed(args.seed)
     clusters = [args.cluster] if args.cluster is not None else range(vc.config.num_clusters)
     grids = [vc.sample(k, args.num) for k in clusters]

@@ -8,7 +8,8 @@ from typing import Any
 __all__ = ["FitConfig", "STRUCTURAL_KEYS"]
 
 #: keys that fix the shapes of parameters: a checkpoint only loads into a model that agrees on them
-STRUCTURAL_KEYS = ("num_clusters", "latent_dim", "network", "hidden", "likelihood")
+STRUCTURAL_KEYS = ("num_clusters", "latent_dim", "network", "hidden", "likelihood", "generator",
+                   "diffusion_width")
 
 
 @dataclass
@@ -23,6 +24,17 @@ class FitConfig:
     rate ``learning_rate`` multiplied by ``lr_decay`` after every epoch, gradients clipped to
     norm ``clip_norm``, mini-batches of ``batch_size``, ``seed`` for every random draw,
     ``device`` "auto", "cpu" or "cuda".
+
+    EM (``method="em"``, ClusterDDPM's loop; ``epochs`` is then unused): ``em_iterations`` of
+    ``m_step_epochs`` SVI epochs on the networks (prior frozen) followed by an E-step of
+    ``e_step_iterations`` closed-form mixture EM steps on the codes (weights floored at
+    ``e_step_min_weight``, variances plus ``e_step_reg_covar``).
+    Generator: ``generator`` None uses the decoder of ``network``; "mlp" or "conv" picks a
+    decoder; "ddpm" the conditional diffusion model (images only, H and W divisible by 4) with
+    ``diffusion_steps`` T, ``diffusion_schedule`` ("linear"/"cosine"), U-Net base width
+    ``diffusion_width``, ``latent_dropout`` (classifier-free guidance), the noise loss weighted
+    by ``diffusion_weight`` against the KL, and ``sample_steps`` (0: the ancestral sampler over
+    all T steps; else the strided DDIM sampler with that many steps), ``guidance`` w.
     """
 
     num_clusters: int = 10
@@ -39,6 +51,20 @@ class FitConfig:
     pretrain_lr: float = 1e-3
     seed: int = 0
     device: str = "auto"
+    method: str = "svi"
+    generator: str | None = None
+    em_iterations: int = 20
+    m_step_epochs: int = 1
+    e_step_iterations: int = 10
+    e_step_min_weight: float = 1e-4
+    e_step_reg_covar: float = 1e-6
+    diffusion_steps: int = 1000
+    diffusion_schedule: str = "linear"
+    diffusion_width: int = 64
+    latent_dropout: float = 0.1
+    diffusion_weight: float = 10.0
+    sample_steps: int = 100
+    guidance: float = 0.0
 
     def __post_init__(self) -> None:
         self.hidden = tuple(int(h) for h in self.hidden)
@@ -62,6 +88,42 @@ class FitConfig:
             raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
         if not self.hidden or min(self.hidden) < 1:
             raise ValueError(f"hidden must list positive layer widths, got {self.hidden}")
+        self._check_em_settings()
+
+    def _check_em_settings(self) -> None:
+        if self.method not in ("svi", "em"):
+            raise ValueError(f"method must be 'svi' or 'em', got {self.method!r}")
+        if self.generator not in (None, "mlp", "conv", "ddpm"):
+            raise ValueError(
+                f"generator must be 'mlp', 'conv' or 'ddpm' (or None: the network's decoder), "
+                f"got {self.generator!r}"
+            )
+        if self.diffusion_schedule not in ("linear", "cosine"):
+            raise ValueError(f"diffusion_schedule must be 'linear' or 'cosine', got "
+                             f"{self.diffusion_schedule!r}")
+        for name in ("em_iterations", "m_step_epochs", "sample_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("e_step_iterations", "diffusion_steps", "diffusion_width"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.sample_steps > self.diffusion_steps:
+            raise ValueError(f"sample_steps ({self.sample_steps}) cannot exceed diffusion_steps "
+                             f"({self.diffusion_steps}); 0 runs all of them")
+        if not 0.0 <= self.latent_dropout < 1.0:
+            raise ValueError(f"latent_dropout must be in [0, 1), got {self.latent_dropout}")
+        if not self.diffusion_weight > 0:
+            raise ValueError(f"diffusion_weight must be positive, got {self.diffusion_weight}")
+        if not 0.0 <= self.e_step_min_weight < 1.0 / max(self.num_clusters, 1):
+            raise ValueError(f"e_step_min_weight must be in [0, 1/num_clusters), got "
+                             f"{self.e_step_min_weight}")
+        if self.e_step_reg_covar < 0:
+            raise ValueError(f"e_step_reg_covar must be >= 0, got {self.e_step_reg_covar}")
+
+    @property
+    def generator_name(self) -> str:
+        """The generator actually built: ``generator``, or ``network`` when that is None."""
+        return self.generator or self.network
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

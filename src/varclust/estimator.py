@@ -31,10 +31,12 @@ from .inference.checkpoint import (
     save_checkpoint,
     write_atomic,
 )
+from .inference.em import fit_em, pretrain_diffusion_autoencoder
 from .inference.init import fit_mixture_to_codes, pretrain_autoencoder
 from .inference.svi import SVITrainer
 from .metrics import clustering_scores
 from .model.decoders import make_decoder
+from .model.diffusion import ConditionalDDPM, DiffusionClusteringModel, check_unit_interval
 from .model.generative import ClusteringModel
 from .model.likelihoods import BernoulliLikelihood, GaussianLikelihood, Likelihood
 from .model.priors import GaussianMixturePrior
@@ -112,8 +114,16 @@ class VarClust:
     def _build(self, data_shape: tuple[int, ...]) -> None:
         c = self.config
         prior = GaussianMixturePrior(c.num_clusters, c.latent_dim)
-        decoder = make_decoder(c.network, c.latent_dim, data_shape, c.hidden)
-        self.model = ClusteringModel(prior, decoder, make_likelihood(c.likelihood), data_shape)
+        if c.generator_name == "ddpm":
+            generator = ConditionalDDPM(
+                data_shape, c.latent_dim, c.diffusion_steps, c.diffusion_schedule,
+                c.diffusion_width, c.latent_dropout,
+            )
+            self.model = DiffusionClusteringModel(prior, generator, c.diffusion_weight)
+        else:
+            decoder = make_decoder(c.generator_name, c.latent_dim, data_shape, c.hidden)
+            self.model = ClusteringModel(prior, decoder, make_likelihood(c.likelihood),
+                                         data_shape)
         self.guide = MarginalGuide(make_encoder(c.network, data_shape, c.latent_dim, c.hidden))
         self.model.to(self.device)
         self.guide.to(self.device)
@@ -132,11 +142,17 @@ class VarClust:
                 f"{name} has data shape {tuple(x.shape[1:])} but the model was built for "
                 f"{self.data_shape}"
             )
-        likelihood = self.model.likelihood if self.model is not None else make_likelihood(
-            self.config.likelihood
-        )
-        likelihood.check_data(x)
+        self._check_data(x)
         return x.to(self.device)
+
+    def _check_data(self, x: Tensor) -> None:
+        """The generator's support: [0, 1] pixels for ddpm, else the likelihood's."""
+        if self.config.generator_name == "ddpm":
+            check_unit_interval(x)
+        elif self.model is not None:
+            self.model.likelihood.check_data(x)
+        else:
+            make_likelihood(self.config.likelihood).check_data(x)
 
     # ------------------------------------------------------------------ fitting
     def fit(
@@ -157,7 +173,7 @@ class VarClust:
         c = self.config
         x = as_image_tensor(X if isinstance(X, Tensor) else np.asarray(X))
         check_num_clusters(c.num_clusters, len(x))
-        make_likelihood(c.likelihood).check_data(x)
+        self._check_data(x)
         labels = None
         if y is not None:
             labels = np.asarray(y)
@@ -197,6 +213,10 @@ class VarClust:
             if ckpt_path is not None:
                 self._save(ckpt_path, "init", 0, trainer, metadata)
 
+        if c.method == "em":
+            self._fit_em(x, labels, trainer, start_epoch, ckpt_path, progress, metadata)
+            return self
+
         steps_per_epoch = -(-len(x) // c.batch_size)
         bar = tqdm(
             total=c.epochs * steps_per_epoch,
@@ -232,6 +252,43 @@ class VarClust:
         bar.close()
         return self
 
+    def _fit_em(
+        self, x: Tensor, labels: np.ndarray | None, trainer: SVITrainer, start: int,
+        ckpt_path: Path | None, progress: bool, metadata: dict[str, Any] | None,
+    ) -> None:
+        """EM iterations (M-step epochs with the prior frozen, then a closed-form E-step), each
+        recorded in ``history`` and checkpointed like an SVI epoch."""
+        c = self.config
+        steps = c.m_step_epochs * -(-len(x) // c.batch_size)
+        outer = tqdm(total=c.em_iterations, initial=start, desc="EM", disable=not progress,
+                     unit="iter")
+        m_bar = tqdm(total=steps, desc="M-step", disable=not progress, unit="step", leave=False)
+
+        def on_m_step(i: int, loss: Tensor) -> None:
+            if i == 0 and m_bar.n >= steps:
+                m_bar.reset()
+            m_bar.update(1)
+
+        def on_iteration(record: dict[str, Any]) -> None:
+            if labels is not None:
+                record.update(clustering_scores(labels, self._predict_tensor(x).labels))
+            self.history.append(record)
+            outer.update(1)
+            outer.set_postfix({k: round(v, 3) for k, v in record.items()
+                               if k in ("elbo", "loglik", "acc", "nmi")})
+            if ckpt_path is not None:
+                self._save(ckpt_path, "train", record["iteration"], trainer, metadata)
+
+        fit_em(
+            self.model, self.guide, x, trainer, iterations=c.em_iterations,
+            m_step_epochs=c.m_step_epochs, e_step_iterations=c.e_step_iterations,
+            batch_size=c.batch_size, seed=c.seed, start_iteration=start,
+            reg_covar=c.e_step_reg_covar, min_weight=c.e_step_min_weight,
+            on_m_step=on_m_step, on_iteration=on_iteration,
+        )
+        m_bar.close()
+        outer.close()
+
     def _pretrain(self, x: Tensor, progress: bool) -> None:
         c = self.config
         bar = tqdm(total=c.pretrain_epochs, desc="pretrain", disable=not progress, unit="epoch")
@@ -240,17 +297,23 @@ class VarClust:
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.2f}")
 
-        self.pretrain_losses = pretrain_autoencoder(
-            self.guide.encoder,
-            self.model.decoder,
-            self.model.likelihood,
-            x,
-            c.pretrain_epochs,
-            c.batch_size,
-            c.pretrain_lr,
-            c.seed,
-            on_epoch,
-        )
+        if c.generator_name == "ddpm":
+            self.pretrain_losses = pretrain_diffusion_autoencoder(
+                self.guide.encoder, self.model.generator, x, c.pretrain_epochs, c.batch_size,
+                c.pretrain_lr, c.seed, on_epoch,
+            )
+        else:
+            self.pretrain_losses = pretrain_autoencoder(
+                self.guide.encoder,
+                self.model.decoder,
+                self.model.likelihood,
+                x,
+                c.pretrain_epochs,
+                c.batch_size,
+                c.pretrain_lr,
+                c.seed,
+                on_epoch,
+            )
         bar.close()
         codes = batched_apply(lambda b: self.guide.encode(b)[0], x)
         weights, loc, scale = fit_mixture_to_codes(codes, c.num_clusters, c.seed)
@@ -283,11 +346,15 @@ class VarClust:
     @torch.no_grad()
     def sample(self, cluster: int, num_samples: int) -> Tensor:
         """Draw z from component ``cluster`` and decode: returns (num_samples, *data_shape)
-        expected images (for Bernoulli pixels, probabilities in [0, 1])."""
+        expected images (for Bernoulli pixels, probabilities in [0, 1]); with the ddpm
+        generator, images in [0, 1] from the reverse chain (``sample_steps``, ``guidance``)."""
         self._require_fitted()
         if num_samples < 1:
             raise ValueError(f"num_samples must be at least 1, got {num_samples}")
         z = self.model.prior.sample_component(cluster, num_samples)
+        if self.config.generator_name == "ddpm":
+            steps = self.config.sample_steps or None
+            return self.model.generate(z, steps=steps, guidance=self.config.guidance).cpu()
         return self.model.decode_mean(z).cpu()
 
     def score(self, X: ArrayLike | Tensor, y: ArrayLike) -> dict[str, float]:
