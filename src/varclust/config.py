@@ -114,7 +114,8 @@ class FitConfig:
             raise ValueError(f"latent_dropout must be in [0, 1), got {self.latent_dropout}")
         if not self.diffusion_weight > 0:
             raise ValueError(f"diffusion_weight must be positive, got {self.diffusion_weight}")
-        if not 0.0 <= self.e_step_min_weight < 1.0 / max(self.num_clusters, 1):
+        k = self.num_clusters if isinstance(self.num_clusters, int) and self.num_clusters > 0 else 1
+        if not 0.0 <= self.e_step_min_weight < 1.0 / k:
             raise ValueError(f"e_step_min_weight must be in [0, 1/num_clusters), got "
                              f"{self.e_step_min_weight}")
         if self.e_step_reg_covar < 0:

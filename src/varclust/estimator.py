@@ -400,6 +400,8 @@ class VarClust:
     def _check_compatible(self, state: dict, data_shape: tuple, path: Path) -> None:
         saved = state["config"]
         ours = self.config.to_dict()
+        # keys added after a checkpoint was written take their defaults
+        saved = {**FitConfig().to_dict(), **saved}
         diffs = [f"{k}: checkpoint {saved.get(k)!r} vs {ours[k]!r}" for k in STRUCTURAL_KEYS
                  if saved.get(k) != ours[k]]
         if tuple(state["data_shape"]) != tuple(data_shape):
