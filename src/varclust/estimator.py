@@ -31,8 +31,12 @@ from .inference.checkpoint import (
     save_checkpoint,
     write_atomic,
 )
-from .inference.em import fit_em, pretrain_diffusion_autoencoder
-from .inference.init import fit_mixture_to_codes, pretrain_autoencoder
+from .inference.em import fit_em
+from .inference.init import (
+    fit_mixture_to_codes,
+    pretrain_autoencoder,
+    pretrain_diffusion_autoencoder,
+)
 from .inference.svi import SVITrainer
 from .metrics import clustering_scores
 from .model.decoders import make_decoder

@@ -29,11 +29,11 @@ import torch
 from pyro.nn import PyroModule
 from torch import Tensor, nn
 
-from .batching import batched_apply, epoch_batches
+from .batching import batched_apply
 from .gmm import DiagonalMixture, diagonal_mixture_em
 from .svi import SVITrainer
 
-__all__ = ["e_step", "fit_em", "frozen", "pretrain_diffusion_autoencoder"]
+__all__ = ["e_step", "fit_em", "frozen"]
 
 
 @contextlib.contextmanager
@@ -136,42 +136,3 @@ def fit_em(
         if on_iteration is not None:
             on_iteration(record)
     return records
-
-
-def pretrain_diffusion_autoencoder(
-    encoder: nn.Module,
-    generator: nn.Module,
-    data: Tensor,
-    epochs: int,
-    batch_size: int,
-    learning_rate: float,
-    seed: int,
-    on_epoch: Callable[[int, float], None] | None = None,
-) -> list[float]:
-    """Train encoder mean + diffusion generator as a diffusion autoencoder (ClusterDDPM's
-    pretraining): the noise-prediction loss of x given z = loc(x), no prior term.
-
-    Args:
-        generator: has ``noise_loss(x, z) -> (B,)``.
-        data: (N, C, H, W) on the training device.
-    Returns:
-        the mean noise loss per datum of every epoch.
-    """
-    params = [*encoder.parameters(), *generator.parameters()]
-    optimizer = torch.optim.Adam(params, lr=learning_rate)
-    losses = []
-    encoder.train()
-    generator.train()
-    for epoch in range(epochs):
-        total = torch.zeros((), device=data.device)
-        for idx in epoch_batches(len(data), batch_size, seed + 7919, epoch, data.device):
-            x = data[idx]
-            loss = generator.noise_loss(x, encoder(x)[0]).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.detach() * len(idx)
-        losses.append(float(total) / len(data))
-        if on_epoch is not None:
-            on_epoch(epoch, losses[-1])
-    return losses
