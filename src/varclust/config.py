@@ -28,7 +28,9 @@ class FitConfig:
     EM (``method="em"``, ClusterDDPM's loop; ``epochs`` is then unused): ``em_iterations`` of
     ``m_step_epochs`` SVI epochs on the networks (prior frozen) followed by an E-step of
     ``e_step_iterations`` closed-form mixture EM steps on the codes (weights floored at
-    ``e_step_min_weight``, variances plus ``e_step_reg_covar``).
+    ``e_step_min_weight``, variances plus ``e_step_reg_covar``; ``e_step_code_variance`` adds
+    q(z | x)'s variances to the variance update, VaDE's closed form; False fits the means only,
+    as ClusterDDPM and scikit-learn do).
     Generator: ``generator`` None uses the decoder of ``network``; "mlp" or "conv" picks a
     decoder; "ddpm" the conditional diffusion model (images only, H and W divisible by 4) with
     ``diffusion_steps`` T, ``diffusion_schedule`` ("linear"/"cosine"), U-Net base width
@@ -58,6 +60,7 @@ class FitConfig:
     e_step_iterations: int = 10
     e_step_min_weight: float = 1e-4
     e_step_reg_covar: float = 1e-6
+    e_step_code_variance: bool = True
     diffusion_steps: int = 1000
     diffusion_schedule: str = "linear"
     diffusion_width: int = 64

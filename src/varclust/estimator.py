@@ -290,7 +290,7 @@ class VarClust:
             m_step_epochs=c.m_step_epochs, e_step_iterations=c.e_step_iterations,
             batch_size=c.batch_size, seed=c.seed, start_iteration=start,
             reg_covar=c.e_step_reg_covar, min_weight=c.e_step_min_weight,
-            on_m_step=on_m_step, on_iteration=on_iteration,
+            use_code_var=c.e_step_code_variance, on_m_step=on_m_step, on_iteration=on_iteration,
         )
         m_bar.close()
         outer.close()

@@ -12,8 +12,9 @@ Each EM iteration is
   in z is the responsibility-weighted sum of the per-component gradients
   (d/dz log sum_k pi_k N_k(z) = sum_k p(k | z) d/dz log N_k(z)), i.e. the responsibility-weighted
   KL of VaDE/ClusterDDPM.
-* an **E-step**: the networks frozen, the whole data set encoded (posterior means, in batches on
-  the training device) and the mixture refitted to the codes by closed-form EM
+* an **E-step**: the networks frozen, the whole data set encoded (posterior means and, with
+  ``use_code_var``, variances, in batches on the training device) and the mixture refitted to
+  the codes by closed-form EM
   (:func:`varclust.inference.gmm.diagonal_mixture_em`), warm-started from the current prior and
   written into it in place.
 """
@@ -58,14 +59,17 @@ def e_step(
     iterations: int,
     reg_covar: float = 1e-6,
     min_weight: float = 1e-4,
+    code_var: Tensor | None = None,
 ) -> list[float]:
     """Refit the prior's mixture to codes (N, D) by ``iterations`` closed-form EM steps, starting
-    from the prior's current values, and write the result into the prior in place.
+    from the prior's current values, and write the result into the prior in place
+    (``code_var``: see :func:`~varclust.inference.gmm.diagonal_mixture_em`).
 
     Returns the codes' mean log-likelihood per datum before and after every step.
     """
     init = DiagonalMixture(prior.weights.detach(), prior.loc.detach(), prior.scale.detach())
-    mixture, history = diagonal_mixture_em(codes, init, iterations, reg_covar, min_weight)
+    mixture, history = diagonal_mixture_em(codes, init, iterations, reg_covar, min_weight,
+                                           code_var)
     prior.set_mixture(mixture.weights, mixture.loc, mixture.scale)
     return history
 
@@ -84,6 +88,7 @@ def fit_em(
     start_iteration: int = 0,
     reg_covar: float = 1e-6,
     min_weight: float = 1e-4,
+    use_code_var: bool = False,
     on_m_step: Callable[[int, Tensor], None] | None = None,
     on_iteration: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
@@ -95,6 +100,8 @@ def fit_em(
         data: (N, ...) on the training device.
         trainer: the SVI trainer of model and guide (its optimiser state carries across
             M-steps). The prior is frozen while it runs.
+        use_code_var: the E-step's variance update adds q(z | x)'s variances to the squared
+            codes (VaDE's closed form); False fits the posterior means only.
         on_m_step: called after every gradient step with (step index, loss).
         on_iteration: called with each iteration's record (after its E-step), e.g. to score,
             log and checkpoint.
@@ -119,8 +126,10 @@ def fit_em(
         t1 = time.perf_counter()
         model.eval()
         guide.eval()
-        codes = batched_apply(lambda b: guide.encode(b)[0], data)
-        loglik = e_step(model.prior, codes, e_step_iterations, reg_covar, min_weight)
+        stats = batched_apply(lambda b: torch.cat(guide.encode(b), -1), data)
+        codes, code_scale = stats.chunk(2, -1)
+        loglik = e_step(model.prior, codes, e_step_iterations, reg_covar, min_weight,
+                        code_scale**2 if use_code_var else None)
         t2 = time.perf_counter()
         record = {
             "epoch": iteration + 1,

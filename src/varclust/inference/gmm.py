@@ -63,6 +63,7 @@ def diagonal_mixture_em(
     iterations: int,
     reg_covar: float = 1e-6,
     min_weight: float = 1e-4,
+    code_var: Tensor | None = None,
 ) -> tuple[DiagonalMixture, list[float]]:
     """Run ``iterations`` EM steps of a diagonal Gaussian mixture on ``codes``, from ``init``.
 
@@ -73,6 +74,9 @@ def diagonal_mixture_em(
         reg_covar: added to every variance after each M-step (scikit-learn's ``reg_covar``).
         min_weight: the floor for a component's weight; a component whose weight would fall
             below it is kept alive at this weight and a warning is logged.
+        code_var: (N, D) optional variances of the codes (q(z | x)'s scale squared): the
+            variance update then uses E_q[z^2] = codes^2 + code_var (VaDE's update of the
+            mixture from q); None treats the codes as exact points (scikit-learn's update).
     Returns:
         the new mixture (float32, on the codes' device) and the mean log-likelihood per datum
         before the first step and after every step (``iterations + 1`` values).
@@ -89,7 +93,7 @@ def diagonal_mixture_em(
     n = x.shape[0]
     m = DiagonalMixture(*(t.detach().to(device=x.device, dtype=torch.float64)
                           for t in (init.weights, init.loc, init.scale)))
-    x2 = x**2
+    x2 = x**2 if code_var is None else x**2 + code_var.detach().to(x)
     history = []
     dying: set[int] = set()
     for _ in range(iterations):
