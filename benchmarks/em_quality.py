@@ -41,7 +41,7 @@ def run_seed(images: torch.Tensor, y: np.ndarray, config: FitConfig, grid: Path 
         samples = [vc.sample(k, per_cluster) for k in range(config.num_clusters)]
         row["sampling_seconds"] = time.perf_counter() - t1
         plot_cluster_samples(samples, grid, title=(
-            f"{config.generator_name} EM, {config.em_iterations} iterations: rows = clusters"))
+            f"{config.generator_name} {config.method.upper()}: rows = clusters"))
     return row
 
 
@@ -53,6 +53,9 @@ def main() -> None:
     parser.add_argument("--clusters", type=int, default=10)
     parser.add_argument("--network", default="conv", help="encoder (and default decoder)")
     parser.add_argument("--generator", default="conv", choices=("mlp", "conv", "ddpm"))
+    parser.add_argument("--method", default="em", choices=("em", "svi"),
+                        help="svi: the same networks by joint SVI for em-iterations x "
+                        "m-step-epochs epochs, for comparison")
     parser.add_argument("--latent-dim", type=int, default=10)
     parser.add_argument("--pretrain-epochs", type=int, default=10)
     parser.add_argument("--em-iterations", type=int, default=20)
@@ -77,14 +80,16 @@ def main() -> None:
     y = labels.numpy()
     config = FitConfig(
         num_clusters=args.clusters, latent_dim=args.latent_dim, network=args.network,
-        method="em", generator=args.generator, pretrain_epochs=args.pretrain_epochs,
+        method=args.method, generator=args.generator,
+        epochs=args.em_iterations * args.m_step_epochs, pretrain_epochs=args.pretrain_epochs,
         em_iterations=args.em_iterations, m_step_epochs=args.m_step_epochs,
         e_step_iterations=args.e_step_iterations, learning_rate=args.lr,
         pretrain_lr=args.lr, lr_decay=args.lr_decay, batch_size=args.batch_size,
         diffusion_steps=args.diffusion_steps, diffusion_width=args.diffusion_width,
         sample_steps=args.sample_steps, device=args.device,
     )
-    name = f"em_{args.generator}_{args.dataset}" + (f"_n{args.subset}" if args.subset else "")
+    name = f"{args.method}_{args.generator}_{args.dataset}"
+    name += f"_n{args.subset}" if args.subset else ""
     out = args.json or RESULTS / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -100,9 +105,10 @@ def main() -> None:
         vals = np.array([r[key] for r in rows], dtype=float)
         summary[key] = {"mean": float(vals.mean()),
                         "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0}
-    label = f"EM, {args.network} encoder, {args.generator} generator"
+    label = f"{args.method.upper()}, {args.network} encoder, {args.generator} generator"
     print(f"\n{args.dataset}, N={len(images)}, {args.seeds} seed(s) (mean +- sd), "
-          f"{config.pretrain_epochs} pretraining epochs, {config.em_iterations} EM iterations")
+          f"{config.pretrain_epochs} pretraining epochs, {config.em_iterations} EM iterations "
+          f"(or as many SVI epochs)")
     print(f"{'method':<40} {'ACC':>15} {'NMI':>15} {'ARI':>15} {'seconds':>10}")
     cells = [f"{summary[k]['mean']:.3f} +- {summary[k]['std']:.3f}" for k in ("acc", "nmi", "ari")]
     print(f"{label:<40} {cells[0]:>15} {cells[1]:>15} {cells[2]:>15} "
