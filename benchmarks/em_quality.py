@@ -94,7 +94,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = []
     for seed in range(args.seeds):
-        grid = out.with_name(f"{name}_samples.png") if seed == 0 else None
+        grid = out.with_name(f"{out.stem}_samples.png") if seed == 0 else None
         rows.append({"seed": seed, **run_seed(images, y, config.replace(seed=seed), grid,
                                              args.per_cluster)})
         print(f"  seed {seed}: " + ", ".join(f"{k} {rows[-1][k]:.4f}" for k in
