@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--data-root", type=Path, help="torchvision data folder")
     fit.add_argument("--download", action="store_true", help="download a missing data set")
     fit.add_argument("--quiet", action="store_true", help="no progress bars")
+    fit.add_argument("--config", type=Path,
+                     help="JSON object of FitConfig settings; flags typed on the command line "
+                     "override it")
+    fit.add_argument("--checkpoint-every", type=int, default=0,
+                     help="also checkpoint every N mini-batches inside an epoch (0: per epoch)")
+    fit.add_argument("--max-bad-steps", type=int, default=10,
+                     help="stop after this many steps in a row with a non-finite loss")
     em = fit.add_argument_group("EM and generator (ClusterDDPM)")
     em.add_argument("--method", choices=("svi", "em"), default="svi",
                     help="svi: joint SVI; em: M-steps with the prior frozen + closed-form E-steps")
@@ -109,6 +116,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
         diffusion_steps=args.diffusion_steps, diffusion_schedule=args.diffusion_schedule,
         diffusion_width=args.diffusion_width, sample_steps=args.sample_steps,
     )
+    config = config.replace(checkpoint_every_steps=args.checkpoint_every,
+                            max_bad_steps=args.max_bad_steps)
+    if args.config is not None:
+        config = with_config_file(config, args.config, args.argv)
     data = load_dataset(args.dataset, root=args.data_root, download=args.download)
     vc = VarClust(config=config)
     print(f"varclust: fitting K={config.num_clusters} to {data.name} "
@@ -121,6 +132,28 @@ def cmd_fit(args: argparse.Namespace) -> int:
     scores = ", ".join(f"{k.upper()} {last[k]:.4f}" for k in ("acc", "nmi", "ari") if k in last)
     print(f"varclust: done; {scores}; run folder {args.out}")
     return 0
+
+
+#: the fit flags that set a FitConfig field, for --config: a flag typed overrides the file
+FLAG_FIELDS = {
+    "--clusters": "num_clusters", "--epochs": "epochs", "--pretrain-epochs": "pretrain_epochs",
+    "--latent-dim": "latent_dim", "--network": "network", "--hidden": "hidden",
+    "--likelihood": "likelihood", "--batch-size": "batch_size", "--lr": "learning_rate",
+    "--seed": "seed", "--device": "device", "--checkpoint-every": "checkpoint_every_steps",
+    "--max-bad-steps": "max_bad_steps",
+    "--method": "method", "--generator": "generator", "--em-iterations": "em_iterations",
+    "--m-step-epochs": "m_step_epochs", "--e-step-iterations": "e_step_iterations",
+    "--diffusion-steps": "diffusion_steps", "--diffusion-schedule": "diffusion_schedule",
+    "--diffusion-width": "diffusion_width", "--sample-steps": "sample_steps",
+}
+
+
+def with_config_file(flags: FitConfig, path: Path, argv: list[str]) -> FitConfig:
+    """The settings of a --config file over the flags' defaults, under the flags typed in argv."""
+    typed = {FLAG_FIELDS[a.split("=")[0]] for a in argv if a.split("=")[0] in FLAG_FIELDS}
+    from_file = FitConfig.from_json(path).to_dict()
+    given = json.loads(path.read_text())
+    return flags.replace(**{k: from_file[k] for k in given if k not in typed})
 
 
 def _load_run(run: Path) -> tuple[VarClust, dict]:
@@ -165,6 +198,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="varclust: %(message)s")
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     handlers = {"fit": cmd_fit, "evaluate": cmd_evaluate, "sample": cmd_sample}
     try:
         return handlers[args.command](args)

@@ -27,6 +27,8 @@ from .inference.checkpoint import (
     CheckpointError,
     capture_rng_state,
     load_checkpoint,
+    load_latest_checkpoint,
+    previous_path,
     restore_rng_state,
     save_checkpoint,
     write_atomic,
@@ -195,14 +197,15 @@ class VarClust:
         if resume:
             if ckpt_path is None:
                 raise ValueError("resume=True needs out_dir, where the checkpoint lives")
-            if ckpt_path.exists():
-                state = load_checkpoint(ckpt_path, map_location=self.device)
+            if ckpt_path.exists() or previous_path(ckpt_path).exists():
+                state, _ = load_latest_checkpoint(ckpt_path, map_location=self.device)
                 self._check_compatible(state, tuple(x.shape[1:]), ckpt_path)
             else:
                 log.warning("no checkpoint in %s: starting a new run", out)
         pyro.set_rng_seed(c.seed)
         self._build(tuple(x.shape[1:]))
-        trainer = SVITrainer(self.model, self.guide, c.learning_rate, c.lr_decay, c.clip_norm)
+        trainer = SVITrainer(self.model, self.guide, c.learning_rate, c.lr_decay, c.clip_norm,
+                             c.max_bad_steps)
         start_epoch = 0
         if state is not None:
             self._load_modules(state)
@@ -237,6 +240,10 @@ class VarClust:
             bar.update(1)
             if i % 20 == 0 and progress:
                 bar.set_postfix(elbo=f"{-float(loss) / num_data:.2f}")
+            every = c.checkpoint_every_steps
+            if ckpt_path is not None and every and (i + 1) % every == 0 and (
+                    i + 1 < steps_per_epoch):  # mid-epoch; the epoch's end saves below
+                self._save(ckpt_path, "train", epoch, trainer, metadata)
 
         for epoch in range(start_epoch, c.epochs):
             t0 = time.perf_counter()
@@ -247,6 +254,7 @@ class VarClust:
                 "epoch": epoch + 1,
                 "elbo": elbo,
                 "seconds": time.perf_counter() - t0,
+                "skipped_steps": trainer.last_epoch_skipped,
             }
             if labels is not None:
                 record.update(clustering_scores(labels, self._predict_tensor(x).labels))
@@ -276,6 +284,7 @@ class VarClust:
             m_bar.update(1)
 
         def on_iteration(record: dict[str, Any]) -> None:
+            record["skipped_steps"] = trainer.last_epoch_skipped
             if labels is not None:
                 record.update(clustering_scores(labels, self._predict_tensor(x).labels))
             self.history.append(record)

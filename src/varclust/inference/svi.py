@@ -3,6 +3,9 @@
 The ELBO is Pyro's ``TraceEnum_ELBO`` turned into a ``torch.nn.Module`` (``elbo(model, guide)``),
 optimised with plain ``torch.optim``: parameters, optimiser state and checkpoints are ordinary
 PyTorch, as in Pyro's ``examples/svi_torch.py``.
+
+A step whose loss or gradient is not finite is skipped and counted (:mod:`.guards`); the trainer
+also records where it is inside an epoch, so a checkpoint taken mid-epoch resumes exactly.
 """
 
 from __future__ import annotations
@@ -15,8 +18,34 @@ from pyro.nn import PyroModule
 from torch import Tensor
 
 from .batching import epoch_batches
+from .guards import BadStepCounter, NonFiniteTrainingError, describe_bad_step
 
-__all__ = ["SVITrainer"]
+__all__ = ["EpochPosition", "SVITrainer"]
+
+#: how torch.distributions' argument validation reports NaN/inf (or out-of-support) parameters
+INVALID_VALUES = "but found invalid values"
+
+
+class EpochPosition:
+    """Where training is inside an epoch: ``step`` batches of ``epoch`` done, their summed loss
+    (a 0-dim tensor on the training device), how many of them counted and how many were skipped.
+    """
+
+    def __init__(self) -> None:
+        self.start(0)
+
+    def start(self, epoch: int) -> None:
+        self.epoch, self.step, self.batches, self.skipped = epoch, 0, 0, 0
+        self.loss_sum: Tensor | float = 0.0
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "step": self.step, "batches": self.batches,
+                "skipped": self.skipped, "loss_sum": torch.as_tensor(self.loss_sum).cpu()}
+
+    def load_state_dict(self, state: dict, device: torch.device | None = None) -> None:
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.batches, self.skipped = int(state["batches"]), int(state["skipped"])
+        self.loss_sum = torch.as_tensor(state["loss_sum"]).to(device)
 
 
 class SVITrainer:
@@ -27,6 +56,8 @@ class SVITrainer:
         learning_rate: Adam's step size.
         lr_decay: the learning rate is multiplied by this after every epoch.
         clip_norm: gradients are clipped to this global norm.
+        max_bad_steps: this many steps in a row with a non-finite loss or gradient stop the run
+            with :class:`~.guards.NonFiniteTrainingError`; fewer are skipped and counted.
     """
 
     def __init__(
@@ -36,6 +67,7 @@ class SVITrainer:
         learning_rate: float,
         lr_decay: float = 1.0,
         clip_norm: float = 10.0,
+        max_bad_steps: int = 10,
     ) -> None:
         self.model = model
         self.guide = guide
@@ -43,13 +75,29 @@ class SVITrainer:
         self.clip_norm = clip_norm
         self.optimizer = torch.optim.Adam(self.elbo.parameters(), lr=learning_rate)
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=lr_decay)
+        self.bad_steps = BadStepCounter(max_bad_steps)
+        self.position = EpochPosition()
+        #: steps skipped in the last finished epoch
+        self.last_epoch_skipped = 0
+        self._last_bad = ""  # what the last bad step showed
 
-    def step(self, x: Tensor, indices: Tensor, num_data: int) -> Tensor:
-        """One gradient step on a mini-batch; returns the detached loss (-ELBO scaled to N)."""
+    def step(self, x: Tensor, indices: Tensor, num_data: int) -> Tensor | None:
+        """One gradient step on a mini-batch; returns the detached loss (-ELBO scaled to N), or
+        None when the loss or the gradient was not finite and the step was skipped (parameters
+        and optimiser state untouched). The finiteness test is the step's one host sync."""
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.elbo(x, indices, num_data)
+        try:
+            loss = self.elbo(x, indices, num_data)
+        except ValueError as err:  # a distribution built from NaN/inf (argument validation)
+            if INVALID_VALUES not in str(err):
+                raise
+            self._last_bad = str(err).split(":\n")[0]
+            return None
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.elbo.parameters(), self.clip_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.elbo.parameters(), self.clip_norm)
+        if not bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):
+            self._last_bad = f"loss {float(loss):.4g}, gradient norm {float(grad_norm):.4g}"
+            return None
         self.optimizer.step()
         return loss.detach()
 
@@ -63,23 +111,69 @@ class SVITrainer:
     ) -> float:
         """One pass over ``data`` (N, ...) in shuffled mini-batches, then a scheduler step.
 
-        Returns the mean ELBO per datum over the epoch's batches.
+        When :attr:`position` says part of this epoch is done (a resumed mid-epoch checkpoint),
+        those batches are passed over; the batch order depends only on (seed, epoch).
+        ``on_step(i, loss)`` runs after batch i (loss NaN for a skipped step), once
+        :attr:`position` counts it.
+
+        Returns the mean ELBO per datum over the epoch's good batches (NaN if there were none).
+
+        Raises:
+            NonFiniteTrainingError: ``max_bad_steps`` bad steps in a row; the message names the
+                epoch, the batch and the sites whose log-probability is not finite.
         """
         num_data = len(data)
-        total = torch.zeros((), device=data.device)
-        batches = 0
-        for i, idx in enumerate(epoch_batches(num_data, batch_size, seed, epoch, data.device)):
-            loss = self.step(data[idx], idx, num_data)
-            total += loss
-            batches += 1
+        pos = self.position
+        if pos.epoch != epoch:
+            pos.start(epoch)
+        batches = list(epoch_batches(num_data, batch_size, seed, epoch, data.device))
+        for i in range(pos.step, len(batches)):
+            idx = batches[i]
+            x = data[idx]
+            loss = self.step(x, idx, num_data)
+            if loss is None:
+                self.bad_steps.bad()
+                pos.skipped += 1
+                if self.bad_steps.should_stop:
+                    self._stop(x, idx, num_data, epoch, i, len(batches))
+                loss = torch.full((), float("nan"))
+            else:
+                self.bad_steps.good()
+                pos.loss_sum = pos.loss_sum + loss
+                pos.batches += 1
+            pos.step = i + 1
             if on_step is not None:
                 on_step(i, loss)
         self.scheduler.step()
-        return -float(total) / (batches * num_data)
+        elbo = -float(pos.loss_sum) / (pos.batches * num_data) if pos.batches else float("nan")
+        self.last_epoch_skipped = pos.skipped
+        pos.start(epoch + 1)
+        return elbo
+
+    def _stop(
+        self, x: Tensor, idx: Tensor, num_data: int, epoch: int, i: int, num_batches: int
+    ) -> None:
+        why = describe_bad_step(self.model, self.guide, self.elbo, x, idx, num_data)
+        raise NonFiniteTrainingError(
+            f"training stopped at epoch {epoch + 1}, batch {i + 1} of {num_batches}: "
+            f"{self.bad_steps.in_a_row} steps in a row had a non-finite loss or gradient "
+            f"({self.bad_steps.total} skipped in all); the last: {self._last_bad}. On that batch: "
+            f"{why}. Lower the learning rate, check the data, or raise max_bad_steps; the last "
+            "checkpoint holds the last good parameters"
+        )
 
     def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "position": self.position.state_dict(),
+            "bad_steps": self.bad_steps.state_dict(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if "position" in state:  # written by varclust >= the mid-epoch checkpoints
+            device = next(iter(self.elbo.parameters())).device
+            self.position.load_state_dict(state["position"], device)
+            self.bad_steps.load_state_dict(state["bad_steps"])
