@@ -177,3 +177,13 @@ def test_a_ddpm_em_run_from_the_cli_samples_a_cluster(tmp_path, capsys):
     assert 0.0 <= float(images.min()) and float(images.max()) <= 1.0
     with pytest.raises(ValueError, match="ddpm generator needs pixels in"):
         vc.predict(np.full((2, 1, 8, 8), 2.0, dtype=np.float32))
+
+
+def test_inference_data_of_a_ddpm_fit_is_refused_with_a_reason():
+    from varclust.analysis.inference_data import to_inference_data
+
+    vc = VarClust(2, generator="ddpm", network="conv", latent_dim=2, diffusion_steps=4,
+                  diffusion_width=8, sample_steps=0, device="cpu")
+    vc._build(SHAPE)
+    with pytest.raises(ValueError, match="not a density"):
+        to_inference_data(vc, tiny_images(4))
