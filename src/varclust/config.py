@@ -22,7 +22,8 @@ class FitConfig:
     GaussianMixture fitted to the codes initialises the prior; 0 skips both), Adam with learning
     rate ``learning_rate`` multiplied by ``lr_decay`` after every epoch, gradients clipped to
     norm ``clip_norm``, mini-batches of ``batch_size``, ``seed`` for every random draw,
-    ``device`` "auto", "cpu" or "cuda".
+    ``device`` "auto", "cpu" or "cuda"; ``lr_scaling`` ("none", "sqrt", "linear") scales
+    ``learning_rate`` from batch 256 to ``batch_size`` for large-batch training.
     """
 
     num_clusters: int = 10
@@ -39,6 +40,7 @@ class FitConfig:
     pretrain_lr: float = 1e-3
     seed: int = 0
     device: str = "auto"
+    lr_scaling: str = "none"
 
     def __post_init__(self) -> None:
         self.hidden = tuple(int(h) for h in self.hidden)
@@ -60,6 +62,10 @@ class FitConfig:
             raise ValueError("learning rates must be positive")
         if not 0 < self.lr_decay <= 1:
             raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+        if self.lr_scaling not in ("none", "sqrt", "linear"):
+            raise ValueError(
+                f"lr_scaling must be 'none', 'sqrt' or 'linear', got {self.lr_scaling!r}"
+            )
         if not self.hidden or min(self.hidden) < 1:
             raise ValueError(f"hidden must list positive layer widths, got {self.hidden}")
 

@@ -31,7 +31,9 @@ from .inference.checkpoint import (
     save_checkpoint,
     write_atomic,
 )
+from .inference.distributed import DistributedContext, DistributedSVITrainer
 from .inference.init import fit_mixture_to_codes, pretrain_autoencoder
+from .inference.speed import configure_fast_math, scaled_learning_rate
 from .inference.svi import SVITrainer
 from .metrics import clustering_scores
 from .model.decoders import make_decoder
@@ -148,13 +150,23 @@ class VarClust:
         resume: bool = False,
         progress: bool = True,
         metadata: dict[str, Any] | None = None,
+        distributed: DistributedContext | None = None,
     ) -> VarClust:
         """Fit to data X (N, ...) of floats in [0, 1]; y (N,) labels only for per-epoch scores.
 
         With ``out_dir``, a checkpoint is written atomically after pretraining and after every
         epoch, with ``metrics.json`` beside it; ``resume=True`` continues from that checkpoint.
+        With ``distributed`` (from :func:`varclust.inference.distributed.init_distributed`, in a
+        process launched by torchrun), SVI runs data-parallel over the process group; rank 0
+        alone shows progress, computes per-epoch scores and writes the run folder.
         """
         c = self.config
+        if distributed is not None:
+            self.device = distributed.device
+            distributed.per_rank_batch(c.batch_size)  # refuse a batch that does not split
+            if not distributed.is_main:
+                progress, y = False, None
+        configure_fast_math(self.device)
         x = as_image_tensor(X if isinstance(X, Tensor) else np.asarray(X))
         check_num_clusters(c.num_clusters, len(x))
         make_likelihood(c.likelihood).check_data(x)
@@ -178,9 +190,11 @@ class VarClust:
                 self._check_compatible(state, tuple(x.shape[1:]), ckpt_path)
             else:
                 log.warning("no checkpoint in %s: starting a new run", out)
+        if distributed is not None:
+            distributed.barrier()  # every rank has read the checkpoint before rank 0 writes one
         pyro.set_rng_seed(c.seed)
         self._build(tuple(x.shape[1:]))
-        trainer = SVITrainer(self.model, self.guide, c.learning_rate, c.lr_decay, c.clip_norm)
+        trainer = self._make_trainer(distributed)
         start_epoch = 0
         if state is not None:
             self._load_modules(state)
@@ -194,8 +208,10 @@ class VarClust:
             self.history, self.pretrain_losses = [], []
             if c.pretrain_epochs > 0:
                 self._pretrain(x, progress)
-            if ckpt_path is not None:
+            if ckpt_path is not None and _is_main(distributed):
                 self._save(ckpt_path, "init", 0, trainer, metadata)
+        if isinstance(trainer, DistributedSVITrainer):
+            trainer.sync_parameters()  # pretraining on a GPU is not bit-reproducible over ranks
 
         steps_per_epoch = -(-len(x) // c.batch_size)
         bar = tqdm(
@@ -227,10 +243,20 @@ class VarClust:
             self.history.append(record)
             if progress:
                 bar.set_postfix({k: round(v, 3) for k, v in record.items() if k != "epoch"})
-            if ckpt_path is not None:
+            if ckpt_path is not None and _is_main(distributed):
                 self._save(ckpt_path, "train", epoch + 1, trainer, metadata)
         bar.close()
         return self
+
+    def _make_trainer(self, distributed: DistributedContext | None) -> SVITrainer:
+        c = self.config
+        lr = scaled_learning_rate(c.learning_rate, c.batch_size, c.lr_scaling)
+        if distributed is None:
+            return SVITrainer(self.model, self.guide, lr, c.lr_decay, c.clip_norm)
+        # every parameter exists now (built above), as DDP needs at wrapping time
+        return DistributedSVITrainer(
+            self.model, self.guide, lr, c.lr_decay, c.clip_norm, context=distributed
+        )
 
     def _pretrain(self, x: Tensor, progress: bool) -> None:
         c = self.config
@@ -361,6 +387,10 @@ class VarClust:
         vc.history = list(state["history"])
         vc.pretrain_losses = list(state["pretrain_losses"])
         return vc
+
+
+def _is_main(distributed: DistributedContext | None) -> bool:
+    return distributed is None or distributed.is_main
 
 
 def _check_writable(out: Path) -> None:

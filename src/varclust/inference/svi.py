@@ -7,8 +7,9 @@ PyTorch, as in Pyro's ``examples/svi_torch.py``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
+import pyro
 import torch
 from pyro.infer import TraceEnum_ELBO
 from pyro.nn import PyroModule
@@ -39,9 +40,12 @@ class SVITrainer:
     ) -> None:
         self.model = model
         self.guide = guide
-        self.elbo = TraceEnum_ELBO(max_plate_nesting=1)(model, guide)
+        self.elbo = self.wrap_elbo(TraceEnum_ELBO(max_plate_nesting=1)(model, guide))
         self.clip_norm = clip_norm
-        self.optimizer = torch.optim.Adam(self.elbo.parameters(), lr=learning_rate)
+        params = list(self.elbo.parameters())
+        # the fused CUDA kernel updates every parameter in one launch
+        fused = bool(params) and all(p.is_cuda for p in params)
+        self.optimizer = torch.optim.Adam(params, lr=learning_rate, fused=fused or None)
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=lr_decay)
 
     def step(self, x: Tensor, indices: Tensor, num_data: int) -> Tensor:
@@ -68,14 +72,32 @@ class SVITrainer:
         num_data = len(data)
         total = torch.zeros((), device=data.device)
         batches = 0
-        for i, idx in enumerate(epoch_batches(num_data, batch_size, seed, epoch, data.device)):
-            loss = self.step(data[idx], idx, num_data)
-            total += loss
-            batches += 1
-            if on_step is not None:
-                on_step(i, loss)
+        # the data were validated before training: Pyro's per-step argument checks are skipped
+        with pyro.validation_enabled(False):
+            for i, idx in enumerate(self.batches(num_data, batch_size, seed, epoch, data.device)):
+                loss = self.step(data[idx], idx, num_data)
+                total += loss
+                batches += 1
+                if on_step is not None:
+                    on_step(i, loss)
         self.scheduler.step()
+        total, batches = self.reduce_epoch_total(total, batches)
         return -float(total) / (batches * num_data)
+
+    # hooks that data-parallel training (inference/distributed.py) overrides
+    def wrap_elbo(self, elbo: torch.nn.Module) -> torch.nn.Module:
+        """The module whose call gives the loss (here the ELBO module itself)."""
+        return elbo
+
+    def batches(
+        self, num_data: int, batch_size: int, seed: int, epoch: int, device: torch.device
+    ) -> Iterator[Tensor]:
+        """The index batches of one epoch."""
+        return epoch_batches(num_data, batch_size, seed, epoch, device)
+
+    def reduce_epoch_total(self, total: Tensor, batches: int) -> tuple[Tensor, int]:
+        """The epoch's summed loss and batch count (over all processes when distributed)."""
+        return total, batches
 
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
