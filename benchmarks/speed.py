@@ -309,6 +309,10 @@ def time_to_acc(args, device: torch.device) -> dict:
     with tempfile.TemporaryDirectory() as run:
         t0 = time.perf_counter()
         data = load_dataset("fashion-mnist")
+        if args.subset:  # a reduced run: a seeded random subset of the 70,000 images
+            keep = torch.randperm(len(data.images), generator=torch.Generator().manual_seed(0))
+            data.images, data.labels = data.images[keep[:args.subset]], data.labels[
+                keep[:args.subset]]
         vc = VarClust(config=config).fit(data.images, out_dir=run, progress=args.progress)
         synchronize(device)
         phase_a = time.perf_counter() - t0
@@ -324,13 +328,14 @@ def time_to_acc(args, device: torch.device) -> dict:
         if reached is None and rec["acc"] >= args.target:
             reached = clock
         rows.append([rec["epoch"], f"{clock:.1f}", f"{rec['acc']:.4f}", f"{rec['seconds']:.1f}"])
-    print_table(f"Fashion-MNIST time to ACC {args.target}: {device}, batch {args.batch}, "
+    print_table(f"Fashion-MNIST{f' (subset {args.subset})' if args.subset else ''} time to ACC "
+                f"{args.target}: {device}, batch {args.batch}, "
                 f"pretrain {args.pretrain_epochs} epochs (load {load0})",
                 ["epoch", "seconds since start", "ACC", "epoch seconds"], rows)
     outcome = f"{reached:.1f} s" if reached is not None else f"not reached in {args.epochs} epochs"
     print(f"time to ACC >= {args.target}: {outcome}")
     payload = {"section": "time-to-acc", "target_acc": args.target, "config": config.to_dict(),
-               "svi_epochs": args.epochs, "phase_a_seconds": phase_a, "init_scores": init_scores,
+               "svi_epochs": args.epochs, "subset": args.subset, "phase_a_seconds": phase_a, "init_scores": init_scores,
                "history": history, "time_to_target_s": reached,
                "svi_epoch_seconds_median": statistics.median([r["seconds"] for r in history])
                if history else None,
@@ -358,6 +363,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pretrain-epochs", type=int, default=10)
     parser.add_argument("--lr-scaling", default="none", choices=("none", "sqrt", "linear"))
     parser.add_argument("--target", type=float, default=0.55)
+    parser.add_argument("--subset", type=int, help="time-to-acc on this many images (reduced)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args(argv)

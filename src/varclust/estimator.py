@@ -207,7 +207,7 @@ class VarClust:
         else:
             self.history, self.pretrain_losses = [], []
             if c.pretrain_epochs > 0:
-                self._pretrain(x, progress)
+                self._pretrain(x, progress, distributed)
             if ckpt_path is not None and _is_main(distributed):
                 self._save(ckpt_path, "init", 0, trainer, metadata)
         if isinstance(trainer, DistributedSVITrainer):
@@ -258,7 +258,9 @@ class VarClust:
             self.model, self.guide, lr, c.lr_decay, c.clip_norm, context=distributed
         )
 
-    def _pretrain(self, x: Tensor, progress: bool) -> None:
+    def _pretrain(
+        self, x: Tensor, progress: bool, distributed: DistributedContext | None = None
+    ) -> None:
         c = self.config
         bar = tqdm(total=c.pretrain_epochs, desc="pretrain", disable=not progress, unit="epoch")
 
@@ -276,6 +278,7 @@ class VarClust:
             c.pretrain_lr,
             c.seed,
             on_epoch,
+            **(dict(batches=distributed.batches, wrap=distributed.wrap) if distributed else {}),
         )
         bar.close()
         codes = batched_apply(lambda b: self.guide.encode(b)[0], x)

@@ -75,6 +75,17 @@ class DistributedContext:
     def describe(self) -> str:
         return f"{self.world_size} processes ({self.backend}), rank 0 on {self.device}"
 
+    def wrap(self, module: nn.Module) -> DistributedDataParallel:
+        """``module`` in DistributedDataParallel: its gradients are averaged over the ranks."""
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(module, device_ids=device_ids)
+
+    def batches(
+        self, num_data: int, batch_size: int, seed: int, epoch: int, device: Any = None
+    ) -> Iterator[Tensor]:
+        """This rank's index batches of an epoch (see :func:`rank_batches`)."""
+        return rank_batches(num_data, batch_size, seed, epoch, self)
+
     def barrier(self) -> None:
         dist.barrier()
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
@@ -12,7 +12,19 @@ from torch import Tensor, nn
 from ..model.likelihoods import Likelihood
 from .batching import epoch_batches
 
-__all__ = ["fit_mixture_to_codes", "pretrain_autoencoder"]
+__all__ = ["AutoencoderLoss", "fit_mixture_to_codes", "pretrain_autoencoder"]
+
+
+class AutoencoderLoss(nn.Module):
+    """x (B, *data_shape) -> the mean over the batch of -log p(x | z = loc(x)) (a scalar)."""
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, likelihood: Likelihood) -> None:
+        super().__init__()
+        self.encoder, self.decoder, self.likelihood = encoder, decoder, likelihood
+
+    def forward(self, x: Tensor) -> Tensor:
+        loc, _ = self.encoder(x)
+        return -self.likelihood(self.decoder(loc), x.dim() - 1).log_prob(x).mean()
 
 
 def pretrain_autoencoder(
@@ -25,29 +37,38 @@ def pretrain_autoencoder(
     learning_rate: float,
     seed: int,
     on_epoch: Callable[[int, float], None] | None = None,
+    *,
+    batches: Callable[[int, int, int, int, torch.device], Iterable[Tensor]] = epoch_batches,
+    wrap: Callable[[nn.Module], nn.Module] | None = None,
 ) -> list[float]:
     """Train encoder mean + decoder as a deterministic autoencoder on -log p(x | z = loc(x)).
 
     Args:
         data: (N, *data_shape) on the training device.
+        batches: ``(num_data, batch_size, seed, epoch, device) -> index batches`` of an epoch
+            (data-parallel training passes this process's shard).
+        wrap: wraps the :class:`AutoencoderLoss` module (data-parallel training passes DDP).
     Returns:
-        the mean reconstruction loss per datum of every epoch.
+        the mean reconstruction loss per datum of every epoch (of the data this process saw).
     """
-    params = [*encoder.parameters(), *decoder.parameters(), *likelihood.parameters()]
-    optimizer = torch.optim.Adam(params, lr=learning_rate)
-    event_dim = data.dim() - 1
+    loss_module = AutoencoderLoss(encoder, decoder, likelihood)
+    if wrap is not None:
+        loss_module = wrap(loss_module)
+    params = list(loss_module.parameters())
+    fused = bool(params) and all(p.is_cuda for p in params)
+    optimizer = torch.optim.Adam(params, lr=learning_rate, fused=fused or None)
     losses = []
     for epoch in range(epochs):
         total = torch.zeros((), device=data.device)
-        for idx in epoch_batches(len(data), batch_size, seed + 7919, epoch, data.device):
-            x = data[idx]
-            loc, _ = encoder(x)
-            loss = -likelihood(decoder(loc), event_dim).log_prob(x).mean()
+        seen = 0
+        for idx in batches(len(data), batch_size, seed + 7919, epoch, data.device):
+            loss = loss_module(data[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             total += loss.detach() * len(idx)
-        losses.append(float(total) / len(data))
+            seen += len(idx)
+        losses.append(float(total) / seen)
         if on_epoch is not None:
             on_epoch(epoch, losses[-1])
     return losses

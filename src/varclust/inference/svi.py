@@ -7,15 +7,17 @@ PyTorch, as in Pyro's ``examples/svi_torch.py``.
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Callable, Iterator
 
 import pyro
 import torch
-from pyro.infer import TraceEnum_ELBO
 from pyro.nn import PyroModule
 from torch import Tensor
 
 from .batching import epoch_batches
+from .elbo import SyncFreeTraceEnum_ELBO
 
 __all__ = ["SVITrainer"]
 
@@ -40,7 +42,7 @@ class SVITrainer:
     ) -> None:
         self.model = model
         self.guide = guide
-        self.elbo = self.wrap_elbo(TraceEnum_ELBO(max_plate_nesting=1)(model, guide))
+        self.elbo = self.wrap_elbo(SyncFreeTraceEnum_ELBO(max_plate_nesting=1)(model, guide))
         self.clip_norm = clip_norm
         params = list(self.elbo.parameters())
         # the fused CUDA kernel updates every parameter in one launch
@@ -82,7 +84,11 @@ class SVITrainer:
                     on_step(i, loss)
         self.scheduler.step()
         total, batches = self.reduce_epoch_total(total, batches)
-        return -float(total) / (batches * num_data)
+        elbo = -float(total) / (batches * num_data)  # the epoch's one host sync
+        if not math.isfinite(elbo):
+            warnings.warn(f"the ELBO of epoch {epoch + 1} is {elbo}: training diverged; "
+                          "lower the learning rate or clip_norm", RuntimeWarning, stacklevel=2)
+        return elbo
 
     # hooks that data-parallel training (inference/distributed.py) overrides
     def wrap_elbo(self, elbo: torch.nn.Module) -> torch.nn.Module:
