@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .config import STRUCTURAL_KEYS, FitConfig
 from .data.validation import as_image_tensor, check_num_clusters
-from .guides.encoders import make_encoder
+from .guides.encoders import make_encoder, set_initial_scale
 from .guides.marginal import MarginalGuide
 from .inference.batching import batched_apply
 from .inference.checkpoint import (
@@ -175,6 +175,8 @@ class VarClust:
             labels = np.asarray(y)
             if labels.shape != (len(x),):
                 raise ValueError(f"y must have shape ({len(x)},), got {labels.shape}")
+            if not np.issubdtype(labels.dtype, np.integer):
+                raise TypeError(f"y must hold integer class labels, got dtype {labels.dtype}")
         out = Path(out_dir) if out_dir is not None else None
         ckpt_path = out / CHECKPOINT_NAME if out is not None else None
         if out is not None:
@@ -284,6 +286,7 @@ class VarClust:
         codes = batched_apply(lambda b: self.guide.encode(b)[0], x)
         weights, loc, scale = fit_mixture_to_codes(codes, c.num_clusters, c.seed)
         self.model.prior.set_mixture(weights, loc, scale)
+        set_initial_scale(self.guide.encoder, 0.1 * float(scale.median()))
 
     # ------------------------------------------------------------------ using a fit
     @torch.no_grad()

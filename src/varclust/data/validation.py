@@ -34,6 +34,7 @@ def as_image_tensor(x: np.ndarray | Tensor, *, name: str = "X") -> Tensor:
         raise ValueError(f"{name} is empty: it holds no data points")
     if any(s == 0 for s in x.shape[1:]):
         raise ValueError(f"{name} has an empty feature axis: shape {tuple(x.shape)}")
+    x = x.to(torch.float32)  # before the check: float64 beyond float32's range becomes inf
     finite = torch.isfinite(x)
     if not bool(finite.all()):
         bad = int((~finite).sum())
@@ -42,7 +43,7 @@ def as_image_tensor(x: np.ndarray | Tensor, *, name: str = "X") -> Tensor:
             f"{name} holds {bad} NaN or infinite values in {rows} data points; "
             "remove or impute them before fitting"
         )
-    return x.to(torch.float32).contiguous()
+    return x.contiguous()
 
 
 def check_num_clusters(num_clusters: int, num_data: int | None = None) -> None:

@@ -10,7 +10,21 @@ from torch.nn.functional import softplus
 
 from ..model.decoders import mlp
 
-__all__ = ["ConvEncoder", "MLPEncoder", "make_encoder"]
+__all__ = ["ConvEncoder", "MLPEncoder", "make_encoder", "set_initial_scale"]
+
+
+@torch.no_grad()
+def set_initial_scale(encoder: nn.Module, scale: float) -> None:
+    """Make q(z | x) start with the same small scale for every x, leaving the means as they are.
+
+    Autoencoder pretraining trains only the means; the scale half of the head keeps its random
+    start (about 0.3 to 0.7), far wider than the mixture fitted to the codes, and the first SVI
+    steps then merge clusters that the initialisation had separated.
+    """
+    head: nn.Linear = encoder.head
+    latent_dim = head.out_features // 2
+    head.weight[latent_dim:].zero_()
+    head.bias[latent_dim:].fill_(float(torch.tensor(max(scale, 2e-4) - 1e-4).expm1().log()))
 
 
 class MLPEncoder(nn.Module):
