@@ -335,7 +335,8 @@ def time_to_acc(args, device: torch.device) -> dict:
     outcome = f"{reached:.1f} s" if reached is not None else f"not reached in {args.epochs} epochs"
     print(f"time to ACC >= {args.target}: {outcome}")
     payload = {"section": "time-to-acc", "target_acc": args.target, "config": config.to_dict(),
-               "svi_epochs": args.epochs, "subset": args.subset, "phase_a_seconds": phase_a, "init_scores": init_scores,
+               "svi_epochs": args.epochs, "subset": args.subset, "phase_a_seconds": phase_a,
+               "init_scores": init_scores,
                "history": history, "time_to_target_s": reached,
                "svi_epoch_seconds_median": statistics.median([r["seconds"] for r in history])
                if history else None,
