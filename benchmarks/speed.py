@@ -52,9 +52,12 @@ def synchronize(device: torch.device) -> None:
 
 
 def interleaved_times(
-    steps: dict[str, Callable[[], None]], rounds: int, warmup: int, device: torch.device
+    steps: dict[str, Callable[[], None]], rounds: int, warmup: int, device: torch.device,
+    cpu_times: dict[str, list[float]] | None = None,
 ) -> dict[str, list[float]]:
-    """Seconds per call of every step function, the functions taking turns in each round."""
+    """Wall-clock seconds per call of every step function, the functions taking turns in each
+    round. ``cpu_times``, when given, receives the process's CPU seconds per call too: on a
+    CPU shared with other jobs they are far less disturbed by the load than wall time."""
     names = list(steps)
     for _ in range(warmup):
         for name in names:
@@ -65,10 +68,12 @@ def interleaved_times(
         order = names[r % len(names):] + names[: r % len(names)]  # rotate who goes first
         for name in order:
             synchronize(device)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             steps[name]()
             synchronize(device)
             times[name].append(time.perf_counter() - t0)
+            if cpu_times is not None:
+                cpu_times.setdefault(name, []).append(time.process_time() - c0)
     return times
 
 
@@ -211,27 +216,34 @@ def overhead(args, device: torch.device) -> dict:
             errors[name] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
             del variants[name]
     load_before = load_average()
-    times = interleaved_times(variants, args.rounds, args.warmup, device)
-    ref = times["hand-written"]
+    cpu: dict[str, list[float]] = {}
+    times = interleaved_times(variants, args.rounds, args.warmup, device, cpu)
     rows, results = [], {}
     for name, ts in times.items():
-        ratios = [a / b for a, b in zip(ts, ref)]
-        med = statistics.median(ts)
+        ratios = [a / b for a, b in zip(ts, times["hand-written"])]
+        cpu_ratios = [a / b for a, b in zip(cpu[name], cpu["hand-written"])]
+        med, cpu_med = statistics.median(ts), statistics.median(cpu[name])
         results[name] = {
             "median_ms": 1e3 * med,
             "images_per_s": args.batch / med,
             "ratio_to_hand_written": statistics.median(ratios),
             "ratio_quartiles": [float(q) for q in np.quantile(ratios, [0.25, 0.75])],
+            "cpu_median_ms": 1e3 * cpu_med,
+            "cpu_ratio_to_hand_written": statistics.median(cpu_ratios),
+            "cpu_ratio_quartiles": [float(q) for q in np.quantile(cpu_ratios, [0.25, 0.75])],
             "times_s": ts,
+            "cpu_times_s": cpu[name],
         }
         rows.append([name, f"{1e3 * med:.1f}", f"{args.batch / med:.0f}",
-                     f"{statistics.median(ratios):.3f}"])
+                     f"{statistics.median(ratios):.3f}", f"{1e3 * cpu_med:.1f}",
+                     f"{statistics.median(cpu_ratios):.3f}"])
     for name, err in errors.items():
-        rows.append([name, "-", "-", err[:60]])
+        rows.append([name, "-", "-", err[:60], "-", "-"])
     print_table(
         f"Pyro overhead: one SVI step, batch {args.batch}, K={args.clusters}, {device}, "
         f"median of {args.rounds} interleaved rounds (load {load_before})",
-        ["implementation", "ms/step", "images/s", "time / hand-written"], rows)
+        ["implementation", "wall ms/step", "images/s", "wall / hand-written", "CPU ms/step",
+         "CPU / hand-written"], rows)
     print(f"same ELBO check: relative difference {rel_diff:.2e}")
     payload = {"section": "overhead", "batch": args.batch, "num_clusters": args.clusters,
                "rounds": args.rounds, "warmup": args.warmup, "load_average_before": load_before,
@@ -272,21 +284,26 @@ def growth(args, device: torch.device) -> dict:
         entry = {}
         for axis, values, fixed in (("num_clusters", args.ks, args.batch),
                                     ("batch_size", args.batches, args.clusters)):
-            rows, medians = [], []
+            rows, medians, cpu_medians = [], [], []
             for v in values:
                 k, b = (v, fixed) if axis == "num_clusters" else (fixed, v)
                 vc = build(k, device, guide)
                 trainer = SVITrainer(vc.model, vc.guide, 1e-4)
                 step = pyro_step(trainer, *batch_of(b, device))
-                ts = interleaved_times({"step": step}, args.rounds, args.warmup, device)["step"]
-                med = statistics.median(ts)
+                cpu: dict[str, list[float]] = {}
+                ts = interleaved_times({"step": step}, args.rounds, args.warmup, device, cpu)
+                med, cpu_med = statistics.median(ts["step"]), statistics.median(cpu["step"])
                 medians.append(med)
-                rows.append([k, b, f"{1e3 * med:.1f}", f"{b / med:.0f}", str(load_average()[0])])
-            slope = loglog_slope(values, medians)
+                cpu_medians.append(cpu_med)
+                rows.append([k, b, f"{1e3 * med:.1f}", f"{b / med:.0f}", f"{1e3 * cpu_med:.1f}",
+                             str(load_average()[0])])
+            slope, cpu_slope = loglog_slope(values, medians), loglog_slope(values, cpu_medians)
             entry[axis] = {"values": values, "fixed": fixed, "median_s": medians,
-                           "loglog_slope": slope}
-            print_table(f"growth over {axis}, guide {guide}, {device} (log-log slope {slope:.2f})",
-                        ["K", "batch", "ms/step", "images/s", "load"], rows)
+                           "cpu_median_s": cpu_medians, "loglog_slope": slope,
+                           "cpu_loglog_slope": cpu_slope}
+            print_table(f"growth over {axis}, guide {guide}, {device} (log-log slope: wall "
+                        f"{slope:.2f}, CPU time {cpu_slope:.2f})",
+                        ["K", "batch", "wall ms/step", "images/s", "CPU ms/step", "load"], rows)
         payload["guides"][guide] = entry
     payload["load_average_after"] = load_average()
     print(f"wrote {write_json('growth', device, payload)}")
