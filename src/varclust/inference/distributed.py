@@ -30,7 +30,6 @@ from typing import Any
 import pyro
 import torch
 import torch.distributed as dist
-from pyro.nn import PyroModule
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
@@ -179,18 +178,10 @@ class DistributedSVITrainer(SVITrainer):
     construction and broadcasts rank 0's values, so all ranks start equal).
     """
 
-    def __init__(
-        self,
-        model: PyroModule,
-        guide: PyroModule,
-        learning_rate: float,
-        lr_decay: float = 1.0,
-        clip_norm: float = 10.0,
-        *,
-        context: DistributedContext,
-    ) -> None:
+    def __init__(self, *args: Any, context: DistributedContext, **kwargs: Any) -> None:
+        """Arguments as :class:`SVITrainer`, and ``context`` from :func:`init_distributed`."""
         self.context = context
-        super().__init__(model, guide, learning_rate, lr_decay, clip_norm)
+        super().__init__(*args, **kwargs)
 
     def wrap_elbo(self, elbo: nn.Module) -> nn.Module:
         device_ids = [self.context.device.index] if self.context.device.type == "cuda" else None
