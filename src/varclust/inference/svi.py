@@ -2,7 +2,9 @@
 
 The ELBO is Pyro's ``TraceEnum_ELBO`` turned into a ``torch.nn.Module`` (``elbo(model, guide)``),
 optimised with plain ``torch.optim``: parameters, optimiser state and checkpoints are ordinary
-PyTorch, as in Pyro's ``examples/svi_torch.py``.
+PyTorch, as in Pyro's ``examples/svi_torch.py``. The trainer uses
+:class:`~varclust.inference.elbo.SyncFreeTraceEnum_ELBO`: the same estimator without Pyro's
+per-step NaN checks (host syncs on a GPU); a non-finite epoch ELBO is warned about instead.
 """
 
 from __future__ import annotations
