@@ -66,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="data-parallel over the processes that torchrun starts, e.g. "
                      "`torchrun --nproc_per_node 2 -m varclust.cli fit ... --distributed`; "
                      "--batch-size is the global batch")
+    fit.add_argument("--config", type=Path,
+                     help="JSON object of FitConfig settings; flags typed on the command line "
+                     "override it")
+    fit.add_argument("--checkpoint-every", type=int, default=0,
+                     help="also checkpoint every N mini-batches inside an epoch (0: per epoch)")
+    fit.add_argument("--max-bad-steps", type=int, default=10,
+                     help="stop after this many steps in a row with a non-finite loss")
 
     evaluate = sub.add_parser("evaluate", help="score a run's clusters against the labels")
     evaluate.add_argument("run", type=Path, help="run folder written by `varclust fit`")
@@ -97,6 +104,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed, device=args.device,
         lr_scaling=args.lr_scaling,
     )
+    config = config.replace(checkpoint_every_steps=args.checkpoint_every,
+                            max_bad_steps=args.max_bad_steps)
+    if args.config is not None:
+        config = with_config_file(config, args.config, args.argv)
     if args.distributed:
         return run_distributed_fit(args, config, _fit_and_report)
     return _fit_and_report(args, config, None)
@@ -121,6 +132,24 @@ def _fit_and_report(args: argparse.Namespace, config: FitConfig, distributed) ->
     scores = ", ".join(f"{k.upper()} {last[k]:.4f}" for k in ("acc", "nmi", "ari") if k in last)
     print(f"varclust: done; {scores}; run folder {args.out}")
     return 0
+
+
+#: the fit flags that set a FitConfig field, for --config: a flag typed overrides the file
+FLAG_FIELDS = {
+    "--clusters": "num_clusters", "--epochs": "epochs", "--pretrain-epochs": "pretrain_epochs",
+    "--latent-dim": "latent_dim", "--network": "network", "--hidden": "hidden",
+    "--likelihood": "likelihood", "--batch-size": "batch_size", "--lr": "learning_rate",
+    "--seed": "seed", "--device": "device", "--checkpoint-every": "checkpoint_every_steps",
+    "--max-bad-steps": "max_bad_steps",
+}
+
+
+def with_config_file(flags: FitConfig, path: Path, argv: list[str]) -> FitConfig:
+    """The settings of a --config file over the flags' defaults, under the flags typed in argv."""
+    typed = {FLAG_FIELDS[a.split("=")[0]] for a in argv if a.split("=")[0] in FLAG_FIELDS}
+    from_file = FitConfig.from_json(path).to_dict()
+    given = json.loads(path.read_text())
+    return flags.replace(**{k: from_file[k] for k in given if k not in typed})
 
 
 def _load_run(run: Path) -> tuple[VarClust, dict]:
@@ -163,6 +192,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="varclust: %(message)s")
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     handlers = {"fit": cmd_fit, "evaluate": cmd_evaluate, "sample": cmd_sample}
     try:
         return handlers[args.command](args)

@@ -27,6 +27,8 @@ from .inference.checkpoint import (
     CheckpointError,
     capture_rng_state,
     load_checkpoint,
+    load_latest_checkpoint,
+    previous_path,
     restore_rng_state,
     save_checkpoint,
     write_atomic,
@@ -187,8 +189,8 @@ class VarClust:
         if resume:
             if ckpt_path is None:
                 raise ValueError("resume=True needs out_dir, where the checkpoint lives")
-            if ckpt_path.exists():
-                state = load_checkpoint(ckpt_path, map_location=self.device)
+            if ckpt_path.exists() or previous_path(ckpt_path).exists():
+                state, _ = load_latest_checkpoint(ckpt_path, map_location=self.device)
                 self._check_compatible(state, tuple(x.shape[1:]), ckpt_path)
             else:
                 log.warning("no checkpoint in %s: starting a new run", out)
@@ -229,6 +231,10 @@ class VarClust:
             bar.update(1)
             if i % 20 == 0 and progress:
                 bar.set_postfix(elbo=f"{-float(loss) / num_data:.2f}")
+            every = c.checkpoint_every_steps
+            if ckpt_path is not None and every and (i + 1) % every == 0 and (
+                    i + 1 < steps_per_epoch) and _is_main(distributed):  # mid-epoch
+                self._save(ckpt_path, "train", epoch, trainer, metadata)
 
         for epoch in range(start_epoch, c.epochs):
             t0 = time.perf_counter()
@@ -239,6 +245,7 @@ class VarClust:
                 "epoch": epoch + 1,
                 "elbo": elbo,
                 "seconds": time.perf_counter() - t0,
+                "skipped_steps": trainer.last_epoch_skipped,
             }
             if labels is not None:
                 record.update(clustering_scores(labels, self._predict_tensor(x).labels))
@@ -254,10 +261,12 @@ class VarClust:
         c = self.config
         lr = scaled_learning_rate(c.learning_rate, c.batch_size, c.lr_scaling)
         if distributed is None:
-            return SVITrainer(self.model, self.guide, lr, c.lr_decay, c.clip_norm)
+            return SVITrainer(self.model, self.guide, lr, c.lr_decay, c.clip_norm,
+                              c.max_bad_steps)
         # every parameter exists now (built above), as DDP needs at wrapping time
         return DistributedSVITrainer(
-            self.model, self.guide, lr, c.lr_decay, c.clip_norm, context=distributed
+            self.model, self.guide, lr, c.lr_decay, c.clip_norm, c.max_bad_steps,
+            context=distributed,
         )
 
     def _pretrain(

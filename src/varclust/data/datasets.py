@@ -13,7 +13,6 @@ Where the files are looked for, in order:
 
 from __future__ import annotations
 
-import gzip
 import os
 import shutil
 import socket
@@ -26,8 +25,11 @@ import torch
 import torchvision
 from torch import Tensor
 
+from .idx import DatasetCorruptError, check_raw_folder, gunzip_to
+
 __all__ = [
     "DATASETS",
+    "DatasetCorruptError",
     "DatasetNotFoundError",
     "ImageDataset",
     "default_data_root",
@@ -91,13 +93,12 @@ def _stage_idx_files(system_dir: Path, raw_folder: Path, resources: list) -> boo
         target = raw_folder / n[:-3]
         if target.exists():
             continue
-        tmp = target.with_suffix(".part")
         if (system_dir / n).exists():
-            with gzip.open(system_dir / n, "rb") as src, open(tmp, "wb") as dst:
-                shutil.copyfileobj(src, dst)
+            gunzip_to(system_dir / n, target)
         else:
+            tmp = target.with_suffix(".part")
             shutil.copyfile(system_dir / n[:-3], tmp)
-        os.replace(tmp, target)
+            os.replace(tmp, target)
     return True
 
 
@@ -129,6 +130,7 @@ def _mnist_like(cls: type, name: str) -> Callable[[Path, bool], ImageDataset]:
         for system_dir in SYSTEM_DIRS.get(name, []):
             if _stage_idx_files(system_dir, raw, cls.resources):
                 break
+        check_raw_folder(raw, [os.path.basename(url) for url, _ in cls.resources])
         splits = _with_download(
             name, lambda dl, train: cls(str(root), train=train, download=dl), download
         )

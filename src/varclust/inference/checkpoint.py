@@ -1,7 +1,16 @@
-"""Checkpoints: written atomically, read without unpickling arbitrary objects."""
+"""Checkpoints: written atomically, read without unpickling arbitrary objects.
+
+A checkpoint is written to a temporary file in its folder, fsynced and renamed over the old one;
+the old one is first kept as ``<name>.prev<suffix>`` (``checkpoint.prev.pt``), so a good
+checkpoint survives a crash, a full disk or a checkpoint that comes out unreadable. A payload
+holding NaN or infinite numbers is refused before anything is written.
+"""
 
 from __future__ import annotations
 
+import errno
+import io
+import logging
 import os
 import pickle
 import random
@@ -16,8 +25,11 @@ import torch
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CheckpointError",
+    "UnsafeCheckpointError",
     "capture_rng_state",
     "load_checkpoint",
+    "load_latest_checkpoint",
+    "previous_path",
     "restore_rng_state",
     "save_checkpoint",
     "write_atomic",
@@ -25,43 +37,124 @@ __all__ = [
 
 CHECKPOINT_FORMAT = "varclust-checkpoint-v1"
 
+log = logging.getLogger("varclust")
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used: corrupt, unsafe, or from another model."""
 
 
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write bytes to ``path`` through a temporary file in the same folder, fsync, rename.
+class UnsafeCheckpointError(CheckpointError):
+    """A file carrying pickled Python objects: refused, and nothing in it was run."""
 
-    The old file stays whole until the new one is complete.
-    """
+
+def previous_path(path: str | os.PathLike) -> Path:
+    """Where the previous good copy of ``path`` is kept (``checkpoint.prev.pt``)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def _fsync_folder(folder: Path) -> None:
+    dir_fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
 
 
-def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
-    """Save a dict of tensors and plain Python values atomically (``torch.save`` format)."""
-    import io
+def _keep_previous(path: Path) -> None:
+    """Make ``previous_path(path)`` a complete copy of ``path`` (a hard link where possible)."""
+    prev = previous_path(path)
+    tmp = prev.with_name(f".{prev.name}.tmp")
+    try:
+        if tmp.exists():
+            tmp.unlink()
+        try:
+            os.link(path, tmp)
+        except OSError:  # a file system without hard links
+            with open(path, "rb") as src, open(tmp, "wb") as dst:
+                dst.write(src.read())
+                dst.flush()
+                os.fsync(dst.fileno())
+        os.replace(tmp, prev)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
+
+def write_atomic(path: str | os.PathLike, data: bytes, keep_previous: bool = False) -> None:
+    """Write bytes to ``path`` through a temporary file in the same folder, fsync, rename.
+
+    The old file stays whole until the new one is complete; with ``keep_previous`` it is kept
+    afterwards as :func:`previous_path`. Any failure (full disk, no permission) leaves ``path``
+    as it was and raises an ``OSError`` that names the file and the fix.
+    """
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if keep_previous and path.exists():
+            _keep_previous(path)
+        os.replace(tmp, path)
+        tmp = None
+        _fsync_folder(path.parent)
+    except OSError as err:
+        reason = err.strerror or str(err)
+        hint = (
+            "free some disk space" if err.errno in (errno.ENOSPC, errno.EDQUOT) else
+            "check the folder's permissions"
+        )
+        raise OSError(
+            err.errno,
+            f"could not write {path}: {reason}; the file was left as it was before; "
+            f"{hint} or choose another output folder",
+        ) from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _nonfinite_entries(value: Any, where: str = "") -> list[str]:
+    """Keys (as paths like ``model/prior.loc``) of floating tensors holding NaN or inf."""
+    if isinstance(value, torch.Tensor):
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            return [where or "<payload>"]
+        return []
+    if isinstance(value, dict):
+        return [bad for k, v in value.items() for bad in _nonfinite_entries(v, f"{where}/{k}")]
+    if isinstance(value, (list, tuple)):
+        return [bad for i, v in enumerate(value) for bad in _nonfinite_entries(v, f"{where}/{i}")]
+    return []
+
+
+def save_checkpoint(
+    path: str | os.PathLike, payload: dict[str, Any], keep_previous: bool = True
+) -> None:
+    """Save a dict of tensors and plain Python values atomically (``torch.save`` format).
+
+    The file already at ``path`` is kept as :func:`previous_path` (unless ``keep_previous`` is
+    False). A payload with non-finite tensors is refused: a NaN checkpoint never replaces a good
+    one.
+
+    Raises:
+        CheckpointError: the payload holds NaN or infinite values (nothing is written).
+        OSError: the file could not be written (``path`` is left as it was).
+    """
+    bad = _nonfinite_entries(payload)
+    if bad:
+        shown = ", ".join(b.lstrip("/") for b in bad[:5]) + (" ..." if len(bad) > 5 else "")
+        raise CheckpointError(
+            f"refused to write {path}: {len(bad)} tensors hold NaN or infinite values ({shown}); "
+            "the last good checkpoint was kept"
+        )
     buffer = io.BytesIO()
     torch.save({"format": CHECKPOINT_FORMAT, **payload}, buffer)
-    write_atomic(path, buffer.getvalue())
+    write_atomic(path, buffer.getvalue(), keep_previous=keep_previous)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
@@ -78,20 +171,46 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        detail = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        what = f" (it needs {detail.group(1)})" if detail else ""
+        needs = re.search(r"GLOBAL (\S+)", str(err))
+        if needs:
+            raise UnsafeCheckpointError(
+                f"refused to load {path}: it carries pickled Python objects (it needs "
+                f"{needs.group(1)}) that safe weights-only loading does not run, so it was not "
+                "written by varclust; nothing in it was executed"
+            ) from None
+        stopped = re.search(r"(Unsupported operand \d+|invalid load key[^\n]*)", str(err))
         raise CheckpointError(
-            f"refused to load {path}: it carries pickled Python objects{what} that safe "
-            "weights-only loading does not run, so it was not written by varclust; "
-            "nothing in it was executed"
+            f"{path} is not a checkpoint that can be read safely (the weights-only unpickler "
+            f"stopped at: {stopped.group(1) if stopped else 'an unknown instruction'}); it is "
+            "corrupt or not from varclust, and nothing in it was executed"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 - damaged bytes trip the unpickler in many ways
         raise CheckpointError(
-            f"{path} is not a readable checkpoint (corrupt or truncated: {err})"
+            f"{path} is not a readable checkpoint (corrupt or truncated: "
+            f"{type(err).__name__}: {err})"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a varclust checkpoint (format {CHECKPOINT_FORMAT})")
     return payload
+
+
+def load_latest_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> tuple[dict, Path]:
+    """Load ``path``, or its previous copy when ``path`` is missing or unreadable.
+
+    Returns the payload and the file it came from. A file refused as unsafe is never passed
+    over silently: that error is raised even when a previous copy exists.
+    """
+    path = Path(path)
+    prev = previous_path(path)
+    try:
+        return load_checkpoint(path, map_location), path
+    except (FileNotFoundError, CheckpointError) as err:
+        if isinstance(err, UnsafeCheckpointError) or not prev.exists():
+            raise
+        log.warning("%s; resuming from the previous checkpoint %s", err, prev)
+        return load_checkpoint(prev, map_location), prev
 
 
 def capture_rng_state() -> dict[str, Any]:

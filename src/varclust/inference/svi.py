@@ -2,15 +2,19 @@
 
 The ELBO is Pyro's ``TraceEnum_ELBO`` turned into a ``torch.nn.Module`` (``elbo(model, guide)``),
 optimised with plain ``torch.optim``: parameters, optimiser state and checkpoints are ordinary
-PyTorch, as in Pyro's ``examples/svi_torch.py``. The trainer uses
-:class:`~varclust.inference.elbo.SyncFreeTraceEnum_ELBO`: the same estimator without Pyro's
-per-step NaN checks (host syncs on a GPU); a non-finite epoch ELBO is warned about instead.
+PyTorch, as in Pyro's ``examples/svi_torch.py``.
+
+A step whose loss or gradient is not finite is skipped and counted (:mod:`.guards`); the trainer
+also records where it is inside an epoch, so a checkpoint taken mid-epoch resumes exactly.
+
+The ELBO is :class:`~varclust.inference.elbo.SyncFreeTraceEnum_ELBO`: the same estimator without
+Pyro's two per-step NaN checks (host syncs on a GPU), which the finiteness guard replaces.
+The hooks ``wrap_elbo``, ``batches`` and ``reduce_epoch_total`` are what data-parallel training
+(:mod:`.distributed`) overrides.
 """
 
 from __future__ import annotations
 
-import math
-import warnings
 from collections.abc import Callable, Iterator
 
 import pyro
@@ -20,8 +24,34 @@ from torch import Tensor
 
 from .batching import epoch_batches
 from .elbo import SyncFreeTraceEnum_ELBO
+from .guards import BadStepCounter, NonFiniteTrainingError, describe_bad_step
 
-__all__ = ["SVITrainer"]
+__all__ = ["EpochPosition", "SVITrainer"]
+
+#: how torch.distributions' argument validation reports NaN/inf (or out-of-support) parameters
+INVALID_VALUES = "but found invalid values"
+
+
+class EpochPosition:
+    """Where training is inside an epoch: ``step`` batches of ``epoch`` done, their summed loss
+    (a 0-dim tensor on the training device), how many of them counted and how many were skipped.
+    """
+
+    def __init__(self) -> None:
+        self.start(0)
+
+    def start(self, epoch: int) -> None:
+        self.epoch, self.step, self.batches, self.skipped = epoch, 0, 0, 0
+        self.loss_sum: Tensor | float = 0.0
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "step": self.step, "batches": self.batches,
+                "skipped": self.skipped, "loss_sum": torch.as_tensor(self.loss_sum).cpu()}
+
+    def load_state_dict(self, state: dict, device: torch.device | None = None) -> None:
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.batches, self.skipped = int(state["batches"]), int(state["skipped"])
+        self.loss_sum = torch.as_tensor(state["loss_sum"]).to(device)
 
 
 class SVITrainer:
@@ -32,6 +62,8 @@ class SVITrainer:
         learning_rate: Adam's step size.
         lr_decay: the learning rate is multiplied by this after every epoch.
         clip_norm: gradients are clipped to this global norm.
+        max_bad_steps: this many steps in a row with a non-finite loss or gradient stop the run
+            with :class:`~.guards.NonFiniteTrainingError`; fewer are skipped and counted.
     """
 
     def __init__(
@@ -41,6 +73,7 @@ class SVITrainer:
         learning_rate: float,
         lr_decay: float = 1.0,
         clip_norm: float = 10.0,
+        max_bad_steps: int = 10,
     ) -> None:
         self.model = model
         self.guide = guide
@@ -51,13 +84,29 @@ class SVITrainer:
         fused = bool(params) and all(p.is_cuda for p in params)
         self.optimizer = torch.optim.Adam(params, lr=learning_rate, fused=fused or None)
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=lr_decay)
+        self.bad_steps = BadStepCounter(max_bad_steps)
+        self.position = EpochPosition()
+        #: steps skipped in the last finished epoch
+        self.last_epoch_skipped = 0
+        self._last_bad = ""  # what the last bad step showed
 
-    def step(self, x: Tensor, indices: Tensor, num_data: int) -> Tensor:
-        """One gradient step on a mini-batch; returns the detached loss (-ELBO scaled to N)."""
+    def step(self, x: Tensor, indices: Tensor, num_data: int) -> Tensor | None:
+        """One gradient step on a mini-batch; returns the detached loss (-ELBO scaled to N), or
+        None when the loss or the gradient was not finite and the step was skipped (parameters
+        and optimiser state untouched). The finiteness test is the step's one host sync."""
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.elbo(x, indices, num_data)
+        try:
+            loss = self.elbo(x, indices, num_data)
+        except ValueError as err:  # a distribution built from NaN/inf (argument validation)
+            if INVALID_VALUES not in str(err):
+                raise
+            self._last_bad = str(err).split(":\n")[0]
+            return None
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.elbo.parameters(), self.clip_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.elbo.parameters(), self.clip_norm)
+        if not bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):
+            self._last_bad = f"loss {float(loss):.4g}, gradient norm {float(grad_norm):.4g}"
+            return None
         self.optimizer.step()
         return loss.detach()
 
@@ -71,26 +120,54 @@ class SVITrainer:
     ) -> float:
         """One pass over ``data`` (N, ...) in shuffled mini-batches, then a scheduler step.
 
-        Returns the mean ELBO per datum over the epoch's batches.
+        When :attr:`position` says part of this epoch is done (a resumed mid-epoch checkpoint),
+        those batches are passed over; the batch order depends only on (seed, epoch).
+        ``on_step(i, loss)`` runs after batch i (loss NaN for a skipped step), once
+        :attr:`position` counts it.
+
+        Returns the mean ELBO per datum over the epoch's good batches (NaN if there were none).
+
+        Raises:
+            NonFiniteTrainingError: ``max_bad_steps`` bad steps in a row; the message names the
+                epoch, the batch and the sites whose log-probability is not finite.
         """
         num_data = len(data)
-        total = torch.zeros((), device=data.device)
-        batches = 0
+        pos = self.position
+        if pos.epoch != epoch:
+            pos.start(epoch)
+        batches = list(self.batches(num_data, batch_size, seed, epoch, data.device))
         # the data were validated before training: Pyro's per-step argument checks are skipped
         with pyro.validation_enabled(False):
-            for i, idx in enumerate(self.batches(num_data, batch_size, seed, epoch, data.device)):
-                loss = self.step(data[idx], idx, num_data)
-                total += loss
-                batches += 1
-                if on_step is not None:
-                    on_step(i, loss)
+            self._run_batches(data, batches, epoch, on_step)
         self.scheduler.step()
-        total, batches = self.reduce_epoch_total(total, batches)
-        elbo = -float(total) / (batches * num_data)  # the epoch's one host sync
-        if not math.isfinite(elbo):
-            warnings.warn(f"the ELBO of epoch {epoch + 1} is {elbo}: training diverged; "
-                          "lower the learning rate or clip_norm", RuntimeWarning, stacklevel=2)
+        loss_sum, good = self.reduce_epoch_total(
+            torch.as_tensor(pos.loss_sum, device=data.device), pos.batches)
+        elbo = -float(loss_sum) / (good * num_data) if good else float("nan")
+        self.last_epoch_skipped = pos.skipped
+        pos.start(epoch + 1)
         return elbo
+
+    def _run_batches(self, data: Tensor, batches: list[Tensor], epoch: int,
+                     on_step: Callable[[int, Tensor], None] | None) -> None:
+        num_data = len(data)
+        pos = self.position
+        for i in range(pos.step, len(batches)):
+            idx = batches[i]
+            x = data[idx]
+            loss = self.step(x, idx, num_data)
+            if loss is None:
+                self.bad_steps.bad()
+                pos.skipped += 1
+                if self.bad_steps.should_stop:
+                    self._stop(x, idx, num_data, epoch, i, len(batches))
+                loss = torch.full((), float("nan"))
+            else:
+                self.bad_steps.good()
+                pos.loss_sum = pos.loss_sum + loss
+                pos.batches += 1
+            pos.step = i + 1
+            if on_step is not None:
+                on_step(i, loss)
 
     # hooks that data-parallel training (inference/distributed.py) overrides
     def wrap_elbo(self, elbo: torch.nn.Module) -> torch.nn.Module:
@@ -104,12 +181,33 @@ class SVITrainer:
         return epoch_batches(num_data, batch_size, seed, epoch, device)
 
     def reduce_epoch_total(self, total: Tensor, batches: int) -> tuple[Tensor, int]:
-        """The epoch's summed loss and batch count (over all processes when distributed)."""
+        """The epoch's summed loss and good-batch count (over all processes when distributed)."""
         return total, batches
 
+    def _stop(
+        self, x: Tensor, idx: Tensor, num_data: int, epoch: int, i: int, num_batches: int
+    ) -> None:
+        why = describe_bad_step(self.model, self.guide, self.elbo, x, idx, num_data)
+        raise NonFiniteTrainingError(
+            f"training stopped at epoch {epoch + 1}, batch {i + 1} of {num_batches}: "
+            f"{self.bad_steps.in_a_row} steps in a row had a non-finite loss or gradient "
+            f"({self.bad_steps.total} skipped in all); the last: {self._last_bad}. On that batch: "
+            f"{why}. Lower the learning rate, check the data, or raise max_bad_steps; the last "
+            "checkpoint holds the last good parameters"
+        )
+
     def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "position": self.position.state_dict(),
+            "bad_steps": self.bad_steps.state_dict(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if "position" in state:  # written by varclust >= the mid-epoch checkpoints
+            device = next(iter(self.elbo.parameters())).device
+            self.position.load_state_dict(state["position"], device)
+            self.bad_steps.load_state_dict(state["bad_steps"])
