@@ -12,8 +12,12 @@ scales its ELBO by N / (its batch), with N the global data size (the ``data`` pl
 same indices on every rank). DDP's average of the ranks' gradients then equals the gradient of
 one process on the concatenated batch.
 
-Monte Carlo noise is seeded per rank and per epoch, so ranks draw different z and a resumed run
-draws the same ones again.
+Monte Carlo noise is seeded per rank and per epoch, so ranks draw different z and a run resumed
+at an epoch's start draws the same ones again.
+
+A step is skipped (the non-finite guard) when the loss or the all-reduced gradient norm is not
+finite; the gradient norm is the same on every rank, so ranks skip together unless a rank's loss
+alone is infinite with a finite gradient.
 
 Launch (CPU: backend ``gloo``; GPU: ``nccl``, one GPU per process)::
 
@@ -184,8 +188,7 @@ class DistributedSVITrainer(SVITrainer):
         super().__init__(*args, **kwargs)
 
     def wrap_elbo(self, elbo: nn.Module) -> nn.Module:
-        device_ids = [self.context.device.index] if self.context.device.type == "cuda" else None
-        return DistributedDataParallel(elbo, device_ids=device_ids)
+        return self.context.wrap(elbo)
 
     @torch.no_grad()
     def sync_parameters(self) -> None:
@@ -195,7 +198,7 @@ class DistributedSVITrainer(SVITrainer):
 
     def batches(self, num_data: int, batch_size: int, seed: int, epoch: int, device):
         # a fresh Monte Carlo stream per (seed, epoch, rank): ranks draw different noise, and a
-        # resumed epoch draws the same noise as before
+        # run resumed at an epoch's start draws the same noise as before
         pyro.set_rng_seed((seed * 1_000_003 + epoch) * 4099 + self.context.rank + 1)
         return rank_batches(num_data, batch_size, seed, epoch, self.context)
 
