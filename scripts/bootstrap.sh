@@ -21,3 +21,11 @@ if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
       echo "bootstrap: could not install dataset-fashion-mnist; Fashion-MNIST tests will be skipped" >&2
   fi
 fi
+# headless Chromium opens the `varclust report` page in the tests (skipped without it)
+if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+  if ! command -v chromium >/dev/null 2>&1; then
+    apt-get install -y -q chromium >/dev/null 2>&1 || \
+      (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1) || \
+      echo "bootstrap: could not install chromium; the report's browser test will be skipped" >&2
+  fi
+fi

@@ -84,6 +84,21 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--num", type=int, default=8, help="images per cluster")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--out", type=Path, help="PNG path (default RUN/samples.png)")
+
+    report = sub.add_parser("report", help="write a run's figures as PNG and an HTML page")
+    report.add_argument("run", type=Path, help="run folder written by `varclust fit`")
+    report.add_argument("--out", type=Path, help="report folder (default RUN/report)")
+    report.add_argument("--compare", type=Path, nargs="+", default=[], metavar="RUN",
+                        help="other run folders on the same data set to rank by az.compare")
+    report.add_argument("--num-data", type=int, default=1000,
+                        help="data points drawn at random for the figures (default 1000)")
+    report.add_argument("--num-samples", type=int, default=50,
+                        help="posterior draws per datum in the InferenceData (default 50)")
+    report.add_argument("--importance-samples", type=int, default=16,
+                        help="guide proposals behind each log-likelihood estimate (default 16)")
+    report.add_argument("--latent-map", choices=("pca", "tsne"), default="pca")
+    report.add_argument("--data-root", type=Path)
+    report.add_argument("--seed", type=int, default=0)
     return parser
 
 
@@ -189,11 +204,24 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .analysis.report import write_report
+
+    page = write_report(
+        args.run, args.out, compare=args.compare, num_data=args.num_data,
+        num_samples=args.num_samples, importance_samples=args.importance_samples,
+        method=args.latent_map, data_root=args.data_root, seed=args.seed,
+    )
+    print(f"varclust: wrote {page}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="varclust: %(message)s")
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    handlers = {"fit": cmd_fit, "evaluate": cmd_evaluate, "sample": cmd_sample}
+    handlers = {"fit": cmd_fit, "evaluate": cmd_evaluate, "sample": cmd_sample,
+                "report": cmd_report}
     try:
         return handlers[args.command](args)
     except (DatasetNotFoundError, CheckpointError, ValueError, TypeError, OSError,

@@ -1,5 +1,21 @@
-"""Analysis of fits: plots (and, later, ArviZ InferenceData)."""
+"""Analysis of fits: ArviZ InferenceData, plots and the HTML report."""
 
-from .plots import plot_cluster_samples, plot_training_curve
+from .inference_data import to_inference_data
+from .plots import (
+    plot_cluster_samples,
+    plot_compare,
+    plot_confusion_matrix,
+    plot_entropy_histogram,
+    plot_latent_map,
+    plot_training_curve,
+)
 
-__all__ = ["plot_cluster_samples", "plot_training_curve"]
+__all__ = [
+    "plot_cluster_samples",
+    "plot_compare",
+    "plot_confusion_matrix",
+    "plot_entropy_histogram",
+    "plot_latent_map",
+    "plot_training_curve",
+    "to_inference_data",
+]

@@ -1,18 +1,26 @@
-"""Matplotlib figures of a fit, written as PNG files."""
+"""Matplotlib figures of a fit, written as PNG files.
+
+Each function draws one figure, saves it and closes it. The backend is left to matplotlib (it
+picks Agg where there is no display), so notebooks keep their inline backend.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-__all__ = ["plot_cluster_samples", "plot_training_curve"]
+__all__ = [
+    "plot_cluster_samples",
+    "plot_compare",
+    "plot_confusion_matrix",
+    "plot_entropy_histogram",
+    "plot_latent_map",
+    "plot_training_curve",
+]
 
 
 def _to_hwc(image: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -72,6 +80,130 @@ def plot_training_curve(
         title += f" (after {len(pretrain_losses)} pretraining epochs, final AE loss "
         title += f"{pretrain_losses[-1]:.2f})"
     ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _project_2d(codes: np.ndarray, method: str, seed: int) -> np.ndarray:
+    """codes (N, D) -> (N, 2) by PCA or t-SNE (scikit-learn); D <= 2 is kept (padded)."""
+    if method not in ("pca", "tsne"):
+        raise ValueError(f"method must be 'pca' or 'tsne', got {method!r}")
+    if codes.shape[1] <= 2:
+        return np.pad(codes, ((0, 0), (0, 2 - codes.shape[1])))
+    if method == "pca":
+        from sklearn.decomposition import PCA
+
+        return PCA(n_components=2, random_state=seed).fit_transform(codes)
+    from sklearn.manifold import TSNE
+
+    perplexity = float(min(30.0, max(2.0, (len(codes) - 1) / 3)))
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed
+                ).fit_transform(codes)
+
+
+def plot_latent_map(
+    codes: np.ndarray,
+    clusters: np.ndarray,
+    path: str | os.PathLike,
+    labels: np.ndarray | None = None,
+    method: str = "pca",
+    seed: int = 0,
+) -> None:
+    """The codes projected to 2-D (PCA or t-SNE), coloured by cluster and, beside, by label.
+
+    Args:
+        codes: (N, D) posterior means of z.
+        clusters: (N,) assigned clusters.
+        labels: (N,) true classes, optional (adds a second panel).
+    """
+    codes = np.asarray(codes, dtype=np.float64)
+    clusters = np.asarray(clusters)
+    if codes.ndim != 2 or clusters.shape != (len(codes),):
+        raise ValueError(
+            f"codes must be (N, D) and clusters (N,), got {codes.shape} and {clusters.shape}"
+        )
+    xy = _project_2d(codes, method, seed)
+    panels = [("cluster", clusters)] + ([("label", np.asarray(labels))] if labels is not None
+                                        else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4), squeeze=False)
+    for ax, (name, colour) in zip(axes[0], panels):
+        points = ax.scatter(xy[:, 0], xy[:, 1], c=colour, cmap="tab10" if colour.max() < 10
+                            else "tab20", s=4, alpha=0.7, linewidths=0)
+        ax.set_title(f"codes ({method.upper()}) coloured by {name}", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.legend(*points.legend_elements(num=None), fontsize=6, markerscale=0.7,
+                  loc="best", title=name, title_fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_confusion_matrix(
+    y_true: np.ndarray, y_pred: np.ndarray, path: str | os.PathLike
+) -> None:
+    """Counts of class (rows) against cluster (columns), clusters put in the order of the
+    classes they are matched to by the Hungarian assignment (the matching behind ACC)."""
+    from sklearn.metrics import confusion_matrix
+
+    from ..metrics import cluster_accuracy, hungarian_mapping
+
+    y_true = np.asarray(y_true)
+    y_pred = np.asarray(y_pred)
+    mapping = hungarian_mapping(y_true, y_pred)
+    clusters = np.unique(y_pred)
+    order = sorted(clusters, key=lambda c: (mapping.get(int(c), np.inf), c))
+    classes = np.unique(y_true)
+    counts = confusion_matrix(y_true, y_pred, labels=np.union1d(classes, clusters))
+    index = {v: i for i, v in enumerate(np.union1d(classes, clusters))}
+    counts = counts[np.ix_([index[c] for c in classes], [index[c] for c in order])]
+    fig, ax = plt.subplots(figsize=(0.45 * len(order) + 2.5, 0.45 * len(classes) + 1.8))
+    ax.imshow(counts, cmap="Blues")
+    for i in range(counts.shape[0]):
+        for j in range(counts.shape[1]):
+            ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=6,
+                    color="white" if counts[i, j] > counts.max() / 2 else "black")
+    ax.set_xticks(range(len(order)), [f"{c}->{mapping.get(int(c), '-')}" for c in order],
+                  rotation=90, fontsize=7)
+    ax.set_yticks(range(len(classes)), [str(c) for c in classes], fontsize=7)
+    ax.set_xlabel("cluster -> matched class")
+    ax.set_ylabel("class")
+    ax.set_title(f"confusion after Hungarian matching (ACC {cluster_accuracy(y_true, y_pred):.3f})",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_entropy_histogram(
+    entropy: np.ndarray, num_clusters: int, path: str | os.PathLike
+) -> None:
+    """Histogram of the assignments' entropy in nats, from 0 (certain) to log K (undecided)."""
+    entropy = np.asarray(entropy, dtype=np.float64).ravel()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.hist(entropy, bins=40, range=(0.0, np.log(num_clusters)), color="C0")
+    ax.axvline(np.log(num_clusters), color="C3", linestyle="--", label=f"log K = "
+               f"{np.log(num_clusters):.2f}")
+    ax.set_xlabel("entropy of the cluster posterior (nats)")
+    ax.set_ylabel("data points")
+    ax.set_title(f"assignment uncertainty (mean {entropy.mean():.3f} nats, "
+                 f"{np.mean(entropy > 0.5):.1%} above 0.5)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_compare(comparison, path: str | os.PathLike, title: str = "") -> None:
+    """ArviZ's ``az.plot_compare`` of an ``az.compare`` table (several fits), saved as PNG."""
+    import arviz as az
+
+    ax = az.plot_compare(comparison, insample_dev=False, plot_ic_diff=True,
+                         figsize=(6, 1.2 + 0.5 * len(comparison)))
+    fig = np.ravel(ax)[0].figure
+    if title:
+        np.ravel(ax)[0].set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

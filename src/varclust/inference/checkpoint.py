@@ -40,6 +40,10 @@ CHECKPOINT_FORMAT = "varclust-checkpoint-v1"
 log = logging.getLogger("varclust")
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used: corrupt, unsafe, or from another model."""
 
@@ -94,6 +98,7 @@ def write_atomic(path: str | os.PathLike, data: bytes, keep_previous: bool = Fal
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual file mode
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

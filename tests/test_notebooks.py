@@ -1,0 +1,46 @@
+"""Every notebook in notebooks/ executes without error at its small settings, and is committed
+with its outputs."""
+
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from varclust.data.datasets import SYSTEM_DIRS, default_data_root
+
+NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
+
+
+def _fashion_mnist_on_disk() -> bool:
+    system = any((d / "train-images-idx3-ubyte.gz").exists() or
+                 (d / "train-images-idx3-ubyte").exists() for d in SYSTEM_DIRS["fashion-mnist"])
+    return system or (default_data_root() / "FashionMNIST" / "raw").is_dir()
+
+
+def test_there_are_notebooks():
+    assert len(NOTEBOOKS) >= 3
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_is_committed_with_outputs(path):
+    notebook = nbformat.read(path, as_version=4)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert code and all(cell.execution_count is not None for cell in code)
+    assert not any(out.get("output_type") == "error" for cell in code for out in cell.outputs)
+    assert any(out.get("output_type") == "display_data" for cell in code for out in cell.outputs)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_executes_at_small_settings(path, tmp_path, monkeypatch):
+    if "fashion" in path.stem and not _fashion_mnist_on_disk():
+        pytest.skip("Fashion-MNIST is not on disk (scripts/bootstrap.sh installs it as root)")
+    monkeypatch.setenv("VARCLUST_NOTEBOOK_SMALL", "1")
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "2"))
+    notebook = nbformat.read(path, as_version=4)
+    client = NotebookClient(notebook, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()  # raises CellExecutionError, naming the cell, on any error
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert "small settings" in "".join(out.get("text", "") for out in code[0].outputs)
