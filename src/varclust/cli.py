@@ -14,6 +14,7 @@ from .config import FitConfig
 from .data.datasets import DATASETS, DatasetNotFoundError, load_dataset
 from .estimator import VarClust
 from .inference.checkpoint import CheckpointError, write_atomic
+from .inference.distributed import run_distributed_fit
 from .metrics import clustering_scores
 
 #: per-dataset defaults for settings the user does not give (small data need more epochs)
@@ -59,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--data-root", type=Path, help="torchvision data folder")
     fit.add_argument("--download", action="store_true", help="download a missing data set")
     fit.add_argument("--quiet", action="store_true", help="no progress bars")
+    fit.add_argument("--lr-scaling", choices=("none", "sqrt", "linear"), default="none",
+                     help="scale --lr from batch 256 to --batch-size (large batches)")
+    fit.add_argument("--distributed", action="store_true",
+                     help="data-parallel over the processes that torchrun starts, e.g. "
+                     "`torchrun --nproc_per_node 2 -m varclust.cli fit ... --distributed`; "
+                     "--batch-size is the global batch")
     fit.add_argument("--config", type=Path,
                      help="JSON object of FitConfig settings; flags typed on the command line "
                      "override it")
@@ -130,18 +137,31 @@ def cmd_fit(args: argparse.Namespace) -> int:
         m_step_epochs=args.m_step_epochs, e_step_iterations=args.e_step_iterations,
         diffusion_steps=args.diffusion_steps, diffusion_schedule=args.diffusion_schedule,
         diffusion_width=args.diffusion_width, sample_steps=args.sample_steps,
+        lr_scaling=args.lr_scaling,
     )
     config = config.replace(checkpoint_every_steps=args.checkpoint_every,
                             max_bad_steps=args.max_bad_steps)
     if args.config is not None:
         config = with_config_file(config, args.config, args.argv)
+    if args.distributed:
+        return run_distributed_fit(args, config, _fit_and_report)
+    return _fit_and_report(args, config, None)
+
+
+def _fit_and_report(args: argparse.Namespace, config: FitConfig, distributed) -> int:
+    """Fit and write the run folder; under --distributed only rank 0 prints and writes."""
+    main_rank = distributed is None or distributed.is_main
     data = load_dataset(args.dataset, root=args.data_root, download=args.download)
     vc = VarClust(config=config)
-    print(f"varclust: fitting K={config.num_clusters} to {data.name} "
-          f"({len(data)} x {'x'.join(map(str, data.image_shape))}) on {vc.device}")
+    if main_rank:
+        where = distributed.describe() if distributed is not None else str(vc.device)
+        print(f"varclust: fitting K={config.num_clusters} to {data.name} "
+              f"({len(data)} x {'x'.join(map(str, data.image_shape))}) on {where}")
     metadata = {"dataset": data.name, "data_root": str(args.data_root or "")}
     vc.fit(data.images, data.labels, out_dir=args.out, resume=args.resume,
-           progress=not args.quiet, metadata=metadata)
+           progress=not args.quiet, metadata=metadata, distributed=distributed)
+    if not main_rank:
+        return 0
     _write_figures(vc, args.out)
     last = vc.history[-1] if vc.history else {}
     scores = ", ".join(f"{k.upper()} {last[k]:.4f}" for k in ("acc", "nmi", "ari") if k in last)

@@ -29,7 +29,8 @@ class FitConfig:
     GaussianMixture fitted to the codes initialises the prior; 0 skips both), Adam with learning
     rate ``learning_rate`` multiplied by ``lr_decay`` after every epoch, gradients clipped to
     norm ``clip_norm``, mini-batches of ``batch_size``, ``seed`` for every random draw,
-    ``device`` "auto", "cpu" or "cuda".
+    ``device`` "auto", "cpu" or "cuda"; ``lr_scaling`` ("none", "sqrt", "linear") scales
+    ``learning_rate`` from batch 256 to ``batch_size`` for large-batch training.
 
     EM (``method="em"``, ClusterDDPM's loop; ``epochs`` is then unused): ``em_iterations`` of
     ``m_step_epochs`` SVI epochs on the networks (prior frozen) followed by an E-step of
@@ -80,6 +81,7 @@ class FitConfig:
     guidance: float = 0.0
     checkpoint_every_steps: int = 0
     max_bad_steps: int = 10
+    lr_scaling: str = "none"
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -102,6 +104,10 @@ class FitConfig:
             raise ValueError("learning rates must be positive")
         if not 0 < self.lr_decay <= 1:
             raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+        if self.lr_scaling not in ("none", "sqrt", "linear"):
+            raise ValueError(
+                f"lr_scaling must be 'none', 'sqrt' or 'linear', got {self.lr_scaling!r}"
+            )
         if not self.hidden or min(self.hidden) < 1:
             raise ValueError(f"hidden must list positive layer widths, got {self.hidden}")
         if not (math.isfinite(self.learning_rate) and math.isfinite(self.pretrain_lr)):

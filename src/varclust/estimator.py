@@ -33,12 +33,14 @@ from .inference.checkpoint import (
     save_checkpoint,
     write_atomic,
 )
+from .inference.distributed import DistributedContext, DistributedSVITrainer
 from .inference.em import fit_em
 from .inference.init import (
     fit_mixture_to_codes,
     pretrain_autoencoder,
     pretrain_diffusion_autoencoder,
 )
+from .inference.speed import configure_fast_math, scaled_learning_rate
 from .inference.svi import SVITrainer
 from .metrics import clustering_scores
 from .model.decoders import make_decoder
@@ -170,13 +172,23 @@ class VarClust:
         resume: bool = False,
         progress: bool = True,
         metadata: dict[str, Any] | None = None,
+        distributed: DistributedContext | None = None,
     ) -> VarClust:
         """Fit to data X (N, ...) of floats in [0, 1]; y (N,) labels only for per-epoch scores.
 
         With ``out_dir``, a checkpoint is written atomically after pretraining and after every
         epoch, with ``metrics.json`` beside it; ``resume=True`` continues from that checkpoint.
+        With ``distributed`` (from :func:`varclust.inference.distributed.init_distributed`, in a
+        process launched by torchrun), SVI runs data-parallel over the process group; rank 0
+        alone shows progress, computes per-epoch scores and writes the run folder.
         """
         c = self.config
+        if distributed is not None:
+            self.device = distributed.device
+            distributed.per_rank_batch(c.batch_size)  # refuse a batch that does not split
+            if not distributed.is_main:
+                progress, y = False, None
+        configure_fast_math(self.device)
         x = as_image_tensor(X if isinstance(X, Tensor) else np.asarray(X))
         check_num_clusters(c.num_clusters, len(x))
         self._check_data(x)
@@ -202,10 +214,11 @@ class VarClust:
                 self._check_compatible(state, tuple(x.shape[1:]), ckpt_path)
             else:
                 log.warning("no checkpoint in %s: starting a new run", out)
+        if distributed is not None:
+            distributed.barrier()  # every rank has read the checkpoint before rank 0 writes one
         pyro.set_rng_seed(c.seed)
         self._build(tuple(x.shape[1:]))
-        trainer = SVITrainer(self.model, self.guide, c.learning_rate, c.lr_decay, c.clip_norm,
-                             c.max_bad_steps)
+        trainer = self._make_trainer(distributed)
         start_epoch = 0
         if state is not None:
             self._load_modules(state)
@@ -218,9 +231,11 @@ class VarClust:
         else:
             self.history, self.pretrain_losses = [], []
             if c.pretrain_epochs > 0:
-                self._pretrain(x, progress)
-            if ckpt_path is not None:
+                self._pretrain(x, progress, distributed)
+            if ckpt_path is not None and _is_main(distributed):
                 self._save(ckpt_path, "init", 0, trainer, metadata)
+        if isinstance(trainer, DistributedSVITrainer):
+            trainer.sync_parameters()  # pretraining on a GPU is not bit-reproducible over ranks
 
         if c.method == "em":
             self._fit_em(x, labels, trainer, start_epoch, ckpt_path, progress, metadata)
@@ -242,7 +257,7 @@ class VarClust:
                 bar.set_postfix(elbo=f"{-float(loss) / num_data:.2f}")
             every = c.checkpoint_every_steps
             if ckpt_path is not None and every and (i + 1) % every == 0 and (
-                    i + 1 < steps_per_epoch):  # mid-epoch; the epoch's end saves below
+                    i + 1 < steps_per_epoch) and _is_main(distributed):  # mid-epoch
                 self._save(ckpt_path, "train", epoch, trainer, metadata)
 
         for epoch in range(start_epoch, c.epochs):
@@ -261,7 +276,7 @@ class VarClust:
             self.history.append(record)
             if progress:
                 bar.set_postfix({k: round(v, 3) for k, v in record.items() if k != "epoch"})
-            if ckpt_path is not None:
+            if ckpt_path is not None and _is_main(distributed):
                 self._save(ckpt_path, "train", epoch + 1, trainer, metadata)
         bar.close()
         return self
@@ -304,7 +319,21 @@ class VarClust:
         m_bar.close()
         outer.close()
 
-    def _pretrain(self, x: Tensor, progress: bool) -> None:
+    def _make_trainer(self, distributed: DistributedContext | None) -> SVITrainer:
+        c = self.config
+        lr = scaled_learning_rate(c.learning_rate, c.batch_size, c.lr_scaling)
+        if distributed is None:
+            return SVITrainer(self.model, self.guide, lr, c.lr_decay, c.clip_norm,
+                              c.max_bad_steps)
+        # every parameter exists now (built above), as DDP needs at wrapping time
+        return DistributedSVITrainer(
+            self.model, self.guide, lr, c.lr_decay, c.clip_norm, c.max_bad_steps,
+            context=distributed,
+        )
+
+    def _pretrain(
+        self, x: Tensor, progress: bool, distributed: DistributedContext | None = None
+    ) -> None:
         c = self.config
         bar = tqdm(total=c.pretrain_epochs, desc="pretrain", disable=not progress, unit="epoch")
 
@@ -312,10 +341,11 @@ class VarClust:
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.2f}")
 
+        dist_kw = dict(batches=distributed.batches, wrap=distributed.wrap) if distributed else {}
         if c.generator_name == "ddpm":
             self.pretrain_losses = pretrain_diffusion_autoencoder(
                 self.guide.encoder, self.model.generator, x, c.pretrain_epochs, c.batch_size,
-                c.pretrain_lr, c.seed, on_epoch,
+                c.pretrain_lr, c.seed, on_epoch, **dist_kw,
             )
         else:
             self.pretrain_losses = pretrain_autoencoder(
@@ -328,6 +358,7 @@ class VarClust:
                 c.pretrain_lr,
                 c.seed,
                 on_epoch,
+                **dist_kw,
             )
         bar.close()
         codes = batched_apply(lambda b: self.guide.encode(b)[0], x)
@@ -446,6 +477,10 @@ class VarClust:
         vc.history = list(state["history"])
         vc.pretrain_losses = list(state["pretrain_losses"])
         return vc
+
+
+def _is_main(distributed: DistributedContext | None) -> bool:
+    return distributed is None or distributed.is_main
 
 
 def _check_writable(out: Path) -> None:
