@@ -14,6 +14,7 @@ from .config import FitConfig
 from .data.datasets import DATASETS, DatasetNotFoundError, load_dataset
 from .estimator import VarClust
 from .inference.checkpoint import CheckpointError, write_atomic
+from .inference.distributed import run_distributed_fit
 from .metrics import clustering_scores
 from .registry import GUIDES, LIKELIHOODS, PRIORS
 
@@ -72,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--data-root", type=Path, help="torchvision data folder")
     fit.add_argument("--download", action="store_true", help="download a missing data set")
     fit.add_argument("--quiet", action="store_true", help="no progress bars")
+    fit.add_argument("--lr-scaling", choices=("none", "sqrt", "linear"), default="none",
+                     help="scale --lr from batch 256 to --batch-size (large batches)")
+    fit.add_argument("--distributed", action="store_true",
+                     help="data-parallel over the processes that torchrun starts, e.g. "
+                     "`torchrun --nproc_per_node 2 -m varclust.cli fit ... --distributed`; "
+                     "--batch-size is the global batch")
     fit.add_argument("--config", type=Path,
                      help="JSON object of FitConfig settings; flags typed on the command line "
                      "override it")
@@ -79,6 +86,20 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also checkpoint every N mini-batches inside an epoch (0: per epoch)")
     fit.add_argument("--max-bad-steps", type=int, default=10,
                      help="stop after this many steps in a row with a non-finite loss")
+    em = fit.add_argument_group("EM and generator (ClusterDDPM)")
+    em.add_argument("--method", choices=("svi", "em"), default="svi",
+                    help="svi: joint SVI; em: M-steps with the prior frozen + closed-form E-steps")
+    em.add_argument("--generator", choices=("mlp", "conv", "ddpm"),
+                    help="p(x|z): a decoder or the conditional diffusion model "
+                    "(default: the --network decoder)")
+    em.add_argument("--em-iterations", type=int, default=20)
+    em.add_argument("--m-step-epochs", type=int, default=1)
+    em.add_argument("--e-step-iterations", type=int, default=10)
+    em.add_argument("--diffusion-steps", type=int, default=1000, help="T of the ddpm")
+    em.add_argument("--diffusion-schedule", choices=("linear", "cosine"), default="linear")
+    em.add_argument("--diffusion-width", type=int, default=64, help="U-Net base width")
+    em.add_argument("--sample-steps", type=int, default=100,
+                    help="ddpm sampling: strided steps, 0 for the full ancestral chain")
 
     evaluate = sub.add_parser("evaluate", help="score a run's clusters against the labels")
     evaluate.add_argument("run", type=Path, help="run folder written by `varclust fit`")
@@ -90,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--num", type=int, default=8, help="images per cluster")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--out", type=Path, help="PNG path (default RUN/samples.png)")
+    sample.add_argument("--steps", type=int,
+                        help="ddpm runs: reverse steps (0: all T, ancestral; default: the run's)")
 
     report = sub.add_parser("report", help="write a run's figures as PNG and an HTML page")
     report.add_argument("run", type=Path, help="run folder written by `varclust fit`")
@@ -125,20 +148,38 @@ def cmd_fit(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed, device=args.device,
         prior=args.prior, guide=args.guide, dirichlet_concentration=args.concentration,
         global_guide=args.global_guide,
+        method=args.method, generator=args.generator, em_iterations=args.em_iterations,
+        m_step_epochs=args.m_step_epochs, e_step_iterations=args.e_step_iterations,
+        diffusion_steps=args.diffusion_steps, diffusion_schedule=args.diffusion_schedule,
+        diffusion_width=args.diffusion_width, sample_steps=args.sample_steps,
+        lr_scaling=args.lr_scaling,
     )
     config = config.replace(checkpoint_every_steps=args.checkpoint_every,
                             max_bad_steps=args.max_bad_steps)
     if args.config is not None:
         config = with_config_file(config, args.config, args.argv)
+    if args.distributed:
+        return run_distributed_fit(args, config, _fit_and_report)
+    return _fit_and_report(args, config, None)
+
+
+def _fit_and_report(args: argparse.Namespace, config: FitConfig, distributed) -> int:
+    """Fit and write the run folder; under --distributed only rank 0 prints and writes."""
+    main_rank = distributed is None or distributed.is_main
     data = load_dataset(args.dataset, root=args.data_root, download=args.download)
-    labelled = _labelled_mask(args.labelled_fraction, data, args.seed)
     vc = VarClust(config=config)
-    print(f"varclust: fitting K={config.num_clusters} to {data.name} "
-          f"({len(data)} x {'x'.join(map(str, data.image_shape))}) on {vc.device}")
+    if main_rank:
+        where = distributed.describe() if distributed is not None else str(vc.device)
+        print(f"varclust: fitting K={config.num_clusters} to {data.name} "
+              f"({len(data)} x {'x'.join(map(str, data.image_shape))}) on {where}")
     metadata = {"dataset": data.name, "data_root": str(args.data_root or ""),
-                 "labelled_fraction": args.labelled_fraction}
+                "labelled_fraction": args.labelled_fraction}
+    labelled = _labelled_mask(args.labelled_fraction, data, args.seed)
     vc.fit(data.images, data.labels, out_dir=args.out, resume=args.resume,
-           progress=not args.quiet, metadata=metadata, labelled=labelled)
+           progress=not args.quiet, metadata=metadata, distributed=distributed,
+           labelled=labelled)
+    if not main_rank:
+        return 0
     _write_figures(vc, args.out)
     last = vc.history[-1] if vc.history else {}
     scores = ", ".join(f"{k.upper()} {last[k]:.4f}" for k in ("acc", "nmi", "ari") if k in last)
@@ -171,6 +212,10 @@ FLAG_FIELDS = {
     "--max-bad-steps": "max_bad_steps",
     "--prior": "prior", "--guide": "guide", "--concentration": "dirichlet_concentration",
     "--global-guide": "global_guide",
+    "--method": "method", "--generator": "generator", "--em-iterations": "em_iterations",
+    "--m-step-epochs": "m_step_epochs", "--e-step-iterations": "e_step_iterations",
+    "--diffusion-steps": "diffusion_steps", "--diffusion-schedule": "diffusion_schedule",
+    "--diffusion-width": "diffusion_width", "--sample-steps": "sample_steps",
 }
 
 
@@ -209,6 +254,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
     vc, _ = _load_run(args.run)
+    if args.steps is not None:
+        vc.config = vc.config.replace(sample_steps=args.steps)
     torch.manual_seed(args.seed)
     clusters = [args.cluster] if args.cluster is not None else range(vc.config.num_clusters)
     grids = [vc.sample(k, args.num) for k in clusters]

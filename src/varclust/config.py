@@ -14,7 +14,8 @@ from typing import Any
 __all__ = ["FitConfig", "STRUCTURAL_KEYS"]
 
 #: keys that fix the shapes of parameters: a checkpoint only loads into a model that agrees on them
-STRUCTURAL_KEYS = ("num_clusters", "latent_dim", "network", "hidden", "likelihood")
+STRUCTURAL_KEYS = ("num_clusters", "latent_dim", "network", "hidden", "likelihood", "generator",
+                   "diffusion_width")
 #: keys of the swappable components (issue 3); they fix parameter shapes too
 STRUCTURAL_KEYS += ("prior", "guide", "global_guide")
 
@@ -37,7 +38,21 @@ class FitConfig:
     GaussianMixture fitted to the codes initialises the prior; 0 skips both), Adam with learning
     rate ``learning_rate`` multiplied by ``lr_decay`` after every epoch, gradients clipped to
     norm ``clip_norm``, mini-batches of ``batch_size``, ``seed`` for every random draw,
-    ``device`` "auto", "cpu" or "cuda".
+    ``device`` "auto", "cpu" or "cuda"; ``lr_scaling`` ("none", "sqrt", "linear") scales
+    ``learning_rate`` from batch 256 to ``batch_size`` for large-batch training.
+
+    EM (``method="em"``, ClusterDDPM's loop; ``epochs`` is then unused): ``em_iterations`` of
+    ``m_step_epochs`` SVI epochs on the networks (prior frozen) followed by an E-step of
+    ``e_step_iterations`` closed-form mixture EM steps on the codes (weights floored at
+    ``e_step_min_weight``, variances plus ``e_step_reg_covar``; ``e_step_code_variance`` adds
+    q(z | x)'s variances to the variance update, VaDE's closed form; False fits the means only,
+    as ClusterDDPM and scikit-learn do).
+    Generator: ``generator`` None uses the decoder of ``network``; "mlp" or "conv" picks a
+    decoder; "ddpm" the conditional diffusion model (images only, H and W divisible by 4) with
+    ``diffusion_steps`` T, ``diffusion_schedule`` ("linear"/"cosine"), U-Net base width
+    ``diffusion_width``, ``latent_dropout`` (classifier-free guidance), the noise loss weighted
+    by ``diffusion_weight`` against the KL, and ``sample_steps`` (0: the ancestral sampler over
+    all T steps; else the strided DDIM sampler with that many steps), ``guidance`` w.
     Reliability: with an output folder, a checkpoint is also written every
     ``checkpoint_every_steps`` mini-batches inside an epoch (0: only after each epoch);
     ``max_bad_steps`` steps in a row with a non-finite loss or gradient stop the run (fewer are
@@ -66,8 +81,24 @@ class FitConfig:
     temperature_decay: float = 0.93
     temperature_min: float = 0.5
     label_weight: float = 300.0
+    method: str = "svi"
+    generator: str | None = None
+    em_iterations: int = 20
+    m_step_epochs: int = 1
+    e_step_iterations: int = 10
+    e_step_min_weight: float = 1e-4
+    e_step_reg_covar: float = 1e-6
+    e_step_code_variance: bool = True
+    diffusion_steps: int = 1000
+    diffusion_schedule: str = "linear"
+    diffusion_width: int = 64
+    latent_dropout: float = 0.1
+    diffusion_weight: float = 10.0
+    sample_steps: int = 100
+    guidance: float = 0.0
     checkpoint_every_steps: int = 0
     max_bad_steps: int = 10
+    lr_scaling: str = "none"
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -106,6 +137,10 @@ class FitConfig:
             raise ValueError("learning rates must be positive")
         if not 0 < self.lr_decay <= 1:
             raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+        if self.lr_scaling not in ("none", "sqrt", "linear"):
+            raise ValueError(
+                f"lr_scaling must be 'none', 'sqrt' or 'linear', got {self.lr_scaling!r}"
+            )
         if not self.hidden or min(self.hidden) < 1:
             raise ValueError(f"hidden must list positive layer widths, got {self.hidden}")
         if not (math.isfinite(self.learning_rate) and math.isfinite(self.pretrain_lr)):
@@ -121,6 +156,43 @@ class FitConfig:
             )
         if self.max_bad_steps < 1:
             raise ValueError(f"max_bad_steps must be at least 1, got {self.max_bad_steps}")
+        self._check_em_settings()
+
+    def _check_em_settings(self) -> None:
+        if self.method not in ("svi", "em"):
+            raise ValueError(f"method must be 'svi' or 'em', got {self.method!r}")
+        if self.generator not in (None, "mlp", "conv", "ddpm"):
+            raise ValueError(
+                f"generator must be 'mlp', 'conv' or 'ddpm' (or None: the network's decoder), "
+                f"got {self.generator!r}"
+            )
+        if self.diffusion_schedule not in ("linear", "cosine"):
+            raise ValueError(f"diffusion_schedule must be 'linear' or 'cosine', got "
+                             f"{self.diffusion_schedule!r}")
+        for name in ("em_iterations", "m_step_epochs", "sample_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("e_step_iterations", "diffusion_steps", "diffusion_width"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.sample_steps > self.diffusion_steps:
+            raise ValueError(f"sample_steps ({self.sample_steps}) cannot exceed diffusion_steps "
+                             f"({self.diffusion_steps}); 0 runs all of them")
+        if not 0.0 <= self.latent_dropout < 1.0:
+            raise ValueError(f"latent_dropout must be in [0, 1), got {self.latent_dropout}")
+        if not self.diffusion_weight > 0:
+            raise ValueError(f"diffusion_weight must be positive, got {self.diffusion_weight}")
+        k = self.num_clusters if isinstance(self.num_clusters, int) and self.num_clusters > 0 else 1
+        if not 0.0 <= self.e_step_min_weight < 1.0 / k:
+            raise ValueError(f"e_step_min_weight must be in [0, 1/num_clusters), got "
+                             f"{self.e_step_min_weight}")
+        if self.e_step_reg_covar < 0:
+            raise ValueError(f"e_step_reg_covar must be >= 0, got {self.e_step_reg_covar}")
+
+    @property
+    def generator_name(self) -> str:
+        """The generator actually built: ``generator``, or ``network`` when that is None."""
+        return self.generator or self.network
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -168,7 +240,9 @@ class FitConfig:
 
 
 _FIELD_TYPES = {"int": (Integral, int, "an integer"), "float": (Real, float, "a number"),
-                "str": (str, str, "a string")}
+                "str": (str, str, "a string"),
+                "str | None": ((str, type(None)), lambda v: v, "a string or None"),
+                "bool": (bool, bool, "True or False")}
 
 
 def check_field_types(config: Any) -> None:
@@ -183,7 +257,7 @@ def check_field_types(config: Any) -> None:
             want = "a list of integers"
         else:
             kind, cast, want = _FIELD_TYPES[f.type]
-            ok = isinstance(value, kind) and not isinstance(value, bool)
+            ok = isinstance(value, kind) and (f.type == "bool" or not isinstance(value, bool))
             if ok:
                 setattr(config, f.name, cast(value))
         if not ok:

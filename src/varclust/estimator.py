@@ -21,7 +21,8 @@ from . import __version__
 from .config import STRUCTURAL_KEYS, FitConfig
 from .data.validation import as_image_tensor, check_num_clusters
 from .guides.base import ClusterGuide
-from .guides.encoders import set_initial_scale
+from .guides.encoders import make_encoder, set_initial_scale
+from .guides.marginal import MarginalGuide
 from .inference.batching import batched_apply
 from .inference.checkpoint import (
     CheckpointError,
@@ -33,11 +34,21 @@ from .inference.checkpoint import (
     save_checkpoint,
     write_atomic,
 )
-from .inference.init import align_to_labels, fit_mixture_to_codes, pretrain_autoencoder
+from .inference.distributed import DistributedContext, DistributedSVITrainer
+from .inference.em import fit_em
+from .inference.init import (
+    align_to_labels,
+    fit_mixture_to_codes,
+    pretrain_autoencoder,
+    pretrain_diffusion_autoencoder,
+)
+from .inference.speed import configure_fast_math, scaled_learning_rate
 from .inference.svi import SVITrainer
 from .metrics import clustering_scores
+from .model.diffusion import ConditionalDDPM, DiffusionClusteringModel, check_unit_interval
 from .model.generative import ClusteringModel
 from .model.likelihoods import Likelihood
+from .model.priors import GaussianMixturePrior
 from .registry import CUSTOM, build_likelihood, build_model_and_guide
 
 __all__ = ["ClusterPrediction", "VarClust", "resolve_device"]
@@ -122,7 +133,22 @@ class VarClust:
 
     # ------------------------------------------------------------------ building
     def _build(self, data_shape: tuple[int, ...]) -> None:
-        self.model, self.guide = build_model_and_guide(self.config, data_shape, self.components)
+        c = self.config
+        if c.generator_name == "ddpm":  # the diffusion generator (issue 4): gmm + marginal only
+            if c.prior != "gmm" or c.guide != "marginal" or self.components:
+                raise ValueError(
+                    "the ddpm generator works with prior='gmm' and guide='marginal' only"
+                )
+            prior = GaussianMixturePrior(c.num_clusters, c.latent_dim)
+            generator = ConditionalDDPM(
+                data_shape, c.latent_dim, c.diffusion_steps, c.diffusion_schedule,
+                c.diffusion_width, c.latent_dropout,
+            )
+            self.model = DiffusionClusteringModel(prior, generator, c.diffusion_weight)
+            self.guide = MarginalGuide(make_encoder(c.network, data_shape, c.latent_dim,
+                                                    c.hidden))
+        else:
+            self.model, self.guide = build_model_and_guide(c, data_shape, self.components)
         self.model.to(self.device)
         self.guide.to(self.device)
         self.data_shape = tuple(data_shape)
@@ -140,10 +166,17 @@ class VarClust:
                 f"{name} has data shape {tuple(x.shape[1:])} but the model was built for "
                 f"{self.data_shape}"
             )
-        likelihood = self.model.likelihood if self.model is not None else build_likelihood(
-            self.config, self.components.get("likelihood"))
-        likelihood.check_data(x)
+        self._check_data(x)
         return x.to(self.device)
+
+    def _check_data(self, x: Tensor) -> None:
+        """The generator's support: [0, 1] pixels for ddpm, else the likelihood's."""
+        if self.config.generator_name == "ddpm":
+            check_unit_interval(x)
+        elif self.model is not None:
+            self.model.likelihood.check_data(x)
+        else:
+            build_likelihood(self.config, self.components.get("likelihood")).check_data(x)
 
     # ------------------------------------------------------------------ fitting
     def fit(
@@ -156,6 +189,7 @@ class VarClust:
         progress: bool = True,
         metadata: dict[str, Any] | None = None,
         labelled: ArrayLike | None = None,
+        distributed: DistributedContext | None = None,
     ) -> VarClust:
         """Fit to data X (N, ...) of floats in [0, 1]; y (N,) labels only for per-epoch scores.
 
@@ -167,11 +201,20 @@ class VarClust:
 
         With ``out_dir``, a checkpoint is written atomically after pretraining and after every
         epoch, with ``metrics.json`` beside it; ``resume=True`` continues from that checkpoint.
+        With ``distributed`` (from :func:`varclust.inference.distributed.init_distributed`, in a
+        process launched by torchrun), SVI runs data-parallel over the process group; rank 0
+        alone shows progress, computes per-epoch scores and writes the run folder.
         """
         c = self.config
+        if distributed is not None:
+            self.device = distributed.device
+            distributed.per_rank_batch(c.batch_size)  # refuse a batch that does not split
+            if not distributed.is_main:
+                progress, y = False, None
+        configure_fast_math(self.device)
         x = as_image_tensor(X if isinstance(X, Tensor) else np.asarray(X))
         check_num_clusters(c.num_clusters, len(x))
-        build_likelihood(c, self.components.get("likelihood")).check_data(x)
+        self._check_data(x)
         labels = None
         if y is not None:
             labels = np.asarray(y)
@@ -195,10 +238,11 @@ class VarClust:
                 self._check_compatible(state, tuple(x.shape[1:]), ckpt_path)
             else:
                 log.warning("no checkpoint in %s: starting a new run", out)
+        if distributed is not None:
+            distributed.barrier()  # every rank has read the checkpoint before rank 0 writes one
         pyro.set_rng_seed(c.seed)
         self._build(tuple(x.shape[1:]))
-        trainer = SVITrainer(self.model, self.guide, c.learning_rate, c.lr_decay, c.clip_norm,
-                             c.max_bad_steps)
+        trainer = self._make_trainer(distributed)
         start_epoch = 0
         if state is not None:
             self._load_modules(state)
@@ -211,9 +255,15 @@ class VarClust:
         else:
             self.history, self.pretrain_losses = [], []
             if c.pretrain_epochs > 0:
-                self._pretrain(x, progress, supervision)
-            if ckpt_path is not None:
+                self._pretrain(x, progress, distributed, supervision)
+            if ckpt_path is not None and _is_main(distributed):
                 self._save(ckpt_path, "init", 0, trainer, metadata)
+        if isinstance(trainer, DistributedSVITrainer):
+            trainer.sync_parameters()  # pretraining on a GPU is not bit-reproducible over ranks
+
+        if c.method == "em":
+            self._fit_em(x, labels, trainer, start_epoch, ckpt_path, progress, metadata)
+            return self
 
         steps_per_epoch = -(-len(x) // c.batch_size)
         bar = tqdm(
@@ -231,7 +281,7 @@ class VarClust:
                 bar.set_postfix(elbo=f"{-float(loss) / num_data:.2f}")
             every = c.checkpoint_every_steps
             if ckpt_path is not None and every and (i + 1) % every == 0 and (
-                    i + 1 < steps_per_epoch):  # mid-epoch; the epoch's end saves below
+                    i + 1 < steps_per_epoch) and _is_main(distributed):  # mid-epoch
                 self._save(ckpt_path, "train", epoch, trainer, metadata)
 
         if c.epochs == 0 or start_epoch >= c.epochs:
@@ -256,7 +306,7 @@ class VarClust:
             self.history.append(record)
             if progress:
                 bar.set_postfix({k: round(v, 3) for k, v in record.items() if k != "epoch"})
-            if ckpt_path is not None:
+            if ckpt_path is not None and _is_main(distributed):
                 self._save(ckpt_path, "train", epoch + 1, trainer, metadata)
         bar.close()
         return self
@@ -278,7 +328,60 @@ class VarClust:
             out["clusters_in_use"] = float(self.model.prior.weights_in_use())
         return out
 
-    def _pretrain(self, x: Tensor, progress: bool, supervision: dict | None = None) -> None:
+    def _fit_em(
+        self, x: Tensor, labels: np.ndarray | None, trainer: SVITrainer, start: int,
+        ckpt_path: Path | None, progress: bool, metadata: dict[str, Any] | None,
+    ) -> None:
+        """EM iterations (M-step epochs with the prior frozen, then a closed-form E-step), each
+        recorded in ``history`` and checkpointed like an SVI epoch."""
+        c = self.config
+        steps = c.m_step_epochs * -(-len(x) // c.batch_size)
+        outer = tqdm(total=c.em_iterations, initial=start, desc="EM", disable=not progress,
+                     unit="iter")
+        m_bar = tqdm(total=steps, desc="M-step", disable=not progress, unit="step", leave=False)
+
+        def on_m_step(i: int, loss: Tensor) -> None:
+            if i == 0 and m_bar.n >= steps:
+                m_bar.reset()
+            m_bar.update(1)
+
+        def on_iteration(record: dict[str, Any]) -> None:
+            record["skipped_steps"] = trainer.last_epoch_skipped
+            if labels is not None:
+                record.update(clustering_scores(labels, self._predict_tensor(x).labels))
+            self.history.append(record)
+            outer.update(1)
+            outer.set_postfix({k: round(v, 3) for k, v in record.items()
+                               if k in ("elbo", "loglik", "acc", "nmi")})
+            if ckpt_path is not None:
+                self._save(ckpt_path, "train", record["iteration"], trainer, metadata)
+
+        fit_em(
+            self.model, self.guide, x, trainer, iterations=c.em_iterations,
+            m_step_epochs=c.m_step_epochs, e_step_iterations=c.e_step_iterations,
+            batch_size=c.batch_size, seed=c.seed, start_iteration=start,
+            reg_covar=c.e_step_reg_covar, min_weight=c.e_step_min_weight,
+            use_code_var=c.e_step_code_variance, on_m_step=on_m_step, on_iteration=on_iteration,
+        )
+        m_bar.close()
+        outer.close()
+
+    def _make_trainer(self, distributed: DistributedContext | None) -> SVITrainer:
+        c = self.config
+        lr = scaled_learning_rate(c.learning_rate, c.batch_size, c.lr_scaling)
+        if distributed is None:
+            return SVITrainer(self.model, self.guide, lr, c.lr_decay, c.clip_norm,
+                              c.max_bad_steps)
+        # every parameter exists now (built above), as DDP needs at wrapping time
+        return DistributedSVITrainer(
+            self.model, self.guide, lr, c.lr_decay, c.clip_norm, c.max_bad_steps,
+            context=distributed,
+        )
+
+    def _pretrain(
+        self, x: Tensor, progress: bool, distributed: DistributedContext | None = None,
+        supervision: dict | None = None,
+    ) -> None:
         c = self.config
         bar = tqdm(total=c.pretrain_epochs, desc="pretrain", disable=not progress, unit="epoch")
 
@@ -286,17 +389,25 @@ class VarClust:
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.2f}")
 
-        self.pretrain_losses = pretrain_autoencoder(
-            self.guide.encoder,
-            self.model.decoder,
-            self.model.likelihood,
-            x,
-            c.pretrain_epochs,
-            c.batch_size,
-            c.pretrain_lr,
-            c.seed,
-            on_epoch,
-        )
+        dist_kw = dict(batches=distributed.batches, wrap=distributed.wrap) if distributed else {}
+        if c.generator_name == "ddpm":
+            self.pretrain_losses = pretrain_diffusion_autoencoder(
+                self.guide.encoder, self.model.generator, x, c.pretrain_epochs, c.batch_size,
+                c.pretrain_lr, c.seed, on_epoch, **dist_kw,
+            )
+        else:
+            self.pretrain_losses = pretrain_autoencoder(
+                self.guide.encoder,
+                self.model.decoder,
+                self.model.likelihood,
+                x,
+                c.pretrain_epochs,
+                c.batch_size,
+                c.pretrain_lr,
+                c.seed,
+                on_epoch,
+                **dist_kw,
+            )
         bar.close()
         codes = batched_apply(lambda b: self.guide.encode(b)[0], x)
         weights, loc, scale = fit_mixture_to_codes(codes, c.num_clusters, c.seed)
@@ -336,11 +447,15 @@ class VarClust:
     @torch.no_grad()
     def sample(self, cluster: int, num_samples: int) -> Tensor:
         """Draw z from component ``cluster`` and decode: returns (num_samples, *data_shape)
-        expected images (for Bernoulli pixels, probabilities in [0, 1])."""
+        expected images (for Bernoulli pixels, probabilities in [0, 1]); with the ddpm
+        generator, images in [0, 1] from the reverse chain (``sample_steps``, ``guidance``)."""
         self._require_fitted()
         if num_samples < 1:
             raise ValueError(f"num_samples must be at least 1, got {num_samples}")
         z = self.model.prior.sample_component(cluster, num_samples)
+        if self.config.generator_name == "ddpm":
+            steps = self.config.sample_steps or None
+            return self.model.generate(z, steps=steps, guidance=self.config.guidance).cpu()
         return self.model.decode_mean(z).cpu()
 
     def score(self, X: ArrayLike | Tensor, y: ArrayLike) -> dict[str, float]:
@@ -383,6 +498,8 @@ class VarClust:
     def _check_compatible(self, state: dict, data_shape: tuple, path: Path) -> None:
         saved = state["config"]
         ours = self.config.to_dict()
+        # keys added after a checkpoint was written take their defaults
+        saved = {**FitConfig().to_dict(), **saved}
         diffs = [f"{k}: checkpoint {saved.get(k)!r} vs {ours[k]!r}" for k in STRUCTURAL_KEYS
                  if saved.get(k) != ours[k]]
         if tuple(state["data_shape"]) != tuple(data_shape):
@@ -419,6 +536,10 @@ class VarClust:
         vc.history = list(state["history"])
         vc.pretrain_losses = list(state["pretrain_losses"])
         return vc
+
+
+def _is_main(distributed: DistributedContext | None) -> bool:
+    return distributed is None or distributed.is_main
 
 
 def _check_writable(out: Path) -> None:

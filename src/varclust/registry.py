@@ -159,7 +159,7 @@ def build_model_and_guide(
     k, d = config.num_clusters, config.latent_dim
     prior = _make("prior", config.prior, custom.get("prior"), config, num_clusters=k, latent_dim=d)
     likelihood = build_likelihood(config, custom.get("likelihood"))
-    decoder = make_decoder(config.network, d, likelihood.decoder_shape(tuple(data_shape)),
+    decoder = make_decoder(config.generator_name, d, likelihood.decoder_shape(tuple(data_shape)),
                            config.hidden)
     model = ClusteringModel(prior, decoder, likelihood, tuple(data_shape))
     model.label_weight = config.label_weight

@@ -104,6 +104,11 @@ def to_inference_data(
         ``idata.to_netcdf(path)``, reload with ``az.from_netcdf(path)``.
     """
     fit._require_fitted()
+    if fit.config.generator_name == "ddpm":
+        raise ValueError(
+            "to_inference_data needs a decoder with a likelihood: the ddpm generator scores x by "
+            "its noise-prediction loss, which is not a density of x; use an mlp or conv generator"
+        )
     if num_samples < 2:
         raise ValueError(f"num_samples must be at least 2 for az.loo/az.waic, got {num_samples}")
     if not 1 <= num_reconstructions <= num_samples:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
@@ -13,7 +13,41 @@ from torch import Tensor, nn
 from ..model.likelihoods import Likelihood
 from .batching import epoch_batches
 
-__all__ = ["align_to_labels", "fit_mixture_to_codes", "pretrain_autoencoder"]
+__all__ = [
+    "AutoencoderLoss",
+    "align_to_labels",
+    "DiffusionAutoencoderLoss",
+    "fit_mixture_to_codes",
+    "minimise_over_epochs",
+    "pretrain_autoencoder",
+    "pretrain_diffusion_autoencoder",
+]
+
+Batches = Callable[[int, int, int, int, torch.device], Iterable[Tensor]]
+
+
+class AutoencoderLoss(nn.Module):
+    """x (B, *data_shape) -> the mean over the batch of -log p(x | z = loc(x)) (a scalar)."""
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, likelihood: Likelihood) -> None:
+        super().__init__()
+        self.encoder, self.decoder, self.likelihood = encoder, decoder, likelihood
+
+    def forward(self, x: Tensor) -> Tensor:
+        loc, _ = self.encoder(x)
+        return -self.likelihood(self.decoder(loc), x.dim() - 1).log_prob(x).mean()
+
+
+class DiffusionAutoencoderLoss(nn.Module):
+    """x (B, C, H, W) -> the mean noise-prediction loss of x given z = loc(x) (ClusterDDPM's
+    pretraining: a diffusion autoencoder, no prior term). ``generator.noise_loss(x, z) -> (B,)``."""
+
+    def __init__(self, encoder: nn.Module, generator: nn.Module) -> None:
+        super().__init__()
+        self.encoder, self.generator = encoder, generator
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.generator.noise_loss(x, self.encoder(x)[0]).mean()
 
 
 def pretrain_autoencoder(
@@ -26,29 +60,87 @@ def pretrain_autoencoder(
     learning_rate: float,
     seed: int,
     on_epoch: Callable[[int, float], None] | None = None,
+    *,
+    batches: Batches = epoch_batches,
+    wrap: Callable[[nn.Module], nn.Module] | None = None,
 ) -> list[float]:
     """Train encoder mean + decoder as a deterministic autoencoder on -log p(x | z = loc(x)).
 
     Args:
         data: (N, *data_shape) on the training device.
+        batches: ``(num_data, batch_size, seed, epoch, device) -> index batches`` of an epoch
+            (data-parallel training passes this process's shard).
+        wrap: wraps the loss module (data-parallel training passes DDP).
     Returns:
-        the mean reconstruction loss per datum of every epoch.
+        the mean reconstruction loss per datum of every epoch (of the data this process saw).
     """
-    params = [*encoder.parameters(), *decoder.parameters(), *likelihood.parameters()]
-    optimizer = torch.optim.Adam(params, lr=learning_rate)
-    event_dim = data.dim() - 1
+    return minimise_over_epochs(
+        AutoencoderLoss(encoder, decoder, likelihood), data, epochs, batch_size, learning_rate,
+        seed, on_epoch, batches=batches, wrap=wrap,
+    )
+
+
+def pretrain_diffusion_autoencoder(
+    encoder: nn.Module,
+    generator: nn.Module,
+    data: Tensor,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    on_epoch: Callable[[int, float], None] | None = None,
+    *,
+    batches: Batches = epoch_batches,
+    wrap: Callable[[nn.Module], nn.Module] | None = None,
+) -> list[float]:
+    """Train encoder mean + diffusion generator as a diffusion autoencoder.
+
+    Args:
+        data: (N, C, H, W) on the training device.
+    Returns:
+        the mean noise loss per datum of every epoch.
+    """
+    encoder.train()
+    generator.train()
+    return minimise_over_epochs(
+        DiffusionAutoencoderLoss(encoder, generator), data, epochs, batch_size, learning_rate,
+        seed, on_epoch, batches=batches, wrap=wrap,
+    )
+
+
+def minimise_over_epochs(
+    loss_module: nn.Module,
+    data: Tensor,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    on_epoch: Callable[[int, float], None] | None = None,
+    *,
+    batches: Batches = epoch_batches,
+    wrap: Callable[[nn.Module], nn.Module] | None = None,
+) -> list[float]:
+    """Adam on ``loss_module(x)`` (a mean per datum) over shuffled mini-batches of data (N, ...).
+
+    Returns the mean loss per datum of every epoch.
+    """
+    if wrap is not None:
+        loss_module = wrap(loss_module)
+    params = list(loss_module.parameters())
+    fused = bool(params) and all(p.is_cuda for p in params)
+    optimizer = torch.optim.Adam(params, lr=learning_rate, fused=fused or None)
     losses = []
     for epoch in range(epochs):
         total = torch.zeros((), device=data.device)
-        for idx in epoch_batches(len(data), batch_size, seed + 7919, epoch, data.device):
-            x = data[idx]
-            loc, _ = encoder(x)
-            loss = -likelihood(decoder(loc), event_dim).log_prob(x).mean()
+        seen = 0
+        for idx in batches(len(data), batch_size, seed + 7919, epoch, data.device):
+            loss = loss_module(data[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             total += loss.detach() * len(idx)
-        losses.append(float(total) / len(data))
+            seen += len(idx)
+        losses.append(float(total) / seen)
         if on_epoch is not None:
             on_epoch(epoch, losses[-1])
     return losses

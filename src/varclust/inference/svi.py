@@ -6,18 +6,24 @@ PyTorch, as in Pyro's ``examples/svi_torch.py``.
 
 A step whose loss or gradient is not finite is skipped and counted (:mod:`.guards`); the trainer
 also records where it is inside an epoch, so a checkpoint taken mid-epoch resumes exactly.
+
+The ELBO is :class:`~varclust.inference.elbo.SyncFreeTraceEnum_ELBO`: the same estimator without
+Pyro's two per-step NaN checks (host syncs on a GPU), which the finiteness guard replaces.
+The hooks ``wrap_elbo``, ``batches`` and ``reduce_epoch_total`` are what data-parallel training
+(:mod:`.distributed`) overrides.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
+import pyro
 import torch
-from pyro.infer import TraceEnum_ELBO
 from pyro.nn import PyroModule
 from torch import Tensor
 
 from .batching import epoch_batches
+from .elbo import SyncFreeTraceEnum_ELBO
 from .guards import BadStepCounter, NonFiniteTrainingError, describe_bad_step
 
 __all__ = ["EpochPosition", "SVITrainer"]
@@ -71,9 +77,12 @@ class SVITrainer:
     ) -> None:
         self.model = model
         self.guide = guide
-        self.elbo = TraceEnum_ELBO(max_plate_nesting=1)(model, guide)
+        self.elbo = self.wrap_elbo(SyncFreeTraceEnum_ELBO(max_plate_nesting=1)(model, guide))
         self.clip_norm = clip_norm
-        self.optimizer = torch.optim.Adam(self.elbo.parameters(), lr=learning_rate)
+        params = list(self.elbo.parameters())
+        # the fused CUDA kernel updates every parameter in one launch
+        fused = bool(params) and all(p.is_cuda for p in params)
+        self.optimizer = torch.optim.Adam(params, lr=learning_rate, fused=fused or None)
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=lr_decay)
         self.bad_steps = BadStepCounter(max_bad_steps)
         self.position = EpochPosition()
@@ -136,7 +145,23 @@ class SVITrainer:
         pos = self.position
         if pos.epoch != epoch:
             pos.start(epoch)
-        batches = list(epoch_batches(num_data, batch_size, seed, epoch, data.device))
+        batches = list(self.batches(num_data, batch_size, seed, epoch, data.device))
+        # the data were validated before training: Pyro's per-step argument checks are skipped
+        with pyro.validation_enabled(False):
+            self._run_batches(data, batches, epoch, on_step, cluster, cluster_mask)
+        self.scheduler.step()
+        loss_sum, good = self.reduce_epoch_total(
+            torch.as_tensor(pos.loss_sum, device=data.device), pos.batches)
+        elbo = -float(loss_sum) / (good * num_data) if good else float("nan")
+        self.last_epoch_skipped = pos.skipped
+        pos.start(epoch + 1)
+        return elbo
+
+    def _run_batches(self, data: Tensor, batches: list[Tensor], epoch: int,
+                     on_step: Callable[[int, Tensor], None] | None,
+                     cluster: Tensor | None = None, cluster_mask: Tensor | None = None) -> None:
+        num_data = len(data)
+        pos = self.position
         for i in range(pos.step, len(batches)):
             idx = batches[i]
             x = data[idx]
@@ -156,11 +181,21 @@ class SVITrainer:
             pos.step = i + 1
             if on_step is not None:
                 on_step(i, loss)
-        self.scheduler.step()
-        elbo = -float(pos.loss_sum) / (pos.batches * num_data) if pos.batches else float("nan")
-        self.last_epoch_skipped = pos.skipped
-        pos.start(epoch + 1)
+
+    # hooks that data-parallel training (inference/distributed.py) overrides
+    def wrap_elbo(self, elbo: torch.nn.Module) -> torch.nn.Module:
+        """The module whose call gives the loss (here the ELBO module itself)."""
         return elbo
+
+    def batches(
+        self, num_data: int, batch_size: int, seed: int, epoch: int, device: torch.device
+    ) -> Iterator[Tensor]:
+        """The index batches of one epoch."""
+        return epoch_batches(num_data, batch_size, seed, epoch, device)
+
+    def reduce_epoch_total(self, total: Tensor, batches: int) -> tuple[Tensor, int]:
+        """The epoch's summed loss and good-batch count (over all processes when distributed)."""
+        return total, batches
 
     def _stop(
         self, x: Tensor, idx: Tensor, num_data: int, epoch: int, i: int, num_batches: int

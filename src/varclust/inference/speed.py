@@ -1,0 +1,42 @@
+"""Settings that make training fast on its device without changing what is computed."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["LR_SCALING_RULES", "REFERENCE_BATCH", "configure_fast_math", "scaled_learning_rate"]
+
+#: the batch size at which ``learning_rate`` is taken as given (the default batch)
+REFERENCE_BATCH = 256
+LR_SCALING_RULES = ("none", "sqrt", "linear")
+
+
+def scaled_learning_rate(learning_rate: float, batch_size: int, rule: str = "none") -> float:
+    """The learning rate for ``batch_size`` given one tuned at :data:`REFERENCE_BATCH`.
+
+    ``"sqrt"`` multiplies by sqrt(batch / 256) (the usual rule for Adam), ``"linear"`` by
+    batch / 256, ``"none"`` leaves it.
+    """
+    if rule not in LR_SCALING_RULES:
+        raise ValueError(f"lr_scaling must be one of {LR_SCALING_RULES}, got {rule!r}")
+    ratio = batch_size / REFERENCE_BATCH
+    factor = {"none": 1.0, "sqrt": math.sqrt(ratio), "linear": ratio}[rule]
+    return learning_rate * factor
+
+
+def configure_fast_math(device: torch.device) -> bool:
+    """On an Ampere or newer GPU let float32 matrix products and convolutions use TF32 tensor
+    cores (PyTorch's ``set_float32_matmul_precision("high")``). Returns whether it did.
+
+    This is a process-wide PyTorch setting; CPUs are left alone.
+    """
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return False
+    major, _ = torch.cuda.get_device_capability(device)
+    if major < 8:
+        return False
+    torch.set_float32_matmul_precision("high")
+    torch.backends.cudnn.allow_tf32 = True
+    return True
