@@ -9,6 +9,7 @@ import pytest
 import torch
 from pyro import poutine
 from pyro.infer import TraceEnum_ELBO
+from test_recovery import synthetic_mixture
 from torch.nn.functional import binary_cross_entropy_with_logits
 
 from varclust import VarClust, cluster_accuracy
@@ -125,22 +126,9 @@ def test_relaxed_temperature_follows_the_schedule_and_samples_lie_on_the_simplex
     assert float(hot.max(-1).values.mean()) < 0.8
 
 
-def synthetic_clusters(num_clusters=3, per_cluster=150, dim=24, seed=3):
-    """Well-separated 2-D clusters (on a circle of radius 4, spread 0.3) pushed through a
-    frozen random tanh network to Bernoulli pixels."""
-    g = torch.Generator().manual_seed(seed)
-    angles = torch.arange(num_clusters) * 2 * math.pi / num_clusters
-    centres = 4.0 * torch.stack([angles.cos(), angles.sin()], 1)
-    y = torch.arange(num_clusters).repeat_interleave(per_cluster)
-    z = centres[y] + 0.3 * torch.randn(len(y), 2, generator=g)
-    w1, w2 = torch.randn(2, 32, generator=g), torch.randn(32, dim, generator=g)
-    x = torch.bernoulli(torch.sigmoid(torch.tanh(z @ w1) @ w2), generator=g)
-    return x, y.numpy()
-
-
 @pytest.mark.parametrize("guide", ["marginal", "mixture", "relaxed"])
 def test_each_guide_recovers_a_well_separated_mixture(guide):
-    x, y = synthetic_clusters()
+    x, y = synthetic_mixture(3, 150, 24, seed=3, binary=True)  # the foundation's data
     vc = VarClust(3, latent_dim=2, hidden=(32, 32), guide=guide, epochs=8, pretrain_epochs=15,
                   batch_size=64, seed=1, device="cpu")
     vc.fit(x, y, progress=False)
