@@ -196,3 +196,28 @@ def test_every_plot_writes_a_png(fits, idatas, blobs, tmp_path):
         _assert_png(tmp_path / f"{name}.png")
     with pytest.raises(ValueError, match="method must be"):
         plot_latent_map(codes_3d, pred.labels, tmp_path / "bad.png", method="umap")
+
+
+@pytest.mark.parametrize("swap", [{"guide": "mixture"}, {"prior": "bayes-gmm"}],
+                         ids=["mixture-guide", "bayes-gmm-prior"])
+def test_swapped_guide_and_prior(swap, blobs):
+    """The mixture guide samples the cluster (the model replays it); the bayes-gmm prior's
+    parameters are random sites with a global guide: both give finite estimates, normalised
+    responsibilities, and the mixture's point estimates in the posterior."""
+    x, y = blobs
+    x, y = x[:300], y[:300]
+    vc = VarClust(TRUE_K, latent_dim=2, hidden=(32, 32), epochs=5, pretrain_epochs=10,
+                  batch_size=64, likelihood="gaussian", seed=1, device="cpu", **swap)
+    vc.fit(x, progress=False)
+    idata = to_inference_data(vc, x, 6, importance_samples=4, labels=y, seed=0)
+    log_lik = idata.log_likelihood["x"].values
+    assert log_lik.shape == (1, 6, len(x)) and np.isfinite(log_lik).all()
+    resp = idata.posterior["responsibilities"].values
+    np.testing.assert_allclose(resp.sum(-1), 1.0, atol=1e-5)
+    weights = idata.posterior["mixture_weights"].values
+    assert weights.shape == (1, 6, TRUE_K)
+    np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-4)
+    point = vc.model.prior.point_parameters()
+    np.testing.assert_allclose(idata.posterior["mixture_loc"].values[0, 0],
+                               point["loc"].detach().numpy(), rtol=1e-6)
+    assert idata.posterior["mixture_scale"].values.shape == (1, 6, TRUE_K, 2)

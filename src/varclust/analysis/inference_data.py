@@ -154,9 +154,8 @@ def to_inference_data(
         "label": ["datum"],
     }
     posterior = {"z": _draws(draws.z), "responsibilities": _draws(resp)}
-    for name in ("weights", "loc", "scale"):
-        if hasattr(prior, name):
-            posterior[f"mixture_{name}"] = _repeat(getattr(prior, name), num_samples)
+    for name, value in _mixture_point_estimates(prior).items():
+        posterior[f"mixture_{name}"] = _repeat(value, num_samples)
     idata = az.from_dict(
         posterior=posterior,
         sample_stats={"assignment_entropy": _draws(entropy)},
@@ -183,6 +182,20 @@ def to_inference_data(
     )
     _add_elbo_trace(idata, fit.history)
     return idata
+
+
+def _mixture_point_estimates(prior: torch.nn.Module) -> dict[str, Tensor]:
+    """The prior's mixture weights (K,), loc and scale (K, D) as point estimates, or {} (e.g. a
+    standard normal prior). A prior whose parameters are random (``bayes-gmm``) gives its global
+    guide's point estimates through ``point_parameters()``; otherwise its attributes are read."""
+    if hasattr(prior, "point_parameters"):
+        with torch.no_grad():
+            params = prior.point_parameters()
+        if {"log_weights", "loc", "scale"} <= params.keys():
+            return {"weights": params["log_weights"].exp(), "loc": params["loc"],
+                    "scale": params["scale"]}
+    return {name: getattr(prior, name) for name in ("weights", "loc", "scale")
+            if hasattr(prior, name)}
 
 
 def _add_elbo_trace(idata: az.InferenceData, history: list[dict]) -> None:
