@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from quality import summarise  # benchmarks/ is on sys.path when run as a script
 
 from varclust import FitConfig, VarClust, clustering_scores, load_dataset
 from varclust.analysis.plots import plot_cluster_samples
@@ -100,11 +101,7 @@ def main() -> None:
         print(f"  seed {seed}: " + ", ".join(f"{k} {rows[-1][k]:.4f}" for k in
                                              ("acc", "nmi", "ari", "seconds")), flush=True)
 
-    summary = {}
-    for key in ("acc", "nmi", "ari", "seconds"):
-        vals = np.array([r[key] for r in rows], dtype=float)
-        summary[key] = {"mean": float(vals.mean()),
-                        "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0}
+    summary = summarise(rows)
     label = f"{args.method.upper()}, {args.network} encoder, {args.generator} generator"
     print(f"\n{args.dataset}, N={len(images)}, {args.seeds} seed(s) (mean +- sd), "
           f"{config.pretrain_epochs} pretraining epochs, {config.em_iterations} EM iterations "
