@@ -85,6 +85,17 @@ def test_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path: Path, damag
             load_checkpoint(path)
 
 
+def test_load_uses_the_previous_checkpoint_when_the_newest_is_damaged(tmp_path: Path) -> None:
+    x = np.random.default_rng(0).uniform(size=(40, 6)).astype(np.float32)
+    VarClust(2, epochs=2, pretrain_epochs=0, hidden=(4,), device="cpu").fit(
+        x, out_dir=tmp_path, progress=False)
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(path.read_bytes()[:100])
+    loaded = VarClust.load(tmp_path, device="cpu")
+    assert len(loaded.history) == 1  # the copy written after epoch 1
+    assert loaded.predict(x).responsibilities.shape == (40, 2)
+
+
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_non_finite_payload_never_replaces_a_good_checkpoint(tmp_path: Path, bad: float) -> None:
     path = tmp_path / "checkpoint.pt"

@@ -27,7 +27,6 @@ from .inference.batching import batched_apply
 from .inference.checkpoint import (
     CheckpointError,
     capture_rng_state,
-    load_checkpoint,
     load_latest_checkpoint,
     previous_path,
     restore_rng_state,
@@ -519,12 +518,13 @@ class VarClust:
         """Rebuild a fitted model from a checkpoint written by ``fit(out_dir=...)`` or ``save``.
 
         A model fitted with your own prior/guide/likelihood object needs it again:
-        ``VarClust.load(path, prior=MyPrior)``.
+        ``VarClust.load(path, prior=MyPrior)``. When the newest checkpoint is damaged, its
+        previous good copy (``checkpoint.prev.pt``) is loaded instead, with a logged warning.
         """
         path = Path(path)
         if path.is_dir():
             path = path / CHECKPOINT_NAME
-        state = load_checkpoint(path, map_location="cpu")
+        state, path = load_latest_checkpoint(path, map_location="cpu")
         try:
             config = FitConfig.from_dict({**state["config"], "device": device})
         except (ValueError, TypeError) as err:
