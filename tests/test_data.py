@@ -13,7 +13,12 @@ import torch
 import torchvision
 
 import varclust.data.datasets as ds
-from varclust import DatasetNotFoundError, ImageDataset, load_dataset
+from varclust.data.datasets import (
+    DatasetCorruptError,
+    DatasetNotFoundError,
+    ImageDataset,
+    load_dataset,
+)
 
 IDX_NAMES = {
     ("train", "images"): "train-images-idx3-ubyte",
@@ -254,3 +259,20 @@ def test_unknown_dataset_lists_the_choices():
         load_dataset("imagenet", download=False)
     for choice in ("digits", "fashion-mnist", "mnist", "usps", "cifar10"):
         assert choice in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["usps", "cifar10"])
+def test_damaged_files_on_disk_are_named_not_called_missing(tmp_path, name):
+    if name == "usps":
+        files = [tmp_path / "usps.bz2", tmp_path / "usps.t.bz2"]
+    else:
+        folder = tmp_path / "cifar-10-batches-py"
+        folder.mkdir()
+        files = [folder / f"data_batch_{i}" for i in range(1, 6)]
+        files += [folder / "test_batch", folder / "batches.meta"]
+    for f in files:
+        f.write_bytes(b"not the real file")
+    with pytest.raises(DatasetCorruptError, match="on disk but could not be read") as info:
+        load_dataset(name, root=tmp_path, download=True)  # damaged files are not re-downloaded
+    assert str(files[0]) in str(info.value)
+    assert "delete them" in str(info.value)

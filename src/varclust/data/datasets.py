@@ -14,9 +14,10 @@ Where the files are looked for, in order:
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,11 +103,23 @@ def _stage_idx_files(system_dir: Path, raw_folder: Path, resources: list) -> boo
     return True
 
 
-def _with_download(name: str, make: Callable[[bool, bool], object], download: bool) -> list:
-    """Build train and test splits; download only when asked and when missing."""
+def _with_download(
+    name: str, make: Callable[[bool, bool], object], download: bool, files: Sequence[Path] = ()
+) -> list:
+    """Build train and test splits; download only when asked and when missing.
+
+    ``files``: the data files torchvision reads; when they are all there but cannot be read,
+    a :class:`DatasetCorruptError` names them (rather than calling them missing).
+    """
     try:
         return [make(False, train) for train in (True, False)]
-    except (RuntimeError, FileNotFoundError) as missing:
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as missing:
+        if files and all(f.exists() for f in files):
+            raise DatasetCorruptError(
+                f"dataset {name!r}: {', '.join(str(f) for f in files)} are on disk but could "
+                f"not be read ({type(missing).__name__}: {missing}); they are truncated or "
+                f"not the real files: delete them, then {HOW_TO_GET[name]}"
+            ) from None
         if not download:
             raise DatasetNotFoundError(
                 f"dataset {name!r} is not on disk ({missing}); {HOW_TO_GET[name]}"
@@ -146,6 +159,7 @@ def _load_usps(root: Path, download: bool) -> ImageDataset:
         "usps",
         lambda dl, train: torchvision.datasets.USPS(str(root), train=train, download=dl),
         download,
+        [root / "usps.bz2", root / "usps.t.bz2"],
     )
     images = np.concatenate([s.data for s in splits])  # (N, 16, 16) uint8
     labels = np.concatenate([np.asarray(s.targets) for s in splits])
@@ -156,11 +170,15 @@ def _load_usps(root: Path, download: bool) -> ImageDataset:
     )
 
 
+_CIFAR10_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
+
+
 def _load_cifar10(root: Path, download: bool) -> ImageDataset:
     splits = _with_download(
         "cifar10",
         lambda dl, train: torchvision.datasets.CIFAR10(str(root), train=train, download=dl),
         download,
+        [root / "cifar-10-batches-py" / n for n in _CIFAR10_FILES],
     )
     images = np.concatenate([s.data for s in splits])  # (N, 32, 32, 3) uint8
     labels = np.concatenate([np.asarray(s.targets) for s in splits])
