@@ -7,6 +7,12 @@
 With --subset M the runs use M images drawn at random (seed 0) instead of the whole data set:
 a reduced run, to be labelled as such wherever it is reported.
 
+With --compare, the named variants (guides, priors; see VARIANTS) are fitted per seed from one
+autoencoder pretrained with the base settings (``fit(..., pretrained=...)``), so they differ in
+the guide or prior alone; their seconds are the SVI time, the pretraining's is reported apart:
+
+    python benchmarks/quality.py --compare marginal mixture relaxed bayes-gmm-30
+
 Prints a table (mean +- standard deviation over seeds of ACC, NMI, ARI, wall time) and writes
 JSON (every seed's numbers and the settings) to --json.
 """
@@ -43,10 +49,22 @@ def run_pca_gmm(x: np.ndarray, y: np.ndarray, k: int, seed: int) -> dict:
     return {**clustering_scores(y, pred), "seconds": time.perf_counter() - t0}
 
 
-def run_varclust(images, y: np.ndarray, config: FitConfig) -> dict:
-    """Fit (pretraining included) and score; y is passed only to record ACC per epoch."""
+#: --compare: settings that differ from the base configuration
+VARIANTS: dict[str, dict] = {
+    "marginal": {"guide": "marginal"},
+    "mixture": {"guide": "mixture"},
+    "relaxed": {"guide": "relaxed"},
+    "bayes-gmm-30": {"prior": "bayes-gmm", "num_clusters": 30, "dirichlet_concentration": 0.05,
+                     "global_guide": "mean-field"},
+}
+
+
+def run_varclust(images, y: np.ndarray, config: FitConfig, pretrained: VarClust | None = None
+                 ) -> dict:
+    """Fit (pretraining included unless ``pretrained``) and score; y is passed only to record
+    ACC per epoch."""
     t0 = time.perf_counter()
-    vc = VarClust(config=config).fit(images, y, progress=False)
+    vc = VarClust(config=config).fit(images, y, progress=False, pretrained=pretrained)
     pred = vc.predict(images)
     counts = np.bincount(pred.labels, minlength=config.num_clusters)
     prior = vc.model.prior
@@ -84,6 +102,26 @@ def write_json(out: Path, args, num_data: int, config: FitConfig, results: dict)
     }, indent=2))
 
 
+def compared_variants(names: list[str], images, y: np.ndarray, config: FitConfig) -> dict:
+    """A method per variant; the first of them to run for a seed pretrains its autoencoder."""
+    pretrained: dict[int, tuple[VarClust, float]] = {}
+
+    def autoencoder(seed: int) -> tuple[VarClust, float]:
+        if seed not in pretrained:
+            t0 = time.perf_counter()
+            vc = VarClust(config=config.replace(seed=seed, epochs=0)).fit(images, progress=False)
+            pretrained[seed] = vc, time.perf_counter() - t0
+        return pretrained[seed]
+
+    def run(name: str, seed: int) -> dict:
+        source, seconds = autoencoder(seed)
+        variant = config.replace(seed=seed, **VARIANTS[name])
+        return {**run_varclust(images, y, variant, pretrained=source),
+                "pretrain_seconds": seconds}
+
+    return {f"varclust {name}": (lambda s, n=name: run(n, s)) for name in names}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", default="fashion-mnist")
@@ -104,6 +142,8 @@ def main() -> None:
     parser.add_argument("--subset", type=int, default=None,
                         help="use this many images drawn at random (a reduced run)")
     parser.add_argument("--skip-baselines", action="store_true")
+    parser.add_argument("--compare", nargs="+", choices=sorted(VARIANTS), default=None,
+                        help="fit these variants from one pretrained autoencoder per seed")
     parser.add_argument("--json", type=Path, default=None,
                         help="output JSON (default benchmarks/results/quality_DATASET.json)")
     args = parser.parse_args()
@@ -126,9 +166,12 @@ def main() -> None:
         "k-means (pixels)": lambda s: run_kmeans(x, y, args.clusters, s),
         "GMM (PCA-50)": lambda s: run_pca_gmm(x, y, args.clusters, s),
     }
-    methods[f"varclust ({args.network}, {args.prior}, {args.guide})"] = (
-        lambda s: run_varclust(images, y, config.replace(seed=s))
-    )
+    if args.compare is None:
+        methods[f"varclust ({args.network}, {args.prior}, {args.guide})"] = (
+            lambda s: run_varclust(images, y, config.replace(seed=s))
+        )
+    else:
+        methods.update(compared_variants(args.compare, images, y, config))
     out = args.json or Path(__file__).parent / "results" / f"quality_{args.dataset}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     results = {}

@@ -75,6 +75,22 @@ def test_evaluate_and_sample_on_a_run(tmp_path: Path, capsys) -> None:
     assert (run / "samples_cluster3.png").stat().st_size > 0
 
 
+def test_fit_from_another_runs_autoencoder(tmp_path: Path, capsys) -> None:
+    base, other = tmp_path / "base", tmp_path / "relaxed"
+    assert main(["fit", "--dataset", "digits", "--out", str(base), "--epochs", "0", *SMALL]) == 0
+    assert main(["fit", "--dataset", "digits", "--out", str(other), "--epochs", "1",
+                 "--guide", "relaxed", "--clusters", "12", "--pretrained", str(base),
+                 *SMALL]) == 0
+    pretrain = [json.loads((run / "metrics.json").read_text())["pretrain_losses"]
+                for run in (base, other)]
+    assert len(pretrain[0]) == 2 and pretrain[1] == pretrain[0]
+    assert len(_history(other)) == 1
+    capsys.readouterr()
+    assert main(["fit", "--dataset", "digits", "--out", str(tmp_path / "wide"),
+                 "--pretrained", str(base), *SMALL[:-1], "--hidden", "32", "--quiet"]) == 2
+    assert "hidden: pretrained (64, 64) vs (32,)" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

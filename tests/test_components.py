@@ -175,3 +175,30 @@ def test_new_likelihoods_are_the_torch_densities(name, torch_dist):
     else:
         with pytest.raises(ValueError, match="needs data in"):
             lik.check_data(torch.tensor([1.5]))
+
+
+@pytest.mark.parametrize("guide, prior, k", [("mixture", "gmm", 3), ("relaxed", "bayes-gmm", 5)])
+def test_a_fit_starts_from_another_fits_autoencoder(tmp_path, guide, prior, k):
+    """pretrained= copies the autoencoder (no pretraining of its own), whatever the guide,
+    prior or K, from a VarClust or from its run folder."""
+    x, _ = tiny_data()
+    source = tiny(epochs=0).fit(x, out_dir=tmp_path, progress=False)
+    with torch.no_grad():
+        codes = source.guide.encoder(x)[0]
+        images = source.model.decoder(codes)
+    for pretrained in (source, tmp_path):
+        vc = VarClust(k, latent_dim=2, hidden=(8,), batch_size=8, device="cpu", epochs=0,
+                      pretrain_epochs=5, guide=guide, prior=prior)
+        vc.fit(x, pretrained=pretrained, progress=False)
+        with torch.no_grad():
+            torch.testing.assert_close(vc.guide.encoder(x)[0], codes)
+            torch.testing.assert_close(vc.model.decoder(codes), images)
+        assert vc.pretrain_losses == source.pretrain_losses  # its 1 epoch, not 5 of its own
+        assert vc.predict(x).responsibilities.shape == (len(x), k)
+
+
+def test_pretrained_with_other_networks_is_refused():
+    x, _ = tiny_data()
+    source = tiny(epochs=0).fit(x, progress=False)
+    with pytest.raises(ValueError, match=r"hidden: pretrained \(8,\) vs \(16,\).*same settings"):
+        tiny(hidden=(16,)).fit(x, pretrained=source, progress=False)

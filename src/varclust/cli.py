@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--device", default="auto", help="auto, cpu or cuda")
     fit.add_argument("--out", required=True, type=Path, help="run folder")
     fit.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
+    fit.add_argument("--pretrained", type=Path, default=None,
+                     help="start from this run folder's autoencoder instead of pretraining "
+                     "(same networks; the prior, guide and K may differ)")
     fit.add_argument("--data-root", type=Path, help="torchvision data folder")
     fit.add_argument("--download", action="store_true", help="download a missing data set")
     fit.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -177,7 +180,7 @@ def _fit_and_report(args: argparse.Namespace, config: FitConfig, distributed) ->
     labelled = _labelled_mask(args.labelled_fraction, data, args.seed)
     vc.fit(data.images, data.labels, out_dir=args.out, resume=args.resume,
            progress=not args.quiet, metadata=metadata, distributed=distributed,
-           labelled=labelled)
+           labelled=labelled, pretrained=args.pretrained)
     if not main_rank:
         return 0
     _write_figures(vc, args.out)

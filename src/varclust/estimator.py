@@ -56,6 +56,8 @@ log = logging.getLogger("varclust")
 
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.json"
+#: settings a fit must share with the one whose autoencoder it starts from (``pretrained=``)
+AUTOENCODER_KEYS = ("latent_dim", "network", "hidden", "likelihood", "generator_name")
 
 
 @dataclass
@@ -189,6 +191,7 @@ class VarClust:
         metadata: dict[str, Any] | None = None,
         labelled: ArrayLike | None = None,
         distributed: DistributedContext | None = None,
+        pretrained: VarClust | str | os.PathLike | None = None,
     ) -> VarClust:
         """Fit to data X (N, ...) of floats in [0, 1]; y (N,) labels only for per-epoch scores.
 
@@ -198,8 +201,16 @@ class VarClust:
         the labels (Hungarian matching), and ``label_weight`` > 0 adds
         label_weight * log p(c = label | z) for the labelled data.
 
+        ``pretrained`` (another fit, or its run folder / checkpoint file) replaces the
+        autoencoder pretraining: its encoder and decoder (or diffusion generator) and
+        likelihood are copied, then the GaussianMixture is fitted to the codes as after
+        pretraining. It must have the same ``latent_dim``, ``network``, ``hidden``,
+        ``likelihood``, generator and data shape; the prior, guide and K may differ, so
+        priors and guides can be compared from one pretrained autoencoder.
+
         With ``out_dir``, a checkpoint is written atomically after pretraining and after every
-        epoch, with ``metrics.json`` beside it; ``resume=True`` continues from that checkpoint.
+        epoch, with ``metrics.json`` beside it; ``resume=True`` continues from that checkpoint
+        (``pretrained`` is then unused).
         With ``distributed`` (from :func:`varclust.inference.distributed.init_distributed`, in a
         process launched by torchrun), SVI runs data-parallel over the process group; rank 0
         alone shows progress, computes per-epoch scores and writes the run folder.
@@ -253,7 +264,9 @@ class VarClust:
             restore_rng_state(state["rng"])
         else:
             self.history, self.pretrain_losses = [], []
-            if c.pretrain_epochs > 0:
+            if pretrained is not None:
+                self._start_from(pretrained, x, supervision)
+            elif c.pretrain_epochs > 0:
                 self._pretrain(x, progress, distributed, supervision)
             if ckpt_path is not None and _is_main(distributed):
                 self._save(ckpt_path, "init", 0, trainer, metadata)
@@ -408,6 +421,42 @@ class VarClust:
                 **dist_kw,
             )
         bar.close()
+        self._init_mixture(x, supervision)
+
+    def _autoencoder_modules(self) -> list[torch.nn.Module]:
+        """What autoencoder pretraining trains: the encoder, and the decoder and likelihood
+        (or the diffusion generator)."""
+        if self.config.generator_name == "ddpm":
+            return [self.guide.encoder, self.model.generator]
+        return [self.guide.encoder, self.model.decoder, self.model.likelihood]
+
+    def _start_from(
+        self, pretrained: VarClust | str | os.PathLike, x: Tensor, supervision: dict | None
+    ) -> None:
+        """Copy the autoencoder of another fit instead of pretraining; see :meth:`fit`."""
+        source = (pretrained if isinstance(pretrained, VarClust)
+                  else VarClust.load(pretrained, device=str(self.device)))
+        source._require_fitted()
+        diffs = [f"{k}: pretrained {getattr(source.config, k)!r} vs {getattr(self.config, k)!r}"
+                 for k in AUTOENCODER_KEYS
+                 if getattr(source.config, k) != getattr(self.config, k)]
+        if tuple(source.data_shape) != tuple(x.shape[1:]):
+            diffs.append(f"data shape: pretrained {tuple(source.data_shape)} vs "
+                         f"{tuple(x.shape[1:])}")
+        if diffs:
+            raise ValueError(
+                f"the pretrained fit has other networks ({'; '.join(diffs)}), so its "
+                "autoencoder cannot start this fit; pretrain one with the same settings"
+            )
+        for mine, theirs in zip(self._autoencoder_modules(), source._autoencoder_modules()):
+            mine.load_state_dict(theirs.state_dict())
+        self.pretrain_losses = list(source.pretrain_losses)
+        self._init_mixture(x, supervision)
+
+    def _init_mixture(self, x: Tensor, supervision: dict | None) -> None:
+        """Fit a GaussianMixture to the codes of x and start the prior (and the guide's cluster
+        heads) at it; q(z | x) starts narrow beside the components."""
+        c = self.config
         codes = batched_apply(lambda b: self.guide.encode(b)[0], x)
         weights, loc, scale = fit_mixture_to_codes(codes, c.num_clusters, c.seed)
         if supervision:
