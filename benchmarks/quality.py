@@ -9,9 +9,12 @@ a reduced run, to be labelled as such wherever it is reported.
 
 With --compare, the named variants (guides, priors; see VARIANTS) are fitted per seed from one
 autoencoder pretrained with the base settings (``fit(..., pretrained=...)``), so they differ in
-the guide or prior alone; their seconds are the SVI time, the pretraining's is reported apart:
+the guide or prior alone; their seconds are the SVI time, the pretraining's is reported apart.
+--autoencoders DIR keeps those autoencoders for later invocations (e.g. more epochs, another
+variant):
 
-    python benchmarks/quality.py --compare marginal mixture relaxed bayes-gmm-30
+    python benchmarks/quality.py --compare marginal mixture relaxed bayes-gmm-30 \
+        --autoencoders runs/autoencoders
 
 Prints a table (mean +- standard deviation over seeds of ACC, NMI, ARI, wall time) and writes
 JSON (every seed's numbers and the settings) to --json.
@@ -102,15 +105,27 @@ def write_json(out: Path, args, num_data: int, config: FitConfig, results: dict)
     }, indent=2))
 
 
-def compared_variants(names: list[str], images, y: np.ndarray, config: FitConfig) -> dict:
-    """A method per variant; the first of them to run for a seed pretrains its autoencoder."""
+def compared_variants(names: list[str], images, y: np.ndarray, config: FitConfig,
+                      folder: Path | None = None) -> dict:
+    """A method per variant; the first of them to run for a seed pretrains its autoencoder,
+    kept in folder/seedS (and taken from there by later runs) when a folder is given."""
     pretrained: dict[int, tuple[VarClust, float]] = {}
 
     def autoencoder(seed: int) -> tuple[VarClust, float]:
-        if seed not in pretrained:
+        if seed in pretrained:
+            return pretrained[seed]
+        run = folder / f"seed{seed}" if folder is not None else None
+        if run is not None and (run / "seconds.json").exists():
+            vc = VarClust.load(run, device=config.device)
+            seconds = json.loads((run / "seconds.json").read_text())["pretrain_seconds"]
+        else:
             t0 = time.perf_counter()
-            vc = VarClust(config=config.replace(seed=seed, epochs=0)).fit(images, progress=False)
-            pretrained[seed] = vc, time.perf_counter() - t0
+            vc = VarClust(config=config.replace(seed=seed, epochs=0)).fit(
+                images, progress=False, out_dir=run)
+            seconds = time.perf_counter() - t0
+            if run is not None:
+                (run / "seconds.json").write_text(json.dumps({"pretrain_seconds": seconds}))
+        pretrained[seed] = vc, seconds
         return pretrained[seed]
 
     def run(name: str, seed: int) -> dict:
@@ -144,6 +159,9 @@ def main() -> None:
     parser.add_argument("--skip-baselines", action="store_true")
     parser.add_argument("--compare", nargs="+", choices=sorted(VARIANTS), default=None,
                         help="fit these variants from one pretrained autoencoder per seed")
+    parser.add_argument("--autoencoders", type=Path, default=None,
+                        help="--compare: keep the pretrained autoencoders in this folder and "
+                        "reuse those already there (same data and settings)")
     parser.add_argument("--json", type=Path, default=None,
                         help="output JSON (default benchmarks/results/quality_DATASET.json)")
     args = parser.parse_args()
@@ -171,7 +189,7 @@ def main() -> None:
             lambda s: run_varclust(images, y, config.replace(seed=s))
         )
     else:
-        methods.update(compared_variants(args.compare, images, y, config))
+        methods.update(compared_variants(args.compare, images, y, config, args.autoencoders))
     out = args.json or Path(__file__).parent / "results" / f"quality_{args.dataset}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     results = {}
