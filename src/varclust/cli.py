@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit = sub.add_parser("fit", help="fit a model to a data set and write a run folder")
     fit.add_argument("--dataset", default="digits", choices=sorted(DATASETS))
     fit.add_argument("--clusters", type=int, default=10, help="K, the number of clusters")
-    fit.add_argument("--epochs", type=int, help="SVI epochs (digits: 60, fashion-mnist: 15, others: 50)")
+    fit.add_argument("--epochs", type=int,
+                     help="SVI epochs (digits: 60, fashion-mnist: 15, others: 50)")
     fit.add_argument("--pretrain-epochs", type=int,
                      help="autoencoder epochs before the mixture is fitted "
                      "(digits: 100, fashion-mnist: 40, others: 10)")

@@ -111,7 +111,8 @@ class SVITrainer:
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.elbo.parameters(), self.clip_norm)
         if not bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):
-            self._last_bad = f"loss {float(loss):.4g}, gradient norm {float(grad_norm):.4g}"
+            loss_value, norm_value = float(loss.detach()), float(grad_norm)
+            self._last_bad = f"loss {loss_value:.4g}, gradient norm {norm_value:.4g}"
             return None
         self.optimizer.step()
         return loss.detach()
