@@ -56,12 +56,12 @@ def main() -> None:
                                       args.seed + 100 * chunk)
         with torch.no_grad():
             codes = batched_apply(lambda b: vc.guide.encode(b)[0], x)
-        weights, loc, scale = fit_mixture_to_codes(codes, args.clusters, args.seed, args.n_init)
-        log_joint = (torch.distributions.Normal(loc, scale).log_prob(codes[:, None]).sum(-1)
-                     + weights.log())
+        vc.model.prior.set_mixture(*fit_mixture_to_codes(codes, args.clusters, args.seed,
+                                                         args.n_init))
+        with torch.no_grad():
+            labels = vc.model.prior.log_joint(codes).argmax(-1).numpy()
         rows.append({"epochs": (chunk + 1) * args.every, "loss": losses[-1],
-                     "seconds": time.perf_counter() - t0,
-                     **clustering_scores(y, log_joint.argmax(-1).numpy())})
+                     "seconds": time.perf_counter() - t0, **clustering_scores(y, labels)})
         print(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                         for k, v in rows[-1].items()), flush=True)
 
