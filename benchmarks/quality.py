@@ -59,6 +59,8 @@ VARIANTS: dict[str, dict] = {
     "relaxed": {"guide": "relaxed"},
     "bayes-gmm-30": {"prior": "bayes-gmm", "num_clusters": 30, "dirichlet_concentration": 0.05,
                      "global_guide": "mean-field"},
+    # ClusterDDPM's loop on the same networks: one M-step epoch + one E-step per iteration
+    "em": {"method": "em", "m_step_epochs": 1},
 }
 
 
@@ -131,6 +133,8 @@ def compared_variants(names: list[str], images, y: np.ndarray, config: FitConfig
     def run(name: str, seed: int) -> dict:
         source, seconds = autoencoder(seed)
         variant = config.replace(seed=seed, **VARIANTS[name])
+        if variant.method == "em":  # as many M-step epochs as the SVI variants' epochs
+            variant = variant.replace(em_iterations=config.epochs)
         return {**run_varclust(images, y, variant, pretrained=source),
                 "pretrain_seconds": seconds}
 

@@ -187,3 +187,38 @@ def test_inference_data_of_a_ddpm_fit_is_refused_with_a_reason():
     vc._build(SHAPE)
     with pytest.raises(ValueError, match="not a density"):
         to_inference_data(vc, tiny_images(4))
+
+
+def test_latent_reliance_tells_a_generator_that_uses_z_from_one_that_ignores_it():
+    g = torch.Generator().manual_seed(0)
+    x = tiny_images(64)[torch.randperm(64, generator=g)]
+    kind = (x[:, 0, 6, :4].mean(-1) < 0.5).float()  # 1 for the bright-left kind (dark bottom-left)
+    z = torch.stack([2 * kind - 1, torch.zeros(64)], -1)  # the kind as a code
+    ddpm = tiny_ddpm(steps=10, dropout=0.0)
+    ignoring = tiny_ddpm(steps=10)
+    torch.nn.init.zeros_(ignoring.unet.latent_mlp[-1].weight)
+    torch.nn.init.zeros_(ignoring.unet.latent_mlp[-1].bias)
+    assert ignoring.latent_reliance(x, z) == pytest.approx(0.0, abs=1e-6)
+
+    optimizer = torch.optim.Adam(ddpm.parameters(), lr=3e-3)
+    for _ in range(300):
+        loss = ddpm.noise_loss(x, z).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert ddpm.training
+    reliance = ddpm.latent_reliance(x, z)
+    assert ddpm.training  # the mode is restored
+    assert reliance > 0.05, reliance  # swapping the kind's code raises the loss
+
+
+def test_a_ddpm_fit_warns_when_the_pretrained_generator_ignores_the_codes(caplog):
+    vc = VarClust(2, generator="ddpm", network="conv", method="em", latent_dim=2,
+                  em_iterations=0, epochs=0, pretrain_epochs=1, diffusion_steps=8,
+                  diffusion_width=8, sample_steps=0, batch_size=16, device="cpu")
+    with caplog.at_level("WARNING", logger="varclust"):
+        vc.fit(tiny_images(32), progress=False)
+    assert isinstance(vc.latent_reliance, float)
+    warned = "hardly uses the codes" in caplog.text
+    assert warned == (vc.latent_reliance < 0.02), (vc.latent_reliance, caplog.text)
+    assert warned  # one epoch of 2 steps teaches a diffusion autoencoder nothing about z
