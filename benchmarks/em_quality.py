@@ -35,7 +35,8 @@ def run_seed(images: torch.Tensor, y: np.ndarray, config: FitConfig, grid: Path 
     seconds = time.perf_counter() - t0
     pred = vc.predict(images)
     row = {**clustering_scores(y, pred.labels), "seconds": seconds,
-           "history": vc.history, "pretrain_losses": vc.pretrain_losses}
+           "history": vc.history, "pretrain_losses": vc.pretrain_losses,
+           "latent_reliance": vc.latent_reliance}
     if grid is not None:
         t1 = time.perf_counter()
         torch.manual_seed(config.seed)
@@ -67,6 +68,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--diffusion-steps", type=int, default=400)
     parser.add_argument("--diffusion-width", type=int, default=32)
+    parser.add_argument("--diffusion-weight", type=float, default=10.0,
+                        help="ddpm: the noise loss's weight against the KL (10: ClusterDDPM's)")
     parser.add_argument("--sample-steps", type=int, default=50)
     parser.add_argument("--per-cluster", type=int, default=8, help="images per grid row")
     parser.add_argument("--device", default="auto")
@@ -87,6 +90,7 @@ def main() -> None:
         e_step_iterations=args.e_step_iterations, learning_rate=args.lr,
         pretrain_lr=args.lr, lr_decay=args.lr_decay, batch_size=args.batch_size,
         diffusion_steps=args.diffusion_steps, diffusion_width=args.diffusion_width,
+        diffusion_weight=args.diffusion_weight,
         sample_steps=args.sample_steps, device=args.device,
     )
     name = f"{args.method}_{args.generator}_{args.dataset}"

@@ -162,12 +162,14 @@ def test_a_ddpm_em_run_from_the_cli_samples_a_cluster(tmp_path, capsys):
     code = main(["fit", "--dataset", "digits", "--clusters", "3", "--method", "em",
                  "--generator", "ddpm", "--network", "conv", "--latent-dim", "3",
                  "--em-iterations", "1", "--pretrain-epochs", "1", "--diffusion-steps", "8",
-                 "--diffusion-width", "8", "--sample-steps", "2", "--batch-size", "256",
+                 "--diffusion-width", "8", "--diffusion-weight", "20", "--sample-steps", "2",
+                 "--batch-size", "256",
                  "--out", str(run), "--device", "cpu", "--quiet"])
     assert code == 0, capsys.readouterr().err
     assert (run / "samples.png").stat().st_size > 0
     payload = torch.load(run / "checkpoint.pt", weights_only=True)
     assert payload["config"]["generator"] == "ddpm" and payload["epoch"] == 1
+    assert payload["config"]["diffusion_weight"] == 20.0
     assert main(["sample", str(run), "--cluster", "2", "--num", "3", "--steps", "0"]) == 0
     assert (run / "samples_cluster2.png").stat().st_size > 0
 

@@ -105,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--diffusion-steps", type=int, default=1000, help="T of the ddpm")
     em.add_argument("--diffusion-schedule", choices=("linear", "cosine"), default="linear")
     em.add_argument("--diffusion-width", type=int, default=64, help="U-Net base width")
+    em.add_argument("--diffusion-weight", type=float, default=10.0,
+                    help="the noise loss's weight against the KL (10: ClusterDDPM's 1 : 0.1)")
     em.add_argument("--sample-steps", type=int, default=100,
                     help="ddpm sampling: strided steps, 0 for the full ancestral chain")
 
@@ -158,8 +160,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
         method=args.method, generator=args.generator, em_iterations=args.em_iterations,
         m_step_epochs=args.m_step_epochs, e_step_iterations=args.e_step_iterations,
         diffusion_steps=args.diffusion_steps, diffusion_schedule=args.diffusion_schedule,
-        diffusion_width=args.diffusion_width, sample_steps=args.sample_steps,
-        lr_scaling=args.lr_scaling,
+        diffusion_width=args.diffusion_width, diffusion_weight=args.diffusion_weight,
+        sample_steps=args.sample_steps, lr_scaling=args.lr_scaling,
     )
     config = config.replace(checkpoint_every_steps=args.checkpoint_every,
                             max_bad_steps=args.max_bad_steps)
@@ -222,7 +224,8 @@ FLAG_FIELDS = {
     "--method": "method", "--generator": "generator", "--em-iterations": "em_iterations",
     "--m-step-epochs": "m_step_epochs", "--e-step-iterations": "e_step_iterations",
     "--diffusion-steps": "diffusion_steps", "--diffusion-schedule": "diffusion_schedule",
-    "--diffusion-width": "diffusion_width", "--sample-steps": "sample_steps",
+    "--diffusion-width": "diffusion_width", "--diffusion-weight": "diffusion_weight",
+    "--sample-steps": "sample_steps",
 }
 
 
