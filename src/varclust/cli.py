@@ -23,7 +23,7 @@ from .registry import GUIDES, LIKELIHOODS, PRIORS
 #: little after a few epochs: benchmarks/pretraining.py and BENCHMARKS.md)
 DATASET_DEFAULTS: dict[str, dict] = {
     "digits": {"epochs": 60, "pretrain_epochs": 100},
-    "fashion-mnist": {"epochs": 15, "pretrain_epochs": 40},
+    "fashion-mnist": {"epochs": 30, "pretrain_epochs": 40},
 }
 
 
