@@ -11,6 +11,7 @@ from pyro.infer import TraceEnum_ELBO
 
 from varclust import VarClust
 from varclust.cli import main
+from varclust.estimator import LATENT_RELIANCE_WARNING
 from varclust.guides.encoders import MLPEncoder
 from varclust.guides.marginal import MarginalGuide
 from varclust.inference.em import fit_em
@@ -194,7 +195,7 @@ def test_inference_data_of_a_ddpm_fit_is_refused_with_a_reason():
 def test_latent_reliance_tells_a_generator_that_uses_z_from_one_that_ignores_it():
     g = torch.Generator().manual_seed(0)
     x = tiny_images(64)[torch.randperm(64, generator=g)]
-    kind = (x[:, 0, 6, :4].mean(-1) < 0.5).float()  # 1 for the bright-left kind (dark bottom-left)
+    kind = (x[:, 0, 6, :4].mean(-1) < 0.5).float()  # 1 for the bright-top kind (dark bottom-left)
     z = torch.stack([2 * kind - 1, torch.zeros(64)], -1)  # the kind as a code
     ddpm = tiny_ddpm(steps=10, dropout=0.0)
     ignoring = tiny_ddpm(steps=10)
@@ -222,5 +223,6 @@ def test_a_ddpm_fit_warns_when_the_pretrained_generator_ignores_the_codes(caplog
         vc.fit(tiny_images(32), progress=False)
     assert isinstance(vc.latent_reliance, float)
     warned = "hardly uses the codes" in caplog.text
-    assert warned == (vc.latent_reliance < 0.02), (vc.latent_reliance, caplog.text)
+    assert warned == (vc.latent_reliance < LATENT_RELIANCE_WARNING), (vc.latent_reliance,
+                                                                   caplog.text)
     assert warned  # one epoch of 2 steps teaches a diffusion autoencoder nothing about z

@@ -25,7 +25,9 @@ autocast (mixed precision; the loss is taken in float32).
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import pyro
 import torch
@@ -199,6 +201,16 @@ class ConditionalDDPM(nn.Module):
         }.items():
             self.register_buffer(name, value.float(), persistent=False)
 
+    @contextlib.contextmanager
+    def _evaluating(self) -> Iterator[None]:
+        """Eval mode (no latent dropout) within the block, the previous mode restored after."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield
+        finally:
+            self.train(was_training)
+
     def _eps(self, x_t: Tensor, t: Tensor, z: Tensor, keep: Tensor | None = None) -> Tensor:
         if x_t.is_cuda:
             with torch.autocast("cuda", dtype=torch.bfloat16):
@@ -244,13 +256,9 @@ class ConditionalDDPM(nn.Module):
         t = torch.randint(0, self.num_steps, (x.shape[0],), generator=gen).to(x.device)
         noise = torch.randn(x.shape, generator=gen).to(x.device)
         perm = torch.randperm(x.shape[0], generator=gen).to(x.device)
-        was_training = self.training
-        self.eval()
-        try:
+        with self._evaluating():
             own = self.noise_loss(x, z, t, noise).mean()
             other = self.noise_loss(x, z[perm], t, noise).mean()
-        finally:
-            self.train(was_training)
         return float((other - own) / own)
 
     def _guided_eps(self, x_t: Tensor, t: Tensor, z: Tensor, guidance: float) -> Tensor:
@@ -275,9 +283,7 @@ class ConditionalDDPM(nn.Module):
         [-1, 1]). ``steps`` < T: the deterministic strided sampler (DDIM, eta = 0) over
         ``steps`` evenly spaced steps. ``guidance`` w: classifier-free guidance weight.
         """
-        was_training = self.training
-        self.eval()
-        try:
+        with self._evaluating():
             steps = self.num_steps if steps is None else int(steps)
             if not 1 <= steps <= self.num_steps:
                 raise ValueError(f"steps must be in [1, {self.num_steps}], got {steps}")
@@ -287,8 +293,6 @@ class ConditionalDDPM(nn.Module):
                 x = self._ancestral(x, z, guidance, generator)
             else:
                 x = self._strided(x, z, steps, guidance)
-        finally:
-            self.train(was_training)
         return ((x + 1) / 2).clamp(0, 1)
 
     def _ancestral(self, x: Tensor, z: Tensor, guidance: float, generator) -> Tensor:
