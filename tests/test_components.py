@@ -11,7 +11,9 @@ from varclust import FitConfig, VarClust
 from varclust.model import GreyLevelCategoricalLikelihood, MixturePrior
 from varclust.registry import GUIDES, LIKELIHOODS, PRIORS, register_prior
 
-COMBINATIONS = list(itertools.product(sorted(PRIORS), sorted(GUIDES), sorted(LIKELIHOODS)))
+#: the relaxed guide needs a prior with a relaxed form p(z | w); the standard normal has none
+COMBINATIONS = [c for c in itertools.product(sorted(PRIORS), sorted(GUIDES), sorted(LIKELIHOODS))
+                if c[:2] != ("normal", "relaxed")]
 
 
 def tiny_data(n=24, dim=12, seed=0):

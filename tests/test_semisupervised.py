@@ -47,12 +47,17 @@ def test_labelled_clusters_are_observed_and_the_rest_enumerated(guide):
         x, cluster=cluster, cluster_mask=mask)
     observed = model_trace.nodes["cluster_observed"]
     assert observed["is_observed"] and torch.equal(observed["mask"], mask)
-    unobserved = model_trace.nodes["cluster_unobserved"]
-    assert torch.equal(unobserved["mask"], ~mask)
+    if guide == "relaxed":  # the relaxed w is drawn for the unlabelled data only
+        for trace in (guide_trace, model_trace):
+            assert torch.equal(trace.nodes["cluster_log_weights"]["mask"], ~mask)
+        assert "cluster_unobserved" not in model_trace.nodes
+    else:
+        unobserved = model_trace.nodes["cluster_unobserved"]
+        assert torch.equal(unobserved["mask"], ~mask)
     if guide == "mixture":  # enumerated in the guide, masked to the unlabelled data
         assert guide_trace.nodes["cluster_unobserved"]["infer"]["enumerate"] == "parallel"
         assert torch.equal(guide_trace.nodes["cluster_unobserved"]["mask"], ~mask)
-    else:  # enumerated in the model
+    elif guide == "marginal":  # enumerated in the model
         assert unobserved["infer"]["enumerate"] == "parallel"
     if guide != "marginal":  # labelled data draw z from their label's code
         with torch.no_grad():

@@ -57,6 +57,13 @@ class FitConfig:
     ``checkpoint_every_steps`` mini-batches inside an epoch (0: only after each epoch);
     ``max_bad_steps`` steps in a row with a non-finite loss or gradient stop the run (fewer are
     skipped and counted).
+    From scratch (``pretrain_epochs=0``; :mod:`varclust.inference.regularisers`):
+    ``cluster_information`` lambda >= 0 adds lambda * N * I_q(c; x) (the batch mutual information
+    of q(c | x)) to the objective, a term outside the ELBO; ``kl_warmup_epochs`` E scales the
+    latent terms of the ELBO (all but log p(x | z)) by min(1, (e + 1) / E) in epoch e
+    (Bowman et al. 2016; Sonderby et al. 2016); 0 turns the warm-up off;
+    ``augmentation_consistency`` gamma >= 0 adds gamma * N * KL(q(c | x) || q(c | shifted x)) for
+    images shifted by one pixel (outside the ELBO).
     """
 
     num_clusters: int = 10
@@ -99,6 +106,9 @@ class FitConfig:
     checkpoint_every_steps: int = 0
     max_bad_steps: int = 10
     lr_scaling: str = "none"
+    cluster_information: float = 0.0
+    kl_warmup_epochs: int = 0
+    augmentation_consistency: float = 0.0
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -154,6 +164,14 @@ class FitConfig:
                 f"checkpoint_every_steps must be >= 0 (0: after each epoch only), "
                 f"got {self.checkpoint_every_steps}"
             )
+        if self.cluster_information < 0:
+            raise ValueError(
+                f"cluster_information must be >= 0 (0: off), got {self.cluster_information}")
+        if self.augmentation_consistency < 0:
+            raise ValueError(f"augmentation_consistency must be >= 0 (0: off), got "
+                             f"{self.augmentation_consistency}")
+        if self.kl_warmup_epochs < 0:
+            raise ValueError(f"kl_warmup_epochs must be >= 0 (0: off), got {self.kl_warmup_epochs}")
         if self.max_bad_steps < 1:
             raise ValueError(f"max_bad_steps must be at least 1, got {self.max_bad_steps}")
         self._check_em_settings()

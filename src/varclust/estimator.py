@@ -41,6 +41,7 @@ from .inference.init import (
     pretrain_autoencoder,
     pretrain_diffusion_autoencoder,
 )
+from .inference.regularisers import kl_warmup_weight, regularisers_of
 from .inference.speed import configure_fast_math, scaled_learning_rate
 from .inference.svi import SVITrainer
 from .metrics import clustering_scores
@@ -307,8 +308,9 @@ class VarClust:
             t0 = time.perf_counter()
             self.model.train()
             self.guide.train()
-            if hasattr(self.guide, "start_epoch"):  # e.g. the relaxed guide's temperature
-                self.guide.start_epoch(epoch)
+            self.guide.start_epoch(epoch)  # e.g. the relaxed guide's temperature
+            self.model.kl_weight = self.guide.kl_weight = kl_warmup_weight(
+                epoch, c.kl_warmup_epochs)
             elbo = trainer.epoch(x, c.batch_size, c.seed, epoch, on_step, **supervision)
             self._refit_clusters(x)
             record: dict[str, float] = {
@@ -338,9 +340,7 @@ class VarClust:
     def _component_summary(self) -> dict[str, float]:
         """Per-epoch facts of the components: the relaxed guide's temperature, the clusters a
         Bayesian prior keeps in use."""
-        out: dict[str, float] = {}
-        if isinstance(getattr(self.guide, "temperature", None), Tensor):
-            out["temperature"] = float(self.guide.temperature)
+        out: dict[str, float] = dict(self.guide.epoch_summary())
         if hasattr(self.model.prior, "weights_in_use"):
             out["clusters_in_use"] = float(self.model.prior.weights_in_use())
         return out
@@ -388,11 +388,11 @@ class VarClust:
         lr = scaled_learning_rate(c.learning_rate, c.batch_size, c.lr_scaling)
         if distributed is None:
             return SVITrainer(self.model, self.guide, lr, c.lr_decay, c.clip_norm,
-                              c.max_bad_steps)
+                              c.max_bad_steps, regularisers=regularisers_of(c))
         # every parameter exists now (built above), as DDP needs at wrapping time
         return DistributedSVITrainer(
             self.model, self.guide, lr, c.lr_decay, c.clip_norm, c.max_bad_steps,
-            context=distributed,
+            regularisers=regularisers_of(c), context=distributed,
         )
 
     def _pretrain(

@@ -166,6 +166,7 @@ def build_model_and_guide(
     encoder = make_encoder(config.network, data_shape, d, config.hidden)
     guide = _make("guide", config.guide, custom.get("guide"), config,
                   encoder=encoder, num_clusters=k, latent_dim=d)
+    guide.bind_model(model)
     global_guide = getattr(prior, "global_guide", None)
     if global_guide is not None:
         if not hasattr(guide, "attach_global_guide"):

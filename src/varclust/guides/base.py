@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from pyro import poutine
 from pyro.nn import PyroModule
 from torch import Tensor, nn
 
@@ -31,6 +32,9 @@ class ClusterGuide(PyroModule):
         super().__init__()
         # a plain reference, not a submodule: the prior owns (and checkpoints) its global guide
         object.__setattr__(self, "_global_guide", None)
+        #: beta in (0, 1] on every guide site's log density (KL warm-up; the model's latent
+        #: sites carry the same beta); 1: the ELBO
+        self.kl_weight = 1.0
 
     def attach_global_guide(self, global_guide: Callable[[], None] | None) -> None:
         """Run ``global_guide()`` (which samples the prior's global sites) before the local
@@ -47,10 +51,22 @@ class ClusterGuide(PyroModule):
     ) -> None:
         """Same signature as the model: x (B, ...), indices (B,), num_data N, and in
         semi-supervised batches cluster (B,) labels observed where cluster_mask (B,) is true."""
-        if self._global_guide is not None:
-            self._global_guide()
-        with data_plate(x, indices, num_data):
-            self.local(x, cluster, cluster_mask)
+        with poutine.scale(scale=self.kl_weight):
+            if self._global_guide is not None:
+                self._global_guide()
+            with data_plate(x, indices, num_data):
+                self.local(x, cluster, cluster_mask)
+
+    def bind_model(self, model: nn.Module) -> None:
+        """Called once when model and guide are built together; a guide whose sites need a
+        matching model structure sets it up here (the relaxed guide). Default: nothing."""
+
+    def start_epoch(self, epoch: int) -> None:
+        """Called before each training epoch (0-based), e.g. to anneal a temperature."""
+
+    def epoch_summary(self) -> dict[str, float]:
+        """Numbers recorded with each epoch's history (e.g. a temperature). Default: none."""
+        return {}
 
     def local(self, x: Tensor, cluster: Tensor | None, cluster_mask: Tensor | None) -> None:
         """The per-datum sites, inside the data plate."""

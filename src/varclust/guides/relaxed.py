@@ -1,27 +1,47 @@
-"""The relaxed guide: the Variational Clustering reparameterisation (Prasad, Das & Bhowmick,
-IJCNN 2020).
+"""The relaxed guide and model: Variational Clustering's discrete + continuous latent
+(Prasad, Das & Bhowmick, IJCNN 2020), written as a bound of a relaxed model.
 
-A relaxed one-hot cluster w ~ RelaxedOneHotCategorical(T, logits(x)) (Gumbel-softmax, Jang et
-al. 2017) weights K per-cluster Gaussian codes z_k ~ Normal(loc_k(x), scale_k(x)):
-z = sum_k w_k z_k. One pathwise sample then carries gradient to both the discrete and the
-continuous part. Given w, z is Gaussian: Normal(sum_k w_k loc_k, sqrt(sum_k w_k^2 scale_k^2)),
-which is how it is drawn.
+**The relaxed model.** The cluster is a relaxed one-hot vector w on the simplex, in the model
+as well as in the guide (Maddison, Mnih & Teh 2017; Jang, Gu & Poole 2017):
 
-**The bound.** q(z | x) = E_{q(w|x)} q(z | x, w) has no closed-form density, so the guide uses
-the auxiliary-variable bound (Agakov & Barber 2004; Salimans et al. 2015; Ranganath et al.
-2016) with the reverse model r(w | x, z) = q(w | x):
+    w ~ Concrete(T, pi)                      (RelaxedOneHotCategorical with the mixture weights)
+    z | w ~ Normal(sum_k w_k mu_k, sqrt(sum_k w_k^2 sigma_k^2))
+                                             (z = sum_k w_k z_k with z_k ~ Normal(mu_k, sigma_k))
+    x | z ~ p_theta(x | z)
 
-    log p(x) >= E_{q(w|x) q(z|x,w)} [ log p(x, z) + log r(w|x,z) - log q(w|x) - log q(z|x,w) ]
-              = E_{q(w|x) q(z|x,w)} [ log p(x, z) - log q(z|x,w) ],
+At a corner w = e_k, z | w is component k: as T -> 0 the model tends to the Gaussian mixture.
 
-valid for any r, and the w terms cancel for this one. In Pyro: ``cluster_weights`` is a guide
-site marked auxiliary and masked out of the ELBO (its log density is the cancelled term), ``z``
-is scored by log q(z | x, w); the model is unchanged, its cluster summed out by enumeration.
-The temperature T follows T_e = max(T_min, T_0 * decay^e) over epochs e (:meth:`start_epoch`,
-called by ``VarClust.fit`` before each epoch); it is a buffer, so checkpoints keep it.
+**The guide** mirrors it, a discrete and a continuous part with a reparameterisation of both:
 
-Cluster assignments: the model's p(c | z) at z = sum_k softmax(logits)_k loc_k(x), since with
-this r nothing ties guide slot k to prior component k.
+    w ~ Concrete(T, logits(x))               (logits: q(c | x), the cluster read-out)
+    z | x, w ~ Normal(sum_k w_k m_k(x), sqrt(sum_k w_k^2 s_k(x)^2))
+
+one Gumbel draw and one Gaussian draw carry pathwise gradients to both parts.
+
+**The bound.** Every density is tractable, so the ELBO of the relaxed model is the plain one:
+
+    log p(x) >= E_{q(w|x) q(z|x,w)} [ log p(x|z) + log p(z|w) + log p(w)
+                                       - log q(z|x,w) - log q(w|x) ]
+              = E_q[ log p(x|z) ] - E_{q(w|x)}[ KL(q(z|x,w) || p(z|w)) ] - KL(q(w|x) || p(w)).
+
+The second term compares the guide's code with the prior's code for the *same* w: guide slot k
+is tied to prior component k, and spreading q(w|x) over clusters costs only KL(q(w|x) || p(w)),
+which vanishes when q(c|x) equals the mixture weights. (A guide-only relaxation scored with the
+reverse model r(w|x,z) = q(w|x), what varclust had before, gives ELBO(q(z|x)) - I_q(w; z|x):
+never above the marginal guide's and tied to no component.)
+
+Both w sites are sampled as y = log w under the ExpConcrete law
+(:mod:`varclust.model.relaxed_categorical`): the Jacobian of y -> exp(y) is the same under q
+and p, so log q(y) - log p(y) = log q(w) - log p(w) and the bound is unchanged, while log w
+stays finite at low temperatures. The site is ``cluster_log_weights``, the same in model and
+guide, and the ELBO is Pyro's ``TraceEnum_ELBO`` (nothing is enumerated).
+
+**Temperature.** T_e = max(T_min, T_0 * decay^e) over epochs e (:meth:`start_epoch`), shared
+by model and guide; it is a buffer of the guide, so checkpoints keep it.
+
+**Clusters** are read from q(c | x) = softmax(logits(x)) (:meth:`cluster_logits`); on a trained
+fit it agrees with the model's p(c | z) (tested). Semi-supervised batches observe the label in
+the model (``cluster_observed``) and set w = one_hot(label) in model and guide alike.
 """
 
 from __future__ import annotations
@@ -31,8 +51,9 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 from torch import Tensor, nn
-from torch.nn.functional import one_hot
 
+from ..model.priors import labelled_weights
+from ..model.relaxed_categorical import ExpRelaxedCategorical
 from .cluster_heads import PerClusterGuide
 
 __all__ = ["RelaxedGuide", "annealed_temperature"]
@@ -44,7 +65,7 @@ def annealed_temperature(epoch: int, start: float, decay: float, minimum: float)
 
 
 class RelaxedGuide(PerClusterGuide):
-    """Gumbel-softmax weights over per-cluster Gaussian codes (module docstring).
+    """q(w | x) q(z | x, w) for the relaxed model (module docstring).
 
     Args:
         encoder: x (B, ...) -> (loc, scale), each (B, D).
@@ -72,23 +93,35 @@ class RelaxedGuide(PerClusterGuide):
         self.schedule = (temperature, temperature_decay, temperature_min)
         self.register_buffer("temperature", torch.tensor(float(temperature)))
 
+    def bind_model(self, model: nn.Module) -> None:
+        """Make ``model`` the relaxed model: it draws w at this guide's temperature."""
+        model.relax_cluster(self)
+
     def start_epoch(self, epoch: int) -> None:
         """Set T for epoch ``epoch`` (0-based) from the schedule."""
         self.temperature.fill_(annealed_temperature(epoch, *self.schedule))
 
+    def epoch_summary(self) -> dict[str, float]:
+        return {"temperature": float(self.temperature)}
+
     def local(self, x: Tensor, cluster: Tensor | None, cluster_mask: Tensor | None) -> None:
         logits, locs, scales = self.heads(*self.encoder(x))
-        relaxed = dist.RelaxedOneHotCategorical(self.temperature, logits=logits)
-        with poutine.mask(mask=False):  # log r(w|x,z) - log q(w|x) = 0: out of the ELBO
-            w = pyro.sample("cluster_weights", relaxed, infer={"is_auxiliary": True})
-        if cluster_mask is not None:  # labelled data use their cluster's code
-            labelled = one_hot(cluster, logits.shape[-1]).to(w.dtype)
-            w = torch.where(cluster_mask.unsqueeze(-1), labelled, w)
+        relaxed = ExpRelaxedCategorical(self.temperature, logits=logits)
+        with poutine.mask(mask=True if cluster_mask is None else ~cluster_mask):
+            w = pyro.sample("cluster_log_weights", relaxed).exp()
+        if cluster_mask is not None:  # labelled data use their cluster's code, as the model
+            w = labelled_weights(w, cluster, cluster_mask)
         self.code_distribution(w, locs, scales)
 
     @staticmethod
     def code_distribution(w: Tensor, locs: Tensor, scales: Tensor) -> Tensor:
-        """Sample z ~ q(z | x, w) = Normal(sum_k w_k loc_k, sqrt(sum_k w_k^2 scale_k^2))."""
+        """Sample z ~ q(z | x, w) = Normal(sum_k w_k loc_k, sqrt(sum_k w_k^2 scale_k^2)):
+        w (B, K), locs and scales (B, K, D) -> z (B, D)."""
         loc = (w.unsqueeze(-1) * locs).sum(-2)
         scale = ((w.unsqueeze(-1) * scales) ** 2).sum(-2).sqrt()
         return pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+    def cluster_logits(self, x: Tensor, prior: nn.Module) -> Tensor:
+        """log q(c | x) = log_softmax(logits(x)): (B, K)."""
+        logits, _, _ = self.heads(*self.encoder(x))
+        return logits.log_softmax(-1)

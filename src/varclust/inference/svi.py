@@ -15,7 +15,7 @@ The hooks ``wrap_elbo``, ``batches`` and ``reduce_epoch_total`` are what data-pa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import pyro
 import torch
@@ -64,6 +64,9 @@ class SVITrainer:
         clip_norm: gradients are clipped to this global norm.
         max_bad_steps: this many steps in a row with a non-finite loss or gradient stop the run
             with :class:`~.guards.NonFiniteTrainingError`; fewer are skipped and counted.
+        regularisers: terms outside the ELBO (:mod:`.regularisers`), each with
+            ``loss(guide, prior, x, num_data)``; added to the loss that is minimised, never to
+            the ELBO that :meth:`step` returns.
     """
 
     def __init__(
@@ -74,9 +77,11 @@ class SVITrainer:
         lr_decay: float = 1.0,
         clip_norm: float = 10.0,
         max_bad_steps: int = 10,
+        regularisers: Sequence = (),
     ) -> None:
         self.model = model
         self.guide = guide
+        self.regularisers = tuple(regularisers)
         self.elbo = self.wrap_elbo(SyncFreeTraceEnum_ELBO(max_plate_nesting=1)(model, guide))
         self.clip_norm = clip_norm
         params = list(self.elbo.parameters())
@@ -108,7 +113,10 @@ class SVITrainer:
                 raise
             self._last_bad = str(err).split(":\n")[0]
             return None
-        loss.backward()
+        objective = loss
+        for term in self.regularisers:
+            objective = objective + term.loss(self.guide, self.model.prior, x, num_data)
+        objective.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.elbo.parameters(), self.clip_norm)
         if not bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):
             loss_value, norm_value = float(loss.detach()), float(grad_norm)

@@ -31,6 +31,7 @@ from .priors import (
     add_mixture_parameters,
     assign_param,
     diagonal_normal_component,
+    weighted_normal_component,
 )
 
 __all__ = ["BayesianGaussianMixturePrior", "MAPGlobals", "MeanFieldGlobals"]
@@ -179,6 +180,9 @@ class BayesianGaussianMixturePrior(MixturePrior):
 
     def component(self, params: dict[str, Tensor], c: Tensor) -> dist.TorchDistribution:
         return diagonal_normal_component(params, c)
+
+    def relaxed_component(self, params: dict[str, Tensor], w: Tensor) -> dist.TorchDistribution:
+        return weighted_normal_component(params, w)
 
     @torch.no_grad()
     def set_mixture(self, weights: Tensor, loc: Tensor, scale: Tensor) -> None:

@@ -51,6 +51,24 @@ class ClusteringModel(PyroModule):
         self.data_shape = tuple(data_shape)
         #: alpha >= 0 of the extra term alpha * log p(c = label | z) on labelled data
         self.label_weight = 0.0
+        #: beta in (0, 1] on the latent sites' log densities (KL warm-up); 1: the ELBO
+        self.kl_weight = 1.0
+        # the relaxed model's temperature source (a plain reference: the guide owns it)
+        object.__setattr__(self, "_relaxation", None)
+
+    def relax_cluster(self, relaxation: nn.Module | None) -> None:
+        """Draw the cluster as a relaxed one-hot w at ``relaxation.temperature`` (a 0-dim
+        tensor read at every call) through ``prior.relaxed`` instead of enumerating it; None
+        restores the discrete cluster. See :mod:`varclust.guides.relaxed`.
+
+        Raises:
+            ValueError: the prior has no relaxed form (``prior.relaxed_component``).
+        """
+        if relaxation is not None:  # refuse a prior without p(z | w) now, not at the first step
+            params = self.prior.point_parameters()
+            k = self.prior.num_clusters
+            self.prior.relaxed_component(params, params["log_weights"].new_full((1, k), 1 / k))
+        object.__setattr__(self, "_relaxation", relaxation)
 
     def forward(
         self,
@@ -65,13 +83,23 @@ class ClusteringModel(PyroModule):
         Semi-supervised batches also pass ``cluster`` (B,) labels, conditioned on where
         ``cluster_mask`` (B,) is true and enumerated elsewhere.
         """
-        params = self.prior.sample_parameters()
+        with poutine.scale(scale=self.kl_weight):
+            params = self.prior.sample_parameters()
         with data_plate(x, indices, num_data):
-            z = self.prior(params, cluster, cluster_mask)
+            with poutine.scale(scale=self.kl_weight):
+                z = self.latent(params, cluster, cluster_mask)
             if cluster_mask is not None and self.label_weight > 0:
                 self._label_term(z, cluster, cluster_mask)
             out = self.decoder(z)
             pyro.sample("x", self.likelihood(out, len(self.data_shape)), obs=x)
+
+    def latent(
+        self, params: dict[str, Tensor], cluster: Tensor | None, cluster_mask: Tensor | None
+    ) -> Tensor:
+        """Inside the data plate: the cluster (enumerated, or relaxed) and z (..., B, D)."""
+        if self._relaxation is None:
+            return self.prior(params, cluster, cluster_mask)
+        return self.prior.relaxed(params, self._relaxation.temperature, cluster, cluster_mask)
 
     def _label_term(self, z: Tensor, cluster: Tensor, cluster_mask: Tensor) -> None:
         """alpha * log p(c = label | z) on the labelled data (M2's alpha-weighted classification

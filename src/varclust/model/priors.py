@@ -11,6 +11,12 @@ A prior is a PyroModule the model calls in two steps (:class:`ClusteringModel`):
 :class:`MixturePrior` implements both from two methods a subclass defines:
 ``point_parameters()`` (a dict with ``log_weights`` (K,) and whatever the components need) and
 ``component(params, c)`` (the distribution of z given cluster indices c).
+
+The relaxed model of the Variational Clustering guide (:mod:`varclust.guides.relaxed`) calls
+:meth:`MixturePrior.relaxed` instead of ``forward``: the cluster is a relaxed one-hot w on the
+simplex (its log drawn from an ExpConcrete with the mixture weights) and z | w is
+:meth:`MixturePrior.relaxed_component`, which Gaussian mixtures define as the w-weighted sum of
+one code per component.
 """
 
 from __future__ import annotations
@@ -26,8 +32,15 @@ from torch import Tensor
 from torch.distributions import transform_to
 
 from ..data.validation import check_num_clusters
+from .relaxed_categorical import ExpRelaxedCategorical
 
-__all__ = ["GaussianMixturePrior", "MixturePrior", "add_mixture_parameters", "assign_param"]
+__all__ = [
+    "GaussianMixturePrior",
+    "MixturePrior",
+    "add_mixture_parameters",
+    "assign_param",
+    "weighted_normal_component",
+]
 
 
 class MixturePrior(PyroModule):
@@ -89,6 +102,39 @@ class MixturePrior(PyroModule):
             c = torch.where(cluster_mask, cluster, free)
         return pyro.sample("z", self.component(params, c))
 
+    def relaxed_component(self, params: dict[str, Tensor], w: Tensor) -> dist.TorchDistribution:
+        """p(z | w) of the relaxed model for weights w (..., B, K) on the simplex: batch shape
+        (..., B), event shape (D,). Priors without a relaxed form refuse the relaxed guide."""
+        raise ValueError(
+            f"the prior {type(self).__name__} has no relaxed form p(z | w), so the relaxed guide "
+            "cannot be used with it; choose prior='gmm' or 'bayes-gmm', or guide='marginal'"
+        )
+
+    def relaxed(
+        self,
+        params: dict[str, Tensor],
+        temperature: Tensor,
+        cluster: Tensor | None = None,
+        cluster_mask: Tensor | None = None,
+    ) -> Tensor:
+        """Inside the data plate, the relaxed model's sites; returns z (..., B, D).
+
+        ``cluster_log_weights`` y = log w ~ ExpConcrete(temperature, log_weights) (Maddison et
+        al. 2017; w = exp(y) is RelaxedOneHotCategorical), then ``z`` ~ p(z | w)
+        (:meth:`relaxed_component`). In semi-supervised batches the labelled data observe
+        ``cluster_observed`` ~ Categorical(weights) and take w = one_hot(label); the relaxed site
+        is masked to the unlabelled data.
+        """
+        log_weights = params["log_weights"]
+        relaxed = ExpRelaxedCategorical(temperature, logits=log_weights)
+        with poutine.mask(mask=True if cluster_mask is None else ~cluster_mask):
+            w = pyro.sample("cluster_log_weights", relaxed).exp()
+        if cluster_mask is not None:
+            with poutine.mask(mask=cluster_mask):
+                pyro.sample("cluster_observed", dist.Categorical(logits=log_weights), obs=cluster)
+            w = labelled_weights(w, cluster, cluster_mask)
+        return pyro.sample("z", self.relaxed_component(params, w))
+
     def log_joint(self, z: Tensor) -> Tensor:
         """log p(c = k, z) for every k at the point parameters: z (..., D) -> (..., K)."""
         params = self.point_parameters()
@@ -103,6 +149,21 @@ class MixturePrior(PyroModule):
         params = self.point_parameters()
         c = torch.full((num_samples,), k, dtype=torch.long, device=params["log_weights"].device)
         return self.component(params, c).sample()
+
+
+def labelled_weights(w: Tensor, cluster: Tensor, cluster_mask: Tensor) -> Tensor:
+    """w (..., B, K) with the labelled rows (``cluster_mask`` (B,)) set to one_hot(cluster)."""
+    labelled = torch.nn.functional.one_hot(cluster, w.shape[-1]).to(w.dtype)
+    return torch.where(cluster_mask.unsqueeze(-1), labelled, w)
+
+
+def weighted_normal_component(params: dict[str, Tensor], w: Tensor) -> dist.TorchDistribution:
+    """p(z | w) = Normal(sum_k w_k loc_k, sqrt(sum_k w_k^2 scale_k^2)): the law of
+    z = sum_k w_k z_k with independent z_k ~ Normal(loc_k, scale_k). w (..., B, K) ->
+    batch shape (..., B), event shape (D,); at a corner w = e_k it is component k."""
+    loc = w @ params["loc"]
+    scale = (w**2 @ params["scale"] ** 2).sqrt()
+    return dist.Normal(loc, scale).to_event(1)
 
 
 def diagonal_normal_component(
@@ -140,6 +201,9 @@ class GaussianMixturePrior(MixturePrior):
 
     def component(self, params: dict[str, Tensor], c: Tensor) -> dist.TorchDistribution:
         return diagonal_normal_component(params, c)
+
+    def relaxed_component(self, params: dict[str, Tensor], w: Tensor) -> dist.TorchDistribution:
+        return weighted_normal_component(params, w)
 
     @torch.no_grad()
     def set_mixture(self, weights: Tensor, loc: Tensor, scale: Tensor) -> None:

@@ -1,0 +1,123 @@
+"""Terms added to the training objective that are NOT part of the ELBO.
+
+They exist to make a Gaussian-mixture VAE cluster when it is trained from scratch (no
+autoencoder pretraining). Everything here is optional, off by default, and recorded under its
+own name in ``metrics.json``; the ``elbo`` that varclust reports never includes them.
+
+**Cluster information** (``cluster_information`` = lambda): the mutual information between the
+datum and its cluster under the guide's cluster posterior q(c | x), estimated on the mini-batch
+as in IMSAT (Hu et al. 2017) and regularised information maximisation (Krause et al. 2010):
+
+    I_q(c; x) ~= H( (1/B) sum_b q(c | x_b) ) - (1/B) sum_b H( q(c | x_b) ).
+
+The first entropy rewards using all clusters (it is maximal, log K, for balanced clusters); the
+second rewards confident assignments. The trainer maximises ELBO + lambda * N * I_q(c; x): the
+factor N puts lambda on the per-datum scale of the ELBO (which is scaled to the data set).
+Without it, a GMM-VAE trained from a random start puts every datum into one component: the
+mixture weights follow the guide's assignments and the assignments follow the weights.
+
+**Augmentation consistency** (``augmentation_consistency`` = gamma): images shifted by at most
+``max_shift`` pixels should fall in the same cluster (IMSAT's self-augmentation; the shift is
+what Hu et al. use for digits). The loss is gamma * N * (1/B) sum_b KL(q(c | x_b) || q(c | x'_b))
+with x'_b a shifted copy of x_b and q(c | x_b) held fixed (no gradient), as a target.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "AugmentationConsistency",
+    "ClusterInformation",
+    "cluster_information",
+    "kl_warmup_weight",
+    "random_shift",
+    "regularisers_of",
+]
+
+
+def kl_warmup_weight(epoch: int, warmup_epochs: int) -> float:
+    """beta_e = min(1, (e + 1) / E) for epoch e (0-based) and E warm-up epochs; 1 when E = 0."""
+    return 1.0 if warmup_epochs == 0 else min(1.0, (epoch + 1) / warmup_epochs)
+
+
+def regularisers_of(config) -> list:
+    """The terms outside the ELBO that a :class:`~varclust.config.FitConfig` turns on."""
+    terms: list = []
+    if config.cluster_information:
+        terms.append(ClusterInformation(config.cluster_information))
+    if config.augmentation_consistency:
+        terms.append(AugmentationConsistency(config.augmentation_consistency))
+    return terms
+
+
+def random_shift(x: Tensor, max_shift: int) -> Tensor:
+    """Each image of x (B, C, H, W) moved by its own (dy, dx) in [-max_shift, max_shift]^2,
+    zero-filled at the edges (the background of the data sets varclust fits)."""
+    b, _, h, w = x.shape
+    pad = torch.nn.functional.pad(x, (max_shift,) * 4)
+    dy, dx = torch.randint(0, 2 * max_shift + 1, (2, b), device=x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    batch = torch.arange(b, device=x.device)[:, None, None, None]
+    channels = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+    return pad[batch, channels, rows, cols]
+
+
+def cluster_information(log_q: Tensor) -> Tensor:
+    """I_q(c; x) of a batch of cluster posteriors: log_q (B, K), normalised -> 0-dim tensor,
+    H(mean_b q_b) - mean_b H(q_b), in nats; between 0 and log K."""
+    q = log_q.exp()
+    mean_q = q.mean(0)
+    marginal_entropy = -(mean_q * mean_q.clamp_min(1e-30).log()).sum()
+    conditional_entropy = -(q * log_q).sum(-1).mean()
+    return marginal_entropy - conditional_entropy
+
+
+class ClusterInformation:
+    """The loss term -weight * N * I_q(c; x) on a mini-batch (module docstring).
+
+    Args:
+        weight: lambda > 0.
+    """
+
+    name = "cluster_information"
+
+    def __init__(self, weight: float) -> None:
+        if not weight > 0:
+            raise ValueError(f"the cluster information weight must be positive, got {weight}")
+        self.weight = weight
+
+    def loss(self, guide: nn.Module, prior: nn.Module, x: Tensor, num_data: int) -> Tensor:
+        """-weight * num_data * I_q(c; x) for the mini-batch x (B, ...): a 0-dim tensor that
+        carries gradient to the guide's cluster posterior (and the prior, where q uses it)."""
+        return -self.weight * num_data * cluster_information(guide.cluster_logits(x, prior))
+
+
+class AugmentationConsistency:
+    """The loss term weight * N * mean_b KL(q(c | x_b) || q(c | shift(x_b))) (module docstring),
+    for image batches (B, C, H, W).
+
+    Args:
+        weight: gamma > 0.
+        max_shift: the largest shift in pixels, >= 1.
+    """
+
+    name = "augmentation_consistency"
+
+    def __init__(self, weight: float, max_shift: int = 1) -> None:
+        if not weight > 0:
+            raise ValueError(f"the augmentation consistency weight must be positive, got {weight}")
+        self.weight, self.max_shift = weight, max_shift
+
+    def loss(self, guide: nn.Module, prior: nn.Module, x: Tensor, num_data: int) -> Tensor:
+        if x.dim() != 4:
+            raise ValueError(
+                "augmentation_consistency shifts images and needs data of shape (N, C, H, W), "
+                f"got a batch of shape {tuple(x.shape)}; set augmentation_consistency=0")
+        with torch.no_grad():
+            target = guide.cluster_logits(x, prior)
+        shifted = guide.cluster_logits(random_shift(x, self.max_shift), prior)
+        kl = (target.exp() * (target - shifted)).sum(-1).mean()
+        return self.weight * num_data * kl

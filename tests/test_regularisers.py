@@ -1,0 +1,104 @@
+"""Terms outside the ELBO for fits from scratch, and the KL warm-up: values by hand, where
+they act, and that the reported ELBO never includes them."""
+
+import math
+
+import numpy as np
+import pyro
+import pytest
+import torch
+from pyro import poutine
+
+from varclust import FitConfig, VarClust
+from varclust.inference.regularisers import (
+    AugmentationConsistency,
+    ClusterInformation,
+    cluster_information,
+    kl_warmup_weight,
+    random_shift,
+    regularisers_of,
+)
+
+
+def test_cluster_information_by_hand():
+    q = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]])
+    mean = q.mean(0)
+
+    def entropy(p):
+        return -sum(float(v) * math.log(float(v)) for v in p)
+
+    expected = entropy(mean) - np.mean([entropy(row) for row in q])
+    assert float(cluster_information(q.log())) == pytest.approx(expected, abs=1e-6)
+    # identical posteriors carry no information; confident balanced ones carry log K
+    assert float(cluster_information(q[:1].expand(5, 2).log())) == pytest.approx(0, abs=1e-6)
+    onehot = torch.eye(3).clamp_min(1e-12)
+    assert float(cluster_information(onehot.log())) == pytest.approx(math.log(3), abs=1e-5)
+
+
+def test_random_shift_moves_each_image_by_at_most_one_pixel():
+    torch.manual_seed(0)
+    x = torch.zeros(50, 1, 6, 6)
+    x[:, 0, 2, 3] = 1.0  # one lit pixel away from the edges
+    moved = random_shift(x, 1)
+    assert moved.shape == x.shape and torch.equal(moved.sum((1, 2, 3)), torch.ones(50))
+    rows, cols = moved[:, 0].nonzero(as_tuple=True)[1:]
+    assert set(rows.tolist()) == {1, 2, 3} and set(cols.tolist()) == {2, 3, 4}
+
+
+def test_kl_warmup_weight_schedule():
+    assert [kl_warmup_weight(e, 4) for e in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert kl_warmup_weight(0, 0) == 1.0
+
+
+def test_kl_weight_scales_every_latent_site_and_leaves_the_likelihood():
+    vc = VarClust(3, latent_dim=2, hidden=(8,), guide="relaxed", device="cpu")
+    vc._build((4,))
+    x = torch.rand(5, 4)
+    vc.model.kl_weight = vc.guide.kl_weight = 0.25
+    guide_trace = poutine.trace(vc.guide).get_trace(x)
+    model_trace = poutine.trace(poutine.replay(vc.model, trace=guide_trace)).get_trace(x)
+    for name in ("cluster_log_weights", "z"):
+        assert guide_trace.nodes[name]["scale"] == pytest.approx(0.25)
+        assert model_trace.nodes[name]["scale"] == pytest.approx(0.25)
+    assert model_trace.nodes["x"]["scale"] == pytest.approx(1.0)
+
+
+def test_the_config_turns_the_terms_on_and_refuses_bad_values():
+    assert regularisers_of(FitConfig()) == []
+    names = [t.name for t in regularisers_of(
+        FitConfig(cluster_information=1.0, augmentation_consistency=0.5))]
+    assert names == ["cluster_information", "augmentation_consistency"]
+    with pytest.raises(ValueError, match="cluster_information must be >= 0"):
+        FitConfig(cluster_information=-1.0)
+    with pytest.raises(ValueError, match="kl_warmup_epochs must be >= 0"):
+        FitConfig(kl_warmup_epochs=-2)
+    with pytest.raises(ValueError, match="augmentation_consistency must be >= 0"):
+        FitConfig(augmentation_consistency=-0.1)
+
+
+@pytest.mark.parametrize("guide", ["marginal", "mixture", "relaxed"])
+def test_the_terms_move_the_parameters_but_not_the_reported_elbo(guide):
+    """A step with a regulariser changes the parameters differently from one without it, and
+    step() returns the same -ELBO for both (the term stays outside the reported ELBO)."""
+    from varclust.inference.svi import SVITrainer
+
+    x = torch.rand(16, 1, 6, 6, generator=torch.Generator().manual_seed(1))
+    results = []
+    for terms in ([], [ClusterInformation(5.0), AugmentationConsistency(5.0)]):
+        pyro.set_rng_seed(0)
+        vc = VarClust(3, latent_dim=2, hidden=(8,), guide=guide, device="cpu")
+        vc._build((1, 6, 6))
+        trainer = SVITrainer(vc.model, vc.guide, 1e-2, regularisers=terms)
+        pyro.set_rng_seed(5)
+        loss = trainer.step(x, torch.arange(16), 16)
+        params = torch.cat([p.detach().flatten() for p in trainer.elbo.parameters()])
+        results.append((float(loss), params))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-6)
+    assert not torch.allclose(results[0][1], results[1][1])
+
+
+def test_augmentation_consistency_refuses_flat_data():
+    vc = VarClust(3, latent_dim=2, hidden=(8,), device="cpu")
+    vc._build((4,))
+    with pytest.raises(ValueError, match=r"shape \(N, C, H, W\).*augmentation_consistency=0"):
+        AugmentationConsistency(1.0).loss(vc.guide, vc.model.prior, torch.rand(3, 4), 3)
