@@ -64,10 +64,10 @@ VARIANTS: dict[str, dict] = {
 }
 
 
-def run_varclust(images, y: np.ndarray, config: FitConfig, pretrained: VarClust | None = None
-                 ) -> dict:
+def run_varclust(images, y: np.ndarray, config: FitConfig, pretrained: VarClust | None = None,
+                 measure=None) -> dict:
     """Fit (pretraining included unless ``pretrained``) and score; y is passed only to record
-    ACC per epoch."""
+    ACC per epoch. ``measure(vc)`` returns more numbers for the row."""
     t0 = time.perf_counter()
     vc = VarClust(config=config).fit(images, y, progress=False, pretrained=pretrained)
     pred = vc.predict(images)
@@ -83,6 +83,7 @@ def run_varclust(images, y: np.ndarray, config: FitConfig, pretrained: VarClust 
                               else None),
         "acc_per_epoch": [h["acc"] for h in vc.history],
         "seconds_per_epoch": [h["seconds"] for h in vc.history],
+        **(measure(vc) if measure is not None else {}),
     }
 
 

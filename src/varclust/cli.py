@@ -26,6 +26,15 @@ DATASET_DEFAULTS: dict[str, dict] = {
     "fashion-mnist": {"epochs": 30, "pretrain_epochs": 40},
 }
 
+#: --recipe: settings a recipe picks, unless typed on the command line. "scratch" trains end to
+#: end with no autoencoder pretraining (the best from-scratch settings measured on the digits,
+#: BENCHMARKS.md; cluster_information is a term outside the ELBO)
+RECIPES: dict[str, dict] = {
+    "pretrained": {},
+    "scratch": {"pretrain_epochs": 0, "cluster_information": 1.0, "kl_warmup_epochs": 20,
+                "batch_size": 64, "lr_decay": 1.0},
+}
+
 
 def _hidden(text: str) -> tuple[int, ...]:
     try:
@@ -93,6 +102,24 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also checkpoint every N mini-batches inside an epoch (0: per epoch)")
     fit.add_argument("--max-bad-steps", type=int, default=10,
                      help="stop after this many steps in a row with a non-finite loss")
+    scratch = fit.add_argument_group("relaxed guide and training from scratch")
+    scratch.add_argument("--recipe", choices=sorted(RECIPES), default="pretrained",
+                         help="pretrained: autoencoder pretraining, then the mixture fitted to "
+                         "the codes; scratch: end to end from a random start (" + ", ".join(
+                             f"{k}={v}" for k, v in RECIPES["scratch"].items()) + ")")
+    scratch.add_argument("--cluster-information", type=float, default=0.0,
+                         help="lambda of lambda * N * I_q(c; x), a term outside the ELBO")
+    scratch.add_argument("--augmentation-consistency", type=float, default=0.0,
+                         help="gamma of gamma * N * KL(q(c|x) || q(c|shifted x)), outside the "
+                         "ELBO (images only)")
+    scratch.add_argument("--kl-warmup-epochs", type=int, default=0,
+                         help="scale the latent terms of the ELBO up from 1/E to 1 over E epochs")
+    scratch.add_argument("--temperature", type=float, default=1.0,
+                         help="relaxed guide: the Concrete temperature of the first epoch")
+    scratch.add_argument("--temperature-decay", type=float, default=0.93,
+                         help="relaxed guide: per-epoch factor of the temperature")
+    scratch.add_argument("--temperature-min", type=float, default=0.5,
+                         help="relaxed guide: the temperature's floor")
     em = fit.add_argument_group("EM and generator (ClusterDDPM)")
     em.add_argument("--method", choices=("svi", "em"), default="svi",
                     help="svi: joint SVI; em: M-steps with the prior frozen + closed-form E-steps")
@@ -162,9 +189,15 @@ def cmd_fit(args: argparse.Namespace) -> int:
         diffusion_steps=args.diffusion_steps, diffusion_schedule=args.diffusion_schedule,
         diffusion_width=args.diffusion_width, diffusion_weight=args.diffusion_weight,
         sample_steps=args.sample_steps, lr_scaling=args.lr_scaling,
+        cluster_information=args.cluster_information,
+        augmentation_consistency=args.augmentation_consistency,
+        kl_warmup_epochs=args.kl_warmup_epochs, temperature=args.temperature,
+        temperature_decay=args.temperature_decay, temperature_min=args.temperature_min,
     )
     config = config.replace(checkpoint_every_steps=args.checkpoint_every,
                             max_bad_steps=args.max_bad_steps)
+    typed = typed_fields(args.argv)
+    config = config.replace(**{k: v for k, v in RECIPES[args.recipe].items() if k not in typed})
     if args.config is not None:
         config = with_config_file(config, args.config, args.argv)
     if args.distributed:
@@ -226,12 +259,21 @@ FLAG_FIELDS = {
     "--diffusion-steps": "diffusion_steps", "--diffusion-schedule": "diffusion_schedule",
     "--diffusion-width": "diffusion_width", "--diffusion-weight": "diffusion_weight",
     "--sample-steps": "sample_steps",
+    "--cluster-information": "cluster_information",
+    "--augmentation-consistency": "augmentation_consistency",
+    "--kl-warmup-epochs": "kl_warmup_epochs", "--temperature": "temperature",
+    "--temperature-decay": "temperature_decay", "--temperature-min": "temperature_min",
 }
+
+
+def typed_fields(argv: list[str]) -> set[str]:
+    """The FitConfig fields whose flags were typed in argv."""
+    return {FLAG_FIELDS[a.split("=")[0]] for a in argv if a.split("=")[0] in FLAG_FIELDS}
 
 
 def with_config_file(flags: FitConfig, path: Path, argv: list[str]) -> FitConfig:
     """The settings of a --config file over the flags' defaults, under the flags typed in argv."""
-    typed = {FLAG_FIELDS[a.split("=")[0]] for a in argv if a.split("=")[0] in FLAG_FIELDS}
+    typed = typed_fields(argv)
     from_file = FitConfig.from_json(path).to_dict()
     given = json.loads(path.read_text())
     return flags.replace(**{k: from_file[k] for k in given if k not in typed})
