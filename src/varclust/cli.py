@@ -120,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="relaxed guide: per-epoch factor of the temperature")
     scratch.add_argument("--temperature-min", type=float, default=0.5,
                          help="relaxed guide: the temperature's floor")
+    scratch.add_argument("--prior-temperature", type=float, default=0.01,
+                         help="relaxed model: the fixed temperature of p(w)")
     em = fit.add_argument_group("EM and generator (ClusterDDPM)")
     em.add_argument("--method", choices=("svi", "em"), default="svi",
                     help="svi: joint SVI; em: M-steps with the prior frozen + closed-form E-steps")
@@ -193,6 +195,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         augmentation_consistency=args.augmentation_consistency,
         kl_warmup_epochs=args.kl_warmup_epochs, temperature=args.temperature,
         temperature_decay=args.temperature_decay, temperature_min=args.temperature_min,
+        prior_temperature=args.prior_temperature,
     )
     config = config.replace(checkpoint_every_steps=args.checkpoint_every,
                             max_bad_steps=args.max_bad_steps)
@@ -263,6 +266,7 @@ FLAG_FIELDS = {
     "--augmentation-consistency": "augmentation_consistency",
     "--kl-warmup-epochs": "kl_warmup_epochs", "--temperature": "temperature",
     "--temperature-decay": "temperature_decay", "--temperature-min": "temperature_min",
+    "--prior-temperature": "prior_temperature",
 }
 
 

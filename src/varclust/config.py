@@ -32,7 +32,8 @@ class FitConfig:
     ("marginal", "mixture", "relaxed"); "custom" when an object was passed instead of a name.
     ``dirichlet_concentration`` (per cluster; < 1 is sparse) and ``global_guide`` ("map" or
     "mean-field") set up "bayes-gmm"; ``temperature`` T0, ``temperature_decay`` and
-    ``temperature_min`` the relaxed guide's schedule T_e = max(T_min, T0 * decay^e).
+    ``temperature_min`` the relaxed guide's schedule T_e = max(T_min, T0 * decay^e), and
+    ``prior_temperature`` T_p the fixed temperature of the relaxed model's p(w).
     Semi-supervised fits add ``label_weight`` * log p(c = label | z) for the labelled data.
     Training: ``epochs`` of SVI after ``pretrain_epochs`` of autoencoder pretraining (then a
     GaussianMixture fitted to the codes initialises the prior; 0 skips both), Adam with learning
@@ -87,6 +88,7 @@ class FitConfig:
     temperature: float = 1.0
     temperature_decay: float = 0.93
     temperature_min: float = 0.5
+    prior_temperature: float = 0.01
     label_weight: float = 300.0
     method: str = "svi"
     generator: str | None = None
@@ -135,6 +137,8 @@ class FitConfig:
                 f"0 < temperature_decay <= 1, got {self.temperature_min}, {self.temperature}, "
                 f"{self.temperature_decay}"
             )
+        if not self.prior_temperature > 0:
+            raise ValueError(f"prior_temperature must be > 0, got {self.prior_temperature}")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         for name in ("latent_dim", "batch_size"):

@@ -88,7 +88,8 @@ def _options(kind: str, name: str, config: FitConfig) -> dict[str, Any]:
                 "global_guide": config.global_guide}
     if kind == "guide" and name == "relaxed":
         return {"temperature": config.temperature, "temperature_decay": config.temperature_decay,
-                "temperature_min": config.temperature_min}
+                "temperature_min": config.temperature_min,
+                "prior_temperature": config.prior_temperature}
     return {}
 
 

@@ -53,22 +53,25 @@ class ClusteringModel(PyroModule):
         self.label_weight = 0.0
         #: beta in (0, 1] on the latent sites' log densities (KL warm-up); 1: the ELBO
         self.kl_weight = 1.0
-        # the relaxed model's temperature source (a plain reference: the guide owns it)
-        object.__setattr__(self, "_relaxation", None)
+        #: the relaxed model's Concrete temperature T_p of p(w); None: the discrete cluster
+        self.cluster_temperature: float | None = None
 
-    def relax_cluster(self, relaxation: nn.Module | None) -> None:
-        """Draw the cluster as a relaxed one-hot w at ``relaxation.temperature`` (a 0-dim
-        tensor read at every call) through ``prior.relaxed`` instead of enumerating it; None
-        restores the discrete cluster. See :mod:`varclust.guides.relaxed`.
+    def relax_cluster(self, temperature: float | None) -> None:
+        """Draw the cluster as a relaxed one-hot w ~ Concrete(temperature, weights) through
+        ``prior.relaxed`` instead of enumerating it; None restores the discrete cluster. See
+        :mod:`varclust.guides.relaxed`.
 
         Raises:
-            ValueError: the prior has no relaxed form (``prior.relaxed_component``).
+            ValueError: the prior has no relaxed form (``prior.relaxed_component``), or the
+                temperature is not positive.
         """
-        if relaxation is not None:  # refuse a prior without p(z | w) now, not at the first step
+        if temperature is not None:  # refuse a prior without p(z | w) now, not at a step
+            if not temperature > 0:
+                raise ValueError(f"the relaxed model's temperature must be > 0, got {temperature}")
             params = self.prior.point_parameters()
             k = self.prior.num_clusters
             self.prior.relaxed_component(params, params["log_weights"].new_full((1, k), 1 / k))
-        object.__setattr__(self, "_relaxation", relaxation)
+        self.cluster_temperature = temperature
 
     def forward(
         self,
@@ -97,9 +100,10 @@ class ClusteringModel(PyroModule):
         self, params: dict[str, Tensor], cluster: Tensor | None, cluster_mask: Tensor | None
     ) -> Tensor:
         """Inside the data plate: the cluster (enumerated, or relaxed) and z (..., B, D)."""
-        if self._relaxation is None:
+        if self.cluster_temperature is None:
             return self.prior(params, cluster, cluster_mask)
-        return self.prior.relaxed(params, self._relaxation.temperature, cluster, cluster_mask)
+        temperature = params["log_weights"].new_tensor(self.cluster_temperature)
+        return self.prior.relaxed(params, temperature, cluster, cluster_mask)
 
     def _label_term(self, z: Tensor, cluster: Tensor, cluster_mask: Tensor) -> None:
         """alpha * log p(c = label | z) on the labelled data (M2's alpha-weighted classification
