@@ -102,3 +102,26 @@ def test_augmentation_consistency_refuses_flat_data():
     vc._build((4,))
     with pytest.raises(ValueError, match=r"shape \(N, C, H, W\).*augmentation_consistency=0"):
         AugmentationConsistency(1.0).loss(vc.guide, vc.model.prior, torch.rand(3, 4), 3)
+
+
+def test_metrics_json_names_the_terms_outside_the_elbo(tmp_path):
+    import json
+
+    x = torch.rand(40, 1, 6, 6, generator=torch.Generator().manual_seed(2))
+    y = np.arange(40) % 3
+    VarClust(3, latent_dim=2, hidden=(8,), epochs=2, pretrain_epochs=0, batch_size=20,
+             device="cpu", guide="relaxed", cluster_information=1.0,
+             augmentation_consistency=0.5, kl_warmup_epochs=4).fit(
+        x, y, out_dir=tmp_path, progress=False)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["objective_terms_outside_elbo"] == [
+        "cluster_information", "augmentation_consistency"]
+    epochs = metrics["history"]
+    assert [h["kl_weight"] for h in epochs] == [0.25, 0.5]
+    assert all(0 <= h["cluster_information_nats"] <= math.log(3) + 1e-6 for h in epochs)
+    plain = tmp_path / "plain"
+    VarClust(3, latent_dim=2, hidden=(8,), epochs=1, pretrain_epochs=0, batch_size=20,
+             device="cpu").fit(x, out_dir=plain, progress=False)
+    plain_metrics = json.loads((plain / "metrics.json").read_text())
+    assert plain_metrics["objective_terms_outside_elbo"] == []
+    assert "kl_weight" not in plain_metrics["history"][0]

@@ -41,7 +41,7 @@ from .inference.init import (
     pretrain_autoencoder,
     pretrain_diffusion_autoencoder,
 )
-from .inference.regularisers import kl_warmup_weight, regularisers_of
+from .inference.regularisers import cluster_information, kl_warmup_weight, regularisers_of
 from .inference.speed import configure_fast_math, scaled_learning_rate
 from .inference.svi import SVITrainer
 from .metrics import clustering_scores
@@ -320,8 +320,15 @@ class VarClust:
                 "skipped_steps": trainer.last_epoch_skipped,
             }
             record.update(self._component_summary())
-            if labels is not None:
-                record.update(clustering_scores(labels, self._predict_tensor(x).labels))
+            if c.kl_warmup_epochs:
+                record["kl_weight"] = self.model.kl_weight
+            if labels is not None or regularisers_of(c):
+                pred = self._predict_tensor(x)
+                if regularisers_of(c):  # what the terms outside the ELBO push up, all data
+                    record["cluster_information_nats"] = float(cluster_information(
+                        torch.as_tensor(pred.responsibilities).clamp_min(1e-30).log()))
+                if labels is not None:
+                    record.update(clustering_scores(labels, pred.labels))
             self.history.append(record)
             if progress:
                 bar.set_postfix({k: round(v, 3) for k, v in record.items() if k != "epoch"})
@@ -553,6 +560,8 @@ class VarClust:
             "config": self.config.to_dict(),
             "metadata": dict(metadata or {}),
             "pretrain_losses": self.pretrain_losses,
+            # terms added to the training objective that are not part of the ELBO
+            "objective_terms_outside_elbo": [t.name for t in regularisers_of(self.config)],
             "history": self.history,
         }
         write_atomic(path.parent / METRICS_NAME, json.dumps(summary, indent=2).encode())
