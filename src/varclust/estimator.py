@@ -60,6 +60,7 @@ from .model.generative import ClusteringModel
 from .model.likelihoods import Likelihood
 from .model.priors import GaussianMixturePrior
 from .registry import CUSTOM, build_likelihood, build_model_and_guide
+from .summaries import cluster_means, describe, mean_elbo, mixture_parameters
 
 __all__ = ["ClusterPrediction", "VarClust", "resolve_device"]
 
@@ -151,6 +152,8 @@ class VarClust:
         self.data_fingerprint_: dict[str, Any] | None = None
         #: what the run folder records beside the model (data set name, data paths ...)
         self.metadata_: dict[str, Any] = {}
+        #: (K,) data of the fit in each cluster after the last epoch (None before a fit)
+        self.cluster_sizes_: np.ndarray | None = None
         #: the collapse guard's warning about the last epoch, None when it did not collapse
         self.collapse_warning_: str | None = None
         #: ddpm generator: ConditionalDDPM.latent_reliance on the data after pretraining
@@ -397,6 +400,7 @@ class VarClust:
         """The collapse guard's record (clusters_used, largest_cluster; see
         :mod:`varclust.inference.collapse`), and ACC/NMI/ARI when labels (N,) are known."""
         assigned = self._predict_tensor(x).labels
+        self.cluster_sizes_ = np.bincount(assigned, minlength=self.config.num_clusters)
         out = cluster_usage(assigned, self.config.num_clusters)
         if labels is not None:
             out.update(clustering_scores(labels, assigned))
@@ -608,9 +612,42 @@ class VarClust:
             return self.model.generate(z, steps=steps, guidance=self.config.guidance).cpu()
         return self.model.decode_mean(z).cpu()
 
-    def score(self, X: ArrayLike | Tensor, y: ArrayLike) -> dict[str, float]:
-        """ACC, NMI and ARI of the predicted clusters against labels y (N,)."""
+    def score(self, X: ArrayLike | Tensor, y: ArrayLike | None = None) -> float | dict:
+        """Without y: the mean ELBO per datum of X (N, ...) (held-out data: higher is better;
+        one draw of z per datum). With labels y (N,): ACC, NMI and ARI of the clusters."""
+        if y is None:
+            self._require_fitted()
+            return mean_elbo(self.model, self.guide, self._prepare(X))
         return clustering_scores(np.asarray(y), self.predict(X).labels)
+
+    # ------------------------------------------------------------------ notebook conveniences
+    def fit_predict(self, X: ArrayLike | Tensor, y: ArrayLike | None = None, **fit: Any
+                    ) -> np.ndarray:
+        """``fit(X, y, **fit)``, then the cluster of each datum: (N,)."""
+        return self.fit(X, y, **fit).predict(X).labels
+
+    def predict_proba(self, X: ArrayLike | Tensor) -> np.ndarray:
+        """The cluster posterior of X (N, ...): (N, K), rows sum to 1."""
+        return self.predict(X).responsibilities
+
+    def transform(self, X: ArrayLike | Tensor) -> np.ndarray:
+        """The codes of X (N, ...): posterior means (N, D), as :meth:`encode`."""
+        return self.encode(X)
+
+    @property
+    def mixture_(self) -> dict[str, np.ndarray]:
+        """The prior's mixture: ``weights`` (K,), ``means`` (K, D), ``scales`` (K, D)."""
+        self._require_fitted()
+        return mixture_parameters(self.model.prior)
+
+    def cluster_means(self, X: ArrayLike | Tensor) -> np.ndarray:
+        """The mean image of each cluster over X (N, ...), weighted by the responsibilities:
+        (K, *data_shape)."""
+        x = self._prepare(X)
+        return cluster_means(x, self._predict_tensor(x).responsibilities)
+
+    def __repr__(self) -> str:
+        return describe(self)
 
     # ------------------------------------------------------------------ persistence
     def _payload(self, phase: str, epoch: int, trainer: SVITrainer | None, metadata) -> dict:
@@ -630,6 +667,7 @@ class VarClust:
             "metadata": dict(metadata or {}),
             "data_fingerprint": self.data_fingerprint_,
             "segments": self.segments,
+            "cluster_sizes": _as_list(self.cluster_sizes_),
         }
 
     def _save(self, path: Path, phase: str, epoch: int, trainer: SVITrainer, metadata) -> None:
@@ -641,6 +679,7 @@ class VarClust:
             "history": self.history,
             "data": self.data_fingerprint_,
             "segments": self.segments,
+            "cluster_sizes": _as_list(self.cluster_sizes_),
         }
         write_atomic(path.parent / METRICS_NAME, json.dumps(summary, indent=2).encode())
 
@@ -706,7 +745,13 @@ class VarClust:
         vc.segments = list(state.get("segments", []))
         vc.data_fingerprint_ = state.get("data_fingerprint")
         vc.metadata_ = dict(state.get("metadata", {}))
+        if state.get("cluster_sizes") is not None:
+            vc.cluster_sizes_ = np.asarray(state["cluster_sizes"])
         return vc
+
+
+def _as_list(values: np.ndarray | None) -> list[int] | None:
+    return None if values is None else [int(v) for v in values]
 
 
 def _is_main(distributed: DistributedContext | None) -> bool:

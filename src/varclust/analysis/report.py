@@ -13,8 +13,7 @@ from pathlib import Path
 import arviz as az
 import torch
 
-from ..data.datasets import load_dataset
-from ..estimator import METRICS_NAME, VarClust
+from ..estimator import VarClust
 from ..inference.checkpoint import write_atomic
 from ..metrics import clustering_scores
 from .inference_data import to_inference_data
@@ -26,6 +25,7 @@ from .plots import (
     plot_latent_map,
     plot_training_curve,
 )
+from .run_data import load_run
 
 __all__ = ["Figure", "write_report"]
 
@@ -43,17 +43,9 @@ class Figure:
 
 
 def _run_data(run: Path, data_root: Path | None):
-    """The fitted model of a run folder and the data set it was fitted to."""
-    vc = VarClust.load(run, device="auto")
-    metrics = run / METRICS_NAME
-    meta = json.loads(metrics.read_text()).get("metadata", {}) if metrics.exists() else {}
-    if "dataset" not in meta:
-        raise ValueError(
-            f"{run} does not record its data set (runs written by `varclust fit` do); "
-            "build the figures in Python with varclust.analysis instead"
-        )
-    root = data_root or (Path(meta["data_root"]) if meta.get("data_root") else None)
-    return vc, meta["dataset"], load_dataset(meta["dataset"], root=root, download=False)
+    """The fitted model of a run folder, the name of its data and the data."""
+    vc, data = load_run(run, data_root)
+    return vc, data.name, data
 
 
 def write_report(

@@ -32,7 +32,7 @@ def collapse_warning(usage: dict[str, float], num_clusters: int) -> str | None:
     cluster holding over half the data), or None when it did not."""
     problems = []
     if usage["clusters_used"] < num_clusters / 2:
-        problems.append(f"only {usage['clusters_used']} of the K={num_clusters} clusters hold "
+        problems.append(f"only {usage['clusters_used']} of the K={num_clusters} clusters have "
                         f"{MIN_FRACTION:.0%} of the data or more")
     if usage["largest_cluster"] > 0.5:
         problems.append(f"one cluster holds {usage['largest_cluster']:.0%} of the data")
