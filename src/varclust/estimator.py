@@ -38,11 +38,12 @@ from .inference.collapse import cluster_usage, collapse_warning
 from .inference.distributed import DistributedContext, DistributedSVITrainer
 from .inference.em import fit_em
 from .inference.init import (
+    AutoencoderLoss,
+    DiffusionAutoencoderLoss,
     align_to_labels,
     fit_mixture_to_codes,
-    pretrain_autoencoder,
-    pretrain_diffusion_autoencoder,
 )
+from .inference.pretrain import Pretrainer
 from .inference.progress import Progress
 from .inference.run_folder import (
     RunLock,
@@ -323,6 +324,11 @@ class VarClust:
         self._build(tuple(x.shape[1:]))
         trainer = self._make_trainer(distributed)
         start_epoch = 0
+
+        def save_pretraining(pretrainer_state: dict) -> None:
+            if ckpt_path is not None and _is_main(distributed):
+                self._save(ckpt_path, "pretrain", 0, trainer, metadata, pretrainer_state)
+
         if state is not None:
             self._load_modules(state)
             self.history = list(state["history"])
@@ -333,15 +339,19 @@ class VarClust:
             if state["phase"] == "train":
                 trainer.load_state_dict(state["trainer"])
             restore_rng_state(state["rng"])
+            if state["phase"] == "pretrain":  # stopped inside pretraining: finish it
+                self._pretrain(x, show, distributed, supervision, save_pretraining,
+                               state["pretrainer"])
         else:
             self.history, self.pretrain_losses = [], []
             self.segments = [segment_record(c.to_dict(), 0, "new")]
             if pretrained is not None:
                 self._start_from(pretrained, x, supervision)
             elif c.pretrain_epochs > 0:
-                self._pretrain(x, show, distributed, supervision)
-            if ckpt_path is not None and _is_main(distributed):
-                self._save(ckpt_path, "init", 0, trainer, metadata)
+                self._pretrain(x, show, distributed, supervision, save_pretraining)
+        if (state is None or state["phase"] == "pretrain") and ckpt_path is not None and (
+                _is_main(distributed)):
+            self._save(ckpt_path, "init", 0, trainer, metadata)
         if isinstance(trainer, DistributedSVITrainer):
             trainer.sync_parameters()  # pretraining on a GPU is not bit-reproducible over ranks
 
@@ -483,37 +493,47 @@ class VarClust:
 
     def _pretrain(
         self, x: Tensor, show: Progress, distributed: DistributedContext | None = None,
-        supervision: dict | None = None,
+        supervision: dict | None = None, save: Callable[[dict], None] | None = None,
+        resume: dict | None = None,
     ) -> None:
+        """Autoencoder pretraining (:class:`Pretrainer`), then the mixture fitted to the codes.
+        ``save(state)`` checkpoints it after every epoch and every ``checkpoint_every_steps``
+        batches; ``resume`` is such a state to continue from."""
         c = self.config
-        bar = show.bar(total=c.pretrain_epochs, desc="pretrain", unit="epoch")
+        dist_kw = dict(batches=distributed.batches, wrap=distributed.wrap) if distributed else {}
+        pretrainer = Pretrainer(self._pretrain_loss(), c.pretrain_lr, c.batch_size, c.seed,
+                                **dist_kw)
+        if resume is not None:
+            pretrainer.load_state_dict(resume)
+        bar = show.bar(total=c.pretrain_epochs, initial=pretrainer.epoch, desc="pretrain",
+                       unit="epoch")
+
+        def checkpoint() -> None:
+            self.pretrain_losses = list(pretrainer.losses)
+            if save is not None:
+                save(pretrainer.state_dict())
 
         def on_epoch(epoch: int, loss: float) -> None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.2f}")
             show.line("pretrain epoch", epoch + 1, c.pretrain_epochs, {"loss": loss})
+            checkpoint()
 
-        dist_kw = dict(batches=distributed.batches, wrap=distributed.wrap) if distributed else {}
-        if c.generator_name == "ddpm":
-            self.pretrain_losses = pretrain_diffusion_autoencoder(
-                self.guide.encoder, self.model.generator, x, c.pretrain_epochs, c.batch_size,
-                c.pretrain_lr, c.seed, on_epoch, **dist_kw,
-            )
-        else:
-            self.pretrain_losses = pretrain_autoencoder(
-                self.guide.encoder,
-                self.model.decoder,
-                self.model.likelihood,
-                x,
-                c.pretrain_epochs,
-                c.batch_size,
-                c.pretrain_lr,
-                c.seed,
-                on_epoch,
-                **dist_kw,
-            )
+        def on_step(i: int, num_batches: int) -> None:
+            every = c.checkpoint_every_steps
+            if every and (i + 1) % every == 0 and i + 1 < num_batches:  # mid-epoch
+                checkpoint()
+
+        self.pretrain_losses = list(pretrainer.run(x, c.pretrain_epochs, on_epoch, on_step))
         bar.close()
         self._init_mixture(x, supervision)
+
+    def _pretrain_loss(self) -> torch.nn.Module:
+        """What pretraining minimises: the autoencoder's reconstruction loss, or the diffusion
+        autoencoder's noise loss."""
+        if self.config.generator_name == "ddpm":
+            return DiffusionAutoencoderLoss(self.guide.encoder, self.model.generator)
+        return AutoencoderLoss(self.guide.encoder, self.model.decoder, self.model.likelihood)
 
     def _autoencoder_modules(self) -> list[torch.nn.Module]:
         """What autoencoder pretraining trains: the encoder, and the decoder and likelihood
@@ -650,7 +670,8 @@ class VarClust:
         return describe(self)
 
     # ------------------------------------------------------------------ persistence
-    def _payload(self, phase: str, epoch: int, trainer: SVITrainer | None, metadata) -> dict:
+    def _payload(self, phase: str, epoch: int, trainer: SVITrainer | None, metadata,
+                 pretrainer: dict | None = None) -> dict:
         return {
             "varclust_version": __version__,
             "torch_version": str(torch.__version__),
@@ -668,10 +689,12 @@ class VarClust:
             "data_fingerprint": self.data_fingerprint_,
             "segments": self.segments,
             "cluster_sizes": _as_list(self.cluster_sizes_),
+            "pretrainer": pretrainer or {},
         }
 
-    def _save(self, path: Path, phase: str, epoch: int, trainer: SVITrainer, metadata) -> None:
-        save_checkpoint(path, self._payload(phase, epoch, trainer, metadata))
+    def _save(self, path: Path, phase: str, epoch: int, trainer: SVITrainer, metadata,
+              pretrainer: dict | None = None) -> None:
+        save_checkpoint(path, self._payload(phase, epoch, trainer, metadata, pretrainer))
         summary = {
             "config": self.config.to_dict(),
             "metadata": dict(metadata or {}),
