@@ -47,26 +47,36 @@ def _finish(fig: Figure, path: str | os.PathLike | None, **savefig: object) -> F
 def plot_cluster_samples(
     samples: Sequence[torch.Tensor | np.ndarray], path: str | os.PathLike | None = None,
     title: str = "", row_labels: Sequence[int] | None = None,
+    members: Sequence[torch.Tensor | np.ndarray] | None = None,
 ) -> Figure:
-    """A grid: row i shows the images of cluster ``row_labels[i]`` (default i).
+    """A grid: row i shows the images of cluster ``row_labels[i]`` (default i), and, given
+    ``members``, real members of that cluster beside them, after a blank column.
 
     Args:
         samples: one tensor per row, each (n, C, H, W), (n, H, W) or (n, P), values in [0, 1]
             (drawn from the cluster, or real members of it).
+        members: one tensor per row of the same kind (m images each), or None.
     """
     rows = len(samples)
-    cols = max(1, max(len(s) for s in samples))
+    left = max(1, max(len(s) for s in samples))
+    right = max((len(m) for m in members), default=0) if members is not None else 0
+    cols = left + (1 + right if right else 0)
     row_labels = list(range(rows)) if row_labels is None else list(row_labels)
     fig = Figure(figsize=(cols * 0.8, rows * 0.8))
     axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
     for k, row in enumerate(samples):
-        for j in range(cols):
-            ax = axes[k, j]
-            ax.axis("off")
-            if j < len(row):
-                img = _to_hwc(row[j])
-                ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
+        images = [*row, *([None] * (left - len(row)))]
+        if right:
+            images += [None, *members[k]]
+        for j, image in enumerate(images):
+            if image is not None:
+                img = _to_hwc(image)
+                axes[k, j].imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
         axes[k, 0].set_title(f"c={row_labels[k]}", fontsize=6, loc="left", pad=1)
+    if right:
+        axes[0, left + 1].set_title("real members:", fontsize=6, loc="left", pad=1)
     if title:
         fig.suptitle(title, fontsize=8)
     return _finish(fig, path, bbox_inches="tight")
