@@ -117,6 +117,8 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path, capsys):
             VarClust(3, epochs=1, **TINY).fit(blobs(), out_dir=out, progress=False)
         assert main(["fit", *CLI_TINY, "--out", str(out)]) == 2
         assert f"pid {proc.pid}" in capsys.readouterr().err
+        assert main(["evaluate", str(out)]) == 2  # nor written by evaluate meanwhile
+        assert f"pid {proc.pid}" in capsys.readouterr().err
     finally:
         proc.kill()
         proc.wait()

@@ -364,6 +364,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _holding_run(args: argparse.Namespace):
+    """`evaluate` and `sample` write into the run folder: they hold its lock (a running fit's
+    folder is refused); `fit` takes it itself, `report` only reads the run."""
+    if args.command in ("evaluate", "sample") and args.run.is_dir():
+        return RunLock(args.run)
+    return contextlib.nullcontext()
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="varclust: %(message)s")
     args = build_parser().parse_args(argv)
@@ -371,7 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"fit": cmd_fit, "evaluate": cmd_evaluate, "sample": cmd_sample,
                 "report": cmd_report}
     try:
-        return handlers[args.command](args)
+        with _holding_run(args):
+            return handlers[args.command](args)
     except KeyboardInterrupt:
         print("varclust: interrupted", file=sys.stderr)
         return 130
