@@ -53,3 +53,16 @@ def test_a_good_fit_is_not_warned(caplog):
                       batch_size=32, device="cpu").fit(x, y, progress=False)
     assert vc.history[-1]["clusters_used"] == 3 and vc.collapse_warning_ is None
     assert not any("collapsed" in r.getMessage() for r in caplog.records)
+
+
+def test_the_command_line_says_so_when_it_is_done(tmp_path, capsys):
+    from varclust.cli import main
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "X.npy", np.clip(0.5 + 0.01 * rng.normal(size=(200, 8)), 0, 1
+                                        ).astype(np.float32))
+    assert main(["fit", "--data", str(tmp_path / "X.npy"), "--clusters", "4", "--epochs", "1",
+                 "--pretrain-epochs", "0", "--hidden", "8", "--latent-dim", "2", "--quiet",
+                 "--out", str(tmp_path / "run")]) == 0
+    done = [line for line in capsys.readouterr().out.splitlines() if "done" in line]
+    assert len(done) == 1 and "WARNING: the clustering collapsed" in done[0]

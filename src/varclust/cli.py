@@ -234,7 +234,9 @@ def _fit_and_report(args: argparse.Namespace, config: FitConfig, distributed) ->
         _write_figures(vc, args.out)
     last = vc.history[-1] if vc.history else {}
     scores = ", ".join(f"{k.upper()} {last[k]:.4f}" for k in ("acc", "nmi", "ari") if k in last)
-    collapsed = f"; WARNING: {vc.collapse_warning_}" if vc.collapse_warning_ else ""
+    collapsed = (f"; WARNING: the clustering collapsed ({last['clusters_used']} of "
+                 f"{config.num_clusters} clusters in use, the largest holds "
+                 f"{last['largest_cluster']:.0%} of the data)" if vc.collapse_warning_ else "")
     print(f"varclust: done; {scores}; run folder {args.out}{collapsed}")
     return 0
 
