@@ -11,9 +11,10 @@ from pathlib import Path
 
 from . import __version__
 from .analysis.plots import plot_cluster_samples, plot_training_curve
-from .analysis.run_data import load_arrays, load_run
+from .analysis.run_data import load_run
+from .cli_support import HelpFormatter, fit_data, holding_run, show_defaults
 from .config import FitConfig
-from .data.datasets import DATASETS, DatasetNotFoundError, load_dataset
+from .data.datasets import DATASETS, DatasetNotFoundError
 from .estimator import VarClust
 from .inference.checkpoint import CheckpointError, load_latest_checkpoint, write_atomic
 from .inference.distributed import run_distributed_fit
@@ -39,22 +40,6 @@ def _hidden(text: str) -> tuple[int, ...]:
         ) from None
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """``--help`` shows each option's default, except where there is none (None, a flag off)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default in (None, False) or "default" in (action.help or ""):
-            return action.help or ""
-        return super()._get_help_string(action)
-
-
-def _show_defaults(parser: argparse.ArgumentParser) -> None:
-    """Give the options without a help text one, so that --help lists their defaults too."""
-    for action in parser._actions:
-        if action.help is None and action.default not in (None, False):
-            action.help = "default: %(default)s"
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="varclust", description="Deep clustering with Gaussian-mixture VAEs in Pyro.",
@@ -64,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_parser = sub.add_parser
     sub.add_parser = lambda *a, **kw: _add_parser(  # type: ignore[method-assign]
-        *a, allow_abbrev=False, formatter_class=_HelpFormatter, **kw)
+        *a, allow_abbrev=False, formatter_class=HelpFormatter, **kw)
 
     fit = sub.add_parser("fit", help="fit a model to a data set and write a run folder")
     fit.add_argument("--dataset", default="digits", choices=sorted(DATASETS))
@@ -171,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--data-root", type=Path)
     report.add_argument("--seed", type=int, default=0)
     for command in (fit, evaluate, sample, report):
-        _show_defaults(command)
+        show_defaults(command)
     return parser
 
 
@@ -212,7 +197,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 def _fit_and_report(args: argparse.Namespace, config: FitConfig, distributed) -> int:
     """Fit and write the run folder; under --distributed only rank 0 prints and writes."""
     main_rank = distributed is None or distributed.is_main
-    data, metadata = _fit_data(args)
+    data, metadata = fit_data(args)
     vc = VarClust(config=config)
     if main_rank:
         where = distributed.describe() if distributed is not None else str(vc.device)
@@ -239,23 +224,6 @@ def _fit_and_report(args: argparse.Namespace, config: FitConfig, distributed) ->
                  f"{last['largest_cluster']:.0%} of the data)" if vc.collapse_warning_ else "")
     print(f"varclust: done; {scores}; run folder {args.out}{collapsed}")
     return 0
-
-
-def _fit_data(args: argparse.Namespace):
-    """The data to fit (--data X.npy [--labels y.npy], else --dataset) and the metadata that
-    records them in the run folder."""
-    if args.data is None:
-        if args.labels is not None:
-            raise ValueError("--labels goes with --data (a named --dataset has its labels)")
-        data = load_dataset(args.dataset, root=args.data_root, download=args.download)
-        return data, {"dataset": data.name, "data_root": str(args.data_root or ""),
-                      "labelled_fraction": args.labelled_fraction}
-    data = load_arrays(args.data, args.labels)
-    meta = {"dataset": data.name, "data": str(args.data.resolve()),
-            "labelled_fraction": args.labelled_fraction}
-    if args.labels is not None:
-        meta["labels"] = str(args.labels.resolve())
-    return data, meta
 
 
 def _interrupted(vc: VarClust, out: Path) -> None:
@@ -305,9 +273,14 @@ FLAG_FIELDS = {
 }
 
 
+def typed_fields(argv: list[str]) -> set[str]:
+    """The FitConfig fields of the flags typed in argv."""
+    return {FLAG_FIELDS[a.split("=")[0]] for a in argv if a.split("=")[0] in FLAG_FIELDS}
+
+
 def with_config_file(flags: FitConfig, path: Path, argv: list[str]) -> FitConfig:
     """The settings of a --config file over the flags' defaults, under the flags typed in argv."""
-    typed = {FLAG_FIELDS[a.split("=")[0]] for a in argv if a.split("=")[0] in FLAG_FIELDS}
+    typed = typed_fields(argv)
     from_file = FitConfig.from_json(path).to_dict()
     given = json.loads(path.read_text())
     return flags.replace(**{k: from_file[k] for k in given if k not in typed})
@@ -319,7 +292,7 @@ def with_resumed_settings(flags: FitConfig, out: Path, argv: list[str]) -> FitCo
     if not any((out / n).exists() for n in ("checkpoint.pt", "checkpoint.prev.pt")):
         return flags
     saved, _ = load_latest_checkpoint(out / "checkpoint.pt")
-    typed = {FLAG_FIELDS[a.split("=")[0]] for a in argv if a.split("=")[0] in FLAG_FIELDS}
+    typed = typed_fields(argv)
     ours = flags.to_dict()
     return FitConfig.from_dict({**saved["config"], **{k: ours[k] for k in typed}})
 
@@ -366,14 +339,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _holding_run(args: argparse.Namespace):
-    """`evaluate` and `sample` write into the run folder: they hold its lock (a running fit's
-    folder is refused); `fit` takes it itself, `report` only reads the run."""
-    if args.command in ("evaluate", "sample") and args.run.is_dir():
-        return RunLock(args.run)
-    return contextlib.nullcontext()
-
-
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="varclust: %(message)s")
     args = build_parser().parse_args(argv)
@@ -381,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"fit": cmd_fit, "evaluate": cmd_evaluate, "sample": cmd_sample,
                 "report": cmd_report}
     try:
-        with _holding_run(args):
+        with holding_run(args):
             return handlers[args.command](args)
     except KeyboardInterrupt:
         print("varclust: interrupted", file=sys.stderr)

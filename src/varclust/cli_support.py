@@ -1,0 +1,55 @@
+"""What the ``varclust`` command needs besides its parser and commands: help that shows the
+defaults, the data a fit reads from its flags, and the run lock of the commands that write into
+a run folder."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+
+from .analysis.run_data import load_arrays
+from .data.datasets import ImageDataset, load_dataset
+from .inference.run_folder import RunLock
+
+__all__ = ["HelpFormatter", "fit_data", "holding_run", "show_defaults"]
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows each option's default, except where there is none (None, a flag off)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False) or "default" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+def show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Give the options without a help text one, so that --help lists their defaults too."""
+    for action in parser._actions:
+        if action.help is None and action.default not in (None, False):
+            action.help = "default: %(default)s"
+
+
+def fit_data(args: argparse.Namespace) -> tuple[ImageDataset, dict]:
+    """The data to fit (--data X.npy [--labels y.npy], else --dataset) and the metadata that
+    records them in the run folder (see :mod:`varclust.analysis.run_data`)."""
+    if args.data is None:
+        if args.labels is not None:
+            raise ValueError("--labels goes with --data (a named --dataset has its labels)")
+        data = load_dataset(args.dataset, root=args.data_root, download=args.download)
+        return data, {"dataset": data.name, "data_root": str(args.data_root or ""),
+                      "labelled_fraction": args.labelled_fraction}
+    data = load_arrays(args.data, args.labels)
+    meta = {"dataset": data.name, "data": str(args.data.resolve()),
+            "labelled_fraction": args.labelled_fraction}
+    if args.labels is not None:
+        meta["labels"] = str(args.labels.resolve())
+    return data, meta
+
+
+def holding_run(args: argparse.Namespace) -> contextlib.AbstractContextManager:
+    """`evaluate` and `sample` write into the run folder: they hold its lock (a running fit's
+    folder is refused); `fit` takes it itself, `report` only reads the run."""
+    if args.command in ("evaluate", "sample") and args.run.is_dir():
+        return RunLock(args.run)
+    return contextlib.nullcontext()
