@@ -508,23 +508,18 @@ class VarClust:
         bar = show.bar(total=c.pretrain_epochs, initial=pretrainer.epoch, desc="pretrain",
                        unit="epoch")
 
-        def checkpoint() -> None:
-            self.pretrain_losses = list(pretrainer.losses)
-            if save is not None:
-                save(pretrainer.state_dict())
-
         def on_epoch(epoch: int, loss: float) -> None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.2f}")
             show.line("pretrain epoch", epoch + 1, c.pretrain_epochs, {"loss": loss})
-            checkpoint()
 
-        def on_step(i: int, num_batches: int) -> None:
-            every = c.checkpoint_every_steps
-            if every and (i + 1) % every == 0 and i + 1 < num_batches:  # mid-epoch
-                checkpoint()
+        def checkpoint(state: dict) -> None:
+            self.pretrain_losses = list(pretrainer.losses)
+            if save is not None:
+                save(state)
 
-        self.pretrain_losses = list(pretrainer.run(x, c.pretrain_epochs, on_epoch, on_step))
+        self.pretrain_losses = list(pretrainer.run(x, c.pretrain_epochs, on_epoch, checkpoint,
+                                                   c.checkpoint_every_steps))
         bar.close()
         self._init_mixture(x, supervision)
 

@@ -49,23 +49,27 @@ class Pretrainer:
     def run(
         self, data: Tensor, epochs: int,
         on_epoch: Callable[[int, float], None] | None = None,
-        on_step: Callable[[int, int], None] | None = None,
+        save: Callable[[dict], None] | None = None, save_every: int = 0,
     ) -> list[float]:
         """Train on data (N, ...) until ``epochs`` epochs are done, continuing where the state
-        stands. ``on_step(i, num_batches)`` runs after batch i, ``on_epoch(epoch, loss)`` after
-        each epoch, both once the state counts them. Returns :attr:`losses`."""
+        stands. ``on_epoch(epoch, loss)`` runs after each epoch; ``save(state_dict())`` after
+        each epoch and, with ``save_every`` > 0, every ``save_every`` batches inside one: the
+        checkpoints of pretraining. Returns :attr:`losses`."""
         while self.epoch < epochs:
             batches = list(self.batches(len(data), self.batch_size, self.seed + 7919,
                                         self.epoch, data.device))
             for i in range(self.step, len(batches)):
                 self.train_step(data[batches[i]])
                 self.step = i + 1
-                if on_step is not None:
-                    on_step(i, len(batches))
+                if save is not None and save_every and self.step % save_every == 0 and (
+                        self.step < len(batches)):  # mid-epoch
+                    save(self.state_dict())
             self.losses.append(float(self.loss_sum) / self.seen)
             self.epoch, self.step, self.loss_sum, self.seen = self.epoch + 1, 0, 0.0, 0
             if on_epoch is not None:
                 on_epoch(self.epoch - 1, self.losses[-1])
+            if save is not None:
+                save(self.state_dict())
         return self.losses
 
     def train_step(self, x: Tensor) -> None:
