@@ -203,3 +203,11 @@ def test_lock_file_is_released_after_a_fit(tmp_path):
     start = time.time()
     with RunLock(out):  # would raise if the fit had kept it
         assert time.time() - start < 5
+
+
+def test_resume_without_a_checkpoint_beside_stale_files_is_refused(tmp_path):
+    out = tmp_path / "stale"
+    out.mkdir()
+    (out / "evaluation.json").write_text("{}")
+    with pytest.raises(RunFolderError, match="no checkpoint to resume.*--overwrite"):
+        VarClust(3, epochs=1, **TINY).fit(blobs(), out_dir=out, resume=True, progress=False)

@@ -164,6 +164,12 @@ def prepare_run_folder(folder: Path, *, resume: bool, overwrite: bool) -> None:
             f"({', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}); "
             "choose an empty or new folder for --out"
         )
+    if resume:
+        raise RunFolderError(
+            f"the output folder {folder} holds no checkpoint to resume, but files of a run "
+            f"({', '.join(entries[:5])}{' ...' if len(entries) > 5 else ''}); start the run "
+            "afresh with --overwrite (overwrite=True) instead of --resume, or choose another --out"
+        )
     raise RunFolderError(
         f"the output folder {folder} already holds a run ({', '.join(entries[:5])}"
         f"{' ...' if len(entries) > 5 else ''}); continue it with --resume (resume=True), "
