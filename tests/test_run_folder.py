@@ -80,13 +80,17 @@ def test_python_fit_into_an_old_run_is_refused(run, tmp_path):
         json.loads((copy / "metrics.json").read_text())["history"]) == 1
 
 
-def test_foreign_files_are_never_removed(tmp_path):
+@pytest.mark.parametrize("name, options, says", [
+    ("notes.txt", {"overwrite": True}, "did not write.*notes.txt"),  # never removed
+    ("evaluation.json", {"resume": True}, "no checkpoint to resume.*--overwrite"),
+])
+def test_folders_that_cannot_take_the_fit(tmp_path, name, options, says):
     out = tmp_path / "mine"
     out.mkdir()
-    (out / "notes.txt").write_text("keep me")
-    with pytest.raises(RunFolderError, match="did not write.*notes.txt"):
-        VarClust(3, epochs=1, **TINY).fit(blobs(), out_dir=out, progress=False, overwrite=True)
-    assert (out / "notes.txt").read_text() == "keep me"
+    (out / name).write_text("keep me")
+    with pytest.raises(RunFolderError, match=says):
+        VarClust(3, epochs=1, **TINY).fit(blobs(), out_dir=out, progress=False, **options)
+    assert (out / name).read_text() == "keep me"
 
 
 def test_out_pointing_at_a_file_says_so(tmp_path, capsys):
@@ -203,11 +207,3 @@ def test_lock_file_is_released_after_a_fit(tmp_path):
     start = time.time()
     with RunLock(out):  # would raise if the fit had kept it
         assert time.time() - start < 5
-
-
-def test_resume_without_a_checkpoint_beside_stale_files_is_refused(tmp_path):
-    out = tmp_path / "stale"
-    out.mkdir()
-    (out / "evaluation.json").write_text("{}")
-    with pytest.raises(RunFolderError, match="no checkpoint to resume.*--overwrite"):
-        VarClust(3, epochs=1, **TINY).fit(blobs(), out_dir=out, resume=True, progress=False)
