@@ -162,3 +162,20 @@ def test_cli_data_errors_name_the_file(tmp_path, capsys):
     assert main(["fit", "--data", str(tmp_path / "missing.npy"), "--out",
                  str(tmp_path / "r")]) == 2
     assert "missing.npy" in capsys.readouterr().err
+
+
+def test_save_refuses_another_runs_folder_but_updates_its_own(fitted, tmp_path):
+    from varclust.inference.run_folder import RunFolderError
+
+    vc, x, y = fitted
+    other = VarClust(K, latent_dim=2, hidden=(16,), epochs=1, pretrain_epochs=1, batch_size=32,
+                     seed=5, device="cpu")
+    other.fit(x, out_dir=tmp_path / "other", progress=False)
+    (tmp_path / "other" / "evaluation.json").write_text("{}")
+    with pytest.raises(RunFolderError, match="already holds a run"):
+        vc.save(tmp_path / "other", x, y)
+    vc.save(tmp_path / "other", x, y, overwrite=True)
+    assert not (tmp_path / "other" / "evaluation.json").exists()
+    other.save(tmp_path / "mine", x)
+    other.save(tmp_path / "mine", x, y)  # the same run again: updated in place
+    assert (tmp_path / "mine" / "labels.npy").exists()

@@ -49,6 +49,7 @@ from .inference.run_folder import (
     RunLock,
     check_resume_record,
     data_fingerprint,
+    holds_run,
     prepare_run_folder,
     save_arrays,
     segment_record,
@@ -272,9 +273,11 @@ class VarClust:
         ``likelihood``, generator and data shape; the prior, guide and K may differ, so
         priors and guides can be compared from one pretrained autoencoder.
 
-        With ``out_dir``, a checkpoint is written atomically after pretraining and after every
-        epoch, with ``metrics.json`` beside it; ``resume=True`` continues from that checkpoint
-        (``pretrained`` is then unused).
+        With ``out_dir``, a checkpoint is written atomically after every pretraining epoch,
+        after pretraining and after every epoch, with ``metrics.json`` beside it;
+        ``resume=True`` continues from that checkpoint, mid-pretraining included (``pretrained``
+        is then unused), and refuses other data or changed run-defining settings
+        (:func:`varclust.inference.run_folder.check_resume_record`).
         With ``distributed`` (from :func:`varclust.inference.distributed.init_distributed`, in a
         process launched by torchrun), SVI runs data-parallel over the process group; rank 0
         alone shows progress, computes per-epoch scores and writes the run folder.
@@ -658,6 +661,7 @@ class VarClust:
     def cluster_means(self, X: ArrayLike | Tensor) -> np.ndarray:
         """The mean image of each cluster over X (N, ...), weighted by the responsibilities:
         (K, *data_shape)."""
+        self._require_fitted()
         x = self._prepare(X)
         return cluster_means(x, self._predict_tensor(x).responsibilities)
 
@@ -702,11 +706,13 @@ class VarClust:
         write_atomic(path.parent / METRICS_NAME, json.dumps(summary, indent=2).encode())
 
     def save(self, path: str | os.PathLike, X: ArrayLike | Tensor | None = None,
-             y: ArrayLike | None = None) -> None:
+             y: ArrayLike | None = None, *, overwrite: bool = False) -> None:
         """Write the fitted model to ``path`` (atomically): a checkpoint file when ``path`` has
         a suffix (``model.pt``), else a run folder (``checkpoint.pt``, ``metrics.json``) that
         ``varclust evaluate`` / ``report`` read; given X (N, ...) and labels y (N,), the folder
-        keeps them as ``data.npy`` / ``labels.npy`` for those commands."""
+        keeps them as ``data.npy`` / ``labels.npy`` for those commands. A folder holding
+        another run is refused unless ``overwrite`` (which removes that run's files first);
+        the fit's own ``out_dir`` is updated in place."""
         self._require_fitted()
         path = Path(path)
         if path.suffix and not path.is_dir():
@@ -716,6 +722,8 @@ class VarClust:
             save_checkpoint(path, self._payload("done", len(self.history), None, None))
             return
         with RunLock(path):
+            if not holds_run(path, self.segments, self.data_fingerprint_):
+                prepare_run_folder(path, resume=False, overwrite=overwrite)
             meta = {**self.metadata_, **save_arrays(path, X, y)}
             self._save(path / CHECKPOINT_NAME, "done", len(self.history), None, meta)
 

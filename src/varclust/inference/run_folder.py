@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import io
+import json
 import os
 import shutil
 from pathlib import Path
@@ -31,6 +32,7 @@ __all__ = [
     "RunLock",
     "check_resume_record",
     "data_fingerprint",
+    "holds_run",
     "prepare_run_folder",
     "run_artefacts",
     "save_arrays",
@@ -176,6 +178,16 @@ def prepare_run_folder(folder: Path, *, resume: bool, overwrite: bool) -> None:
         "replace it with --overwrite (overwrite=True; every file of the old run is removed), "
         "or choose another --out"
     )
+
+
+def holds_run(folder: Path, segments: list[dict[str, Any]],
+              fingerprint: dict[str, Any] | None) -> bool:
+    """Whether ``folder``'s ``metrics.json`` records this run: the same segments and data."""
+    try:
+        record = json.loads((folder / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return record.get("segments") == segments and record.get("data") == fingerprint
 
 
 def data_fingerprint(x: Tensor) -> dict[str, Any]:
