@@ -15,12 +15,13 @@ MODES = ("bars", "lines", "off")
 
 
 class Progress:
-    """``mode``: True picks "bars" when stderr is a terminal and "lines" otherwise; False is
-    "off"; or one of "bars", "lines" (no bars, but every epoch's numbers on stdout), "off"."""
+    """``mode``: True picks "bars" on a terminal (stderr) or in a Jupyter kernel (tqdm's
+    widgets) and "lines" otherwise; False is "off"; or one of "bars", "lines" (no bars, but
+    every epoch's numbers on stdout), "off"."""
 
     def __init__(self, mode: bool | str = True) -> None:
         if mode is True:
-            mode = "bars" if sys.stderr.isatty() else "lines"
+            mode = "bars" if sys.stderr.isatty() or "ipykernel" in sys.modules else "lines"
         elif mode is False:
             mode = "off"
         if mode not in MODES:
