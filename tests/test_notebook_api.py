@@ -179,3 +179,19 @@ def test_save_refuses_another_runs_folder_but_updates_its_own(fitted, tmp_path):
     other.save(tmp_path / "mine", x)
     other.save(tmp_path / "mine", x, y)  # the same run again: updated in place
     assert (tmp_path / "mine" / "labels.npy").exists()
+
+
+def test_evaluate_takes_the_data_of_a_run_that_records_none(fitted, tmp_path, capsys):
+    vc, x, y = fitted
+    run = tmp_path / "py"
+    VarClust(K, latent_dim=2, hidden=(16,), epochs=1, pretrain_epochs=5, batch_size=32,
+             device="cpu").fit(x, out_dir=run, progress=False)
+    np.save(tmp_path / "X.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    assert main(["evaluate", str(run)]) == 2
+    assert "--data X.npy" in capsys.readouterr().err
+    assert main(["evaluate", str(run), "--data", str(tmp_path / "X.npy"), "--labels",
+                 str(tmp_path / "y.npy")]) == 0
+    assert json.loads((run / "evaluation.json").read_text())["num_data"] == len(x)
+    assert main(["evaluate", str(run), "--labels", str(tmp_path / "y.npy")]) == 2
+    assert "--labels goes with --data" in capsys.readouterr().err

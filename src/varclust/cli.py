@@ -12,7 +12,14 @@ from pathlib import Path
 from . import __version__
 from .analysis.plots import plot_cluster_samples, plot_training_curve
 from .analysis.run_data import load_run
-from .cli_support import HelpFormatter, fit_data, holding_run, show_defaults
+from .cli_support import (
+    HelpFormatter,
+    add_data_flags,
+    data_arrays,
+    fit_data,
+    holding_run,
+    show_defaults,
+)
 from .config import FitConfig
 from .data.datasets import DATASETS, DatasetNotFoundError
 from .estimator import VarClust
@@ -130,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="score a run's clusters against the labels")
     evaluate.add_argument("run", type=Path, help="run folder written by `varclust fit`")
     evaluate.add_argument("--data-root", type=Path)
+    add_data_flags(evaluate)
 
     sample = sub.add_parser("sample", help="draw images per cluster from a fitted run")
     sample.add_argument("run", type=Path, help="run folder written by `varclust fit`")
@@ -154,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="guide proposals behind each log-likelihood estimate")
     report.add_argument("--latent-map", choices=("pca", "tsne"), default="pca")
     report.add_argument("--data-root", type=Path)
+    add_data_flags(report)
     report.add_argument("--seed", type=int, default=0)
     for command in (fit, evaluate, sample, report):
         show_defaults(command)
@@ -298,7 +307,7 @@ def with_resumed_settings(flags: FitConfig, out: Path, argv: list[str]) -> FitCo
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    vc, data = load_run(args.run, args.data_root)
+    vc, data = load_run(args.run, args.data_root, arrays=data_arrays(args))
     pred = vc.predict(data.images)
     result = {"dataset": data.name, "num_data": len(data),
               "mean_assignment_entropy": float(pred.entropy.mean())}
@@ -334,6 +343,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         args.run, args.out, compare=args.compare, num_data=args.num_data,
         num_samples=args.num_samples, importance_samples=args.importance_samples,
         method=args.latent_map, data_root=args.data_root, seed=args.seed,
+        arrays=data_arrays(args),
     )
     print(f"varclust: wrote {page}")
     return 0

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+from pathlib import Path
 
 from .analysis.run_data import load_arrays
 from .data.datasets import ImageDataset, load_dataset
 from .inference.run_folder import RunLock
 
-__all__ = ["HelpFormatter", "fit_data", "holding_run", "show_defaults"]
+__all__ = ["HelpFormatter", "add_data_flags", "data_arrays", "fit_data", "holding_run",
+           "show_defaults"]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -33,9 +35,7 @@ def show_defaults(parser: argparse.ArgumentParser) -> None:
 def fit_data(args: argparse.Namespace) -> tuple[ImageDataset, dict]:
     """The data to fit (--data X.npy [--labels y.npy], else --dataset) and the metadata that
     records them in the run folder (see :mod:`varclust.analysis.run_data`)."""
-    if args.data is None:
-        if args.labels is not None:
-            raise ValueError("--labels goes with --data (a named --dataset has its labels)")
+    if data_arrays(args) is None:
         data = load_dataset(args.dataset, root=args.data_root, download=args.download)
         return data, {"dataset": data.name, "data_root": str(args.data_root or ""),
                       "labelled_fraction": args.labelled_fraction}
@@ -45,6 +45,22 @@ def fit_data(args: argparse.Namespace) -> tuple[ImageDataset, dict]:
     if args.labels is not None:
         meta["labels"] = str(args.labels.resolve())
     return data, meta
+
+
+def add_data_flags(parser: argparse.ArgumentParser) -> None:
+    """--data / --labels of `evaluate` and `report`: the data of a run that records none."""
+    parser.add_argument("--data", type=Path,
+                        help="the run's data as a .npy file, when the run folder records none")
+    parser.add_argument("--labels", type=Path, help="with --data: their labels (.npy)")
+
+
+def data_arrays(args: argparse.Namespace) -> tuple[Path, Path | None] | None:
+    """(X.npy, y.npy or None) from --data / --labels, or None when --data is not given."""
+    if args.data is None:
+        if args.labels is not None:
+            raise ValueError("--labels goes with --data")
+        return None
+    return args.data, args.labels
 
 
 def holding_run(args: argparse.Namespace) -> contextlib.AbstractContextManager:

@@ -43,9 +43,9 @@ class Figure:
     caption: str
 
 
-def _run_data(run: Path, data_root: Path | None):
+def _run_data(run: Path, data_root: Path | None, arrays=None):
     """The fitted model of a run folder, the name of its data and the data."""
-    vc, data = load_run(run, data_root)
+    vc, data = load_run(run, data_root, arrays=arrays)
     return vc, data.name, data
 
 
@@ -60,6 +60,7 @@ def write_report(
     method: str = "pca",
     data_root: str | os.PathLike | None = None,
     seed: int = 0,
+    arrays: Sequence[str | os.PathLike | None] | None = None,
 ) -> Path:
     """Write the report of a run folder (``varclust fit --out RUN``) and return its page.
 
@@ -77,12 +78,14 @@ def write_report(
         compare: more run folders to rank against this one.
         num_samples, importance_samples: draws for the InferenceData (written as NetCDF).
         method: "pca" or "tsne" for the latent map.
+        arrays: (X.npy, y.npy or None), the data of runs that record none (see
+            :func:`varclust.analysis.run_data.load_run`).
     """
     run = Path(run)
     out_dir = Path(out) if out is not None else run / REPORT_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     root = Path(data_root) if data_root is not None else None
-    vc, dataset, data = _run_data(run, root)
+    vc, dataset, data = _run_data(run, root, arrays)
     if num_data < 2:
         raise ValueError(f"num_data must be at least 2, got {num_data}")
     generator = torch.Generator().manual_seed(seed)
@@ -129,7 +132,7 @@ def write_report(
         fits = {run.name: idata}
         assigned = {run.name: (pred_all.labels, k)}
         for other in map(Path, compare):
-            other_vc, other_dataset, _ = _run_data(other, root)
+            other_vc, other_dataset, _ = _run_data(other, root, arrays)
             if other_dataset != dataset:
                 raise ValueError(
                     f"{other} was fitted to {other_dataset!r}, {run} to {dataset!r}: "

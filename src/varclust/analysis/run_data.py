@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,24 +70,31 @@ def run_dataset(run: Path, meta: dict[str, Any], data_root: Path | None = None
     if "dataset" not in meta:
         raise ValueError(
             f"{run} does not record its data set (runs written by `varclust fit`, or by "
-            "vc.save(run, X, y) in Python, do); save the fit with vc.save(run, X, y), or build "
-            "the figures in Python with varclust.analysis"
+            "vc.save(run, X, y) in Python, do); give them with --data X.npy [--labels y.npy], "
+            "save the fit with vc.save(run, X, y), or build the figures in Python with "
+            "varclust.analysis"
         )
     root = data_root or (Path(meta["data_root"]) if meta.get("data_root") else None)
     return load_dataset(meta["dataset"], root=root, download=False)
 
 
 def load_run(run: str | os.PathLike, data_root: str | os.PathLike | None = None,
-             device: str = "auto"):
+             device: str = "auto", arrays: Sequence[str | os.PathLike | None] | None = None):
     """The fitted model of a run folder and the data it was fitted to: (VarClust, ImageDataset).
 
-    Warns when the data no longer match the fingerprint recorded at fitting time.
+    ``arrays`` = (X.npy, y.npy or None) gives the data instead of the run's record (for a run
+    folder that records none). Warns when the data do not match the fingerprint recorded at
+    fitting time.
     """
     from ..estimator import VarClust
 
     run = Path(run)
     vc = VarClust.load(run, device=device)
-    data = run_dataset(run, vc.metadata_, Path(data_root) if data_root else None)
+    meta = vc.metadata_
+    if arrays is not None:
+        meta = {"dataset": Path(arrays[0]).stem, "data": str(Path(arrays[0]).resolve()),
+                **({"labels": str(Path(arrays[1]).resolve())} if arrays[1] else {})}
+    data = run_dataset(run, meta, Path(data_root) if data_root else None)
     saved = vc.data_fingerprint_
     if saved is not None and saved != data_fingerprint(as_image_tensor(data.images)):
         log.warning("the data of %s differ from those it was fitted to (N=%d, hash %s); the "
