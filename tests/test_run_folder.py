@@ -51,13 +51,15 @@ def test_cli_fit_into_an_old_run_is_refused_and_overwrite_clears_it(tmp_path, ca
     out = tmp_path / "x"
     assert main(["fit", *CLI_TINY, "--out", str(out)]) == 0
     assert main(["evaluate", str(out)]) == 0
+    assert main(["sample", str(out), "--num", "2"]) == 0
+    (out / ".metrics.json.abc123.tmp").write_text("half")  # a write killed midway
     assert main(["report", str(out), "--num-data", "60", "--num-samples", "4",
                  "--importance-samples", "2"]) == 0
     def artefacts() -> dict[str, int]:
         return {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != ".varclust.lock"}
 
     before = artefacts()
-    assert {"evaluation.json", "report", "samples.png"} <= set(before)
+    assert {"evaluation.json", "report", "samples.png", "samples_seed0.png"} <= set(before)
     capsys.readouterr()
     assert main(["fit", *CLI_TINY, "--out", str(out), "--seed", "1"]) == 2
     err = capsys.readouterr().err
@@ -65,7 +67,8 @@ def test_cli_fit_into_an_old_run_is_refused_and_overwrite_clears_it(tmp_path, ca
     assert artefacts() == before  # untouched
     assert main(["fit", *CLI_TINY, "--out", str(out), "--seed", "1", "--overwrite"]) == 0
     names = {p.name for p in out.iterdir()}
-    assert "evaluation.json" not in names and "report" not in names  # no stale artefacts
+    assert not names & {"evaluation.json", "report", "samples_seed0.png",
+                        ".metrics.json.abc123.tmp"}  # no stale artefacts
     assert json.loads((out / "metrics.json").read_text())["config"]["seed"] == 1
 
 

@@ -44,8 +44,8 @@ LOCK_NAME = ".varclust.lock"
 #: ``report``, ``VarClust.save``): ``--overwrite`` removes exactly these
 ARTEFACT_PATTERNS = (
     "checkpoint.pt", "checkpoint.prev.pt", "metrics.json", "evaluation.json", "samples.png",
-    "samples_cluster*.png", "loss.png", "report", "data.npy", "labels.npy",
-    ".checkpoint.*.tmp", ".metrics.json.*.tmp", ".checkpoint.prev.pt.tmp",
+    "samples_*.png", "loss.png", "report", "data.npy", "labels.npy",
+    ".*.tmp",  # write_atomic's temporary files, left by a process killed mid-write
 )
 #: settings a resumed run may change: they do not alter what was already run, and each
 #: segment of the run records its own values (``segments`` in ``metrics.json``)
