@@ -195,3 +195,18 @@ def test_evaluate_takes_the_data_of_a_run_that_records_none(fitted, tmp_path, ca
     assert json.loads((run / "evaluation.json").read_text())["num_data"] == len(x)
     assert main(["evaluate", str(run), "--labels", str(tmp_path / "y.npy")]) == 2
     assert "--labels goes with --data" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("prior", ["normal", "bayes-gmm"])
+def test_mixture_of_the_other_priors_is_the_one_behind_the_clusters(prior):
+    x, _ = blobs()
+    vc = VarClust(K, latent_dim=2, hidden=(16,), epochs=1, pretrain_epochs=5, batch_size=32,
+                  prior=prior, device="cpu").fit(x, progress=False)
+    mix = vc.mixture_
+    assert mix["weights"].sum() == pytest.approx(1, abs=1e-5) and mix["means"].shape == (K, 2)
+    # the clusters predict() assigns are those of this mixture: p(c | z) from its components
+    z = torch.as_tensor(vc.encode(x))
+    log_joint = torch.distributions.Normal(torch.as_tensor(mix["means"]), torch.as_tensor(
+        mix["scales"])).log_prob(z[:, None]).sum(-1) + torch.as_tensor(mix["weights"]).log()
+    agree = (log_joint.argmax(-1).numpy() == vc.predict(x).labels).mean()
+    assert agree > 0.95

@@ -3,6 +3,7 @@ the ELBO per datum, a one-line description."""
 
 from __future__ import annotations
 
+from functools import singledispatch
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -10,19 +11,22 @@ import torch
 from torch import Tensor
 
 from .inference.elbo import SyncFreeTraceEnum_ELBO
+from .model.normal_prior import StandardNormalPrior
+from .model.priors import MixturePrior
 
 if TYPE_CHECKING:
     from .estimator import VarClust
-    from .model.priors import MixturePrior
 
 __all__ = ["cluster_means", "describe", "mean_elbo", "mixture_parameters"]
 
 
+@singledispatch
 @torch.no_grad()
 def mixture_parameters(prior: MixturePrior) -> dict[str, np.ndarray]:
-    """The prior's mixture as numpy arrays: ``weights`` (K,) summing to 1, ``means`` (K, D) and
-    ``scales`` (K, D) of each component p(z | c) (its mean and standard deviation; point values
-    of a Bayesian prior)."""
+    """The mixture that defines the clusters, as numpy arrays: ``weights`` (K,) summing to 1,
+    ``means`` (K, D) and ``scales`` (K, D) of each component p(z | c) (its mean and standard
+    deviation; point values of a Bayesian prior; for the standard-normal prior, the mixture
+    fitted to the codes)."""
     params = prior.point_parameters()
     component = prior.component(params, torch.arange(prior.num_clusters))
     means = component.mean.expand(prior.num_clusters, prior.latent_dim)
@@ -32,6 +36,15 @@ def mixture_parameters(prior: MixturePrior) -> dict[str, np.ndarray]:
         "means": means.cpu().numpy(),
         "scales": scales.cpu().numpy(),
     }
+
+
+@mixture_parameters.register
+@torch.no_grad()
+def _(prior: StandardNormalPrior) -> dict[str, np.ndarray]:
+    """A plain VAE's clusters: the mixture fitted to its codes (its buffers)."""
+    return {"weights": prior.fitted_weights.cpu().numpy(),
+            "means": prior.fitted_loc.cpu().numpy(),
+            "scales": prior.fitted_scale.cpu().numpy()}
 
 
 def cluster_means(x: Tensor, responsibilities: np.ndarray) -> np.ndarray:
