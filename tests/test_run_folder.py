@@ -210,3 +210,18 @@ def test_lock_file_is_released_after_a_fit(tmp_path):
     start = time.time()
     with RunLock(out):  # would raise if the fit had kept it
         assert time.time() - start < 5
+
+
+def test_semi_supervised_resume_refuses_other_labelled_data(tmp_path):
+    x, y = blobs(), np.arange(90) % 3
+    first, other = np.zeros(90, dtype=bool), np.zeros(90, dtype=bool)
+    first[:9], other[9:18] = True, True
+    out = tmp_path / "semi"
+    VarClust(3, epochs=1, **TINY).fit(x, y, labelled=first, out_dir=out, progress=False)
+    with pytest.raises(CheckpointError, match="labelled data: checkpoint 9 labels"):
+        VarClust(3, epochs=2, **TINY).fit(x, y, labelled=other, out_dir=out, resume=True,
+                                          progress=False)
+    with pytest.raises(CheckpointError, match="vs no labels"):
+        VarClust(3, epochs=2, **TINY).fit(x, y, out_dir=out, resume=True, progress=False)
+    VarClust(3, epochs=2, **TINY).fit(x, y, labelled=first, out_dir=out, resume=True,
+                                      progress=False)

@@ -307,7 +307,7 @@ class VarClust:
             _check_writable(out)
             claim_folder(out)
         x = x.to(self.device)
-        self.data_fingerprint_ = data_fingerprint(x)
+        self.data_fingerprint_ = data_fingerprint(x, **supervision)
         self.metadata_ = dict(metadata or {})
 
         state = None

@@ -19,7 +19,7 @@ import torch
 
 from ..data.datasets import ImageDataset, load_dataset
 from ..data.validation import as_image_tensor
-from ..inference.run_folder import data_fingerprint
+from ..inference.run_folder import data_fingerprint, same_data
 
 __all__ = ["load_arrays", "load_run", "run_dataset"]
 
@@ -96,7 +96,7 @@ def load_run(run: str | os.PathLike, data_root: str | os.PathLike | None = None,
                 **({"labels": str(Path(arrays[1]).resolve())} if arrays[1] else {})}
     data = run_dataset(run, meta, Path(data_root) if data_root else None)
     saved = vc.data_fingerprint_
-    if saved is not None and saved != data_fingerprint(as_image_tensor(data.images)):
+    if saved is not None and not same_data(saved, data_fingerprint(as_image_tensor(data.images))):
         log.warning("the data of %s differ from those it was fitted to (N=%d, hash %s); the "
                     "scores are not those of the fit", run, saved["num_data"], saved["hash"][:12])
     return vc, data

@@ -35,6 +35,7 @@ __all__ = [
     "holds_run",
     "prepare_run_folder",
     "run_artefacts",
+    "same_data",
     "save_arrays",
     "segment_record",
 ]
@@ -190,15 +191,26 @@ def holds_run(folder: Path, segments: list[dict[str, Any]],
     return record.get("segments") == segments and record.get("data") == fingerprint
 
 
-def data_fingerprint(x: Tensor) -> dict[str, Any]:
+def data_fingerprint(x: Tensor, cluster: Tensor | None = None,
+                     cluster_mask: Tensor | None = None) -> dict[str, Any]:
     """What identifies the data of a fit: N, the shape of a datum and a BLAKE2 hash of the
-    float32 values of x (N, ...)."""
+    float32 values of x (N, ...); for a semi-supervised fit also ``labelled``: how many data
+    the model is given labels for, and a hash of which ones and their labels (both (N,))."""
     values = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
-    return {
+    record: dict[str, Any] = {
         "num_data": int(values.shape[0]),
         "shape": [int(s) for s in values.shape[1:]],
-        "hash": hashlib.blake2b(values.tobytes(), digest_size=16).hexdigest(),
+        "hash": _hash(values),
     }
+    if cluster_mask is not None:
+        mask = cluster_mask.detach().cpu().numpy()
+        given = np.where(mask, cluster.detach().cpu().numpy(), -1).astype(np.int64)
+        record["labelled"] = {"count": int(mask.sum()), "hash": _hash(given)}
+    return record
+
+
+def _hash(values: np.ndarray) -> str:
+    return hashlib.blake2b(np.ascontiguousarray(values).tobytes(), digest_size=16).hexdigest()
 
 
 def check_resume_record(
@@ -216,10 +228,12 @@ def check_resume_record(
     diffs = [f"{k}: checkpoint {saved_config[k]!r} vs {config[k]!r}" for k in config
              if k in saved_config and k not in MAY_CHANGE_ON_RESUME
              and _plain(saved_config[k]) != _plain(config[k])]
-    if saved_data is not None and saved_data != data:
+    if saved_data is not None and not same_data(saved_data, data):
         diffs.append(f"data: checkpoint N={saved_data['num_data']} "
                      f"{tuple(saved_data['shape'])} hash {saved_data['hash'][:12]} vs "
                      f"N={data['num_data']} {tuple(data['shape'])} hash {data['hash'][:12]}")
+    if saved_data is not None and saved_data.get("labelled") != data.get("labelled"):
+        diffs.append(f"labelled data: checkpoint {_labelled(saved_data)} vs {_labelled(data)}")
     if diffs:
         raise CheckpointError(
             f"resuming {path} would make its record false ({'; '.join(diffs)}); resume with "
@@ -250,6 +264,17 @@ def save_arrays(folder: Path, X: Any, y: Any = None) -> dict[str, str]:
         write_atomic(folder / name, buffer.getvalue())
         meta[key] = name
     return meta
+
+
+def same_data(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two :func:`data_fingerprint` records are of the same data (labels aside)."""
+    keys = ("num_data", "shape", "hash")
+    return [a.get(k) for k in keys] == [b.get(k) for k in keys]
+
+
+def _labelled(record: dict[str, Any]) -> str:
+    given = record.get("labelled")
+    return f"{given['count']} labels (hash {given['hash'][:12]})" if given else "no labels"
 
 
 def _plain(value: Any) -> Any:
