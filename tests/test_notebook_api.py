@@ -159,6 +159,7 @@ def test_cli_data_errors_name_the_file(tmp_path, capsys):
     assert main(["fit", "--data", str(tmp_path / "X.npy"), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert "X.npy" in err and "divide by 255" in err
+    assert not (tmp_path / "r").exists()  # a refused fit leaves no empty run folder
     assert main(["fit", "--data", str(tmp_path / "missing.npy"), "--out",
                  str(tmp_path / "r")]) == 2
     assert "missing.npy" in capsys.readouterr().err

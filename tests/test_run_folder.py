@@ -225,3 +225,25 @@ def test_semi_supervised_resume_refuses_other_labelled_data(tmp_path):
         VarClust(3, epochs=2, **TINY).fit(x, y, out_dir=out, resume=True, progress=False)
     VarClust(3, epochs=2, **TINY).fit(x, y, labelled=first, out_dir=out, resume=True,
                                       progress=False)
+
+
+def test_two_cli_fits_on_one_folder_the_second_is_refused(tmp_path):
+    out = tmp_path / "shared"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen([sys.executable, "-m", "varclust.cli", "fit", *CLI_TINY,
+                              "--epochs", "400", "--out", str(out)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not (out / "checkpoint.pt").exists():
+            assert first.poll() is None and time.time() < deadline
+            time.sleep(0.1)
+        second = subprocess.run([sys.executable, "-m", "varclust.cli", "fit", *CLI_TINY,
+                                 "--out", str(out)], env=env, capture_output=True, text=True,
+                                timeout=120)
+        assert second.returncode == 2
+        assert f"in use by another varclust process (pid {first.pid})" in second.stderr
+        assert "done" not in second.stdout
+    finally:
+        first.kill()
+        first.wait()

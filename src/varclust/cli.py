@@ -204,16 +204,17 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def _fit_and_report(args: argparse.Namespace, config: FitConfig, distributed) -> int:
-    """Fit and write the run folder; under --distributed only rank 0 prints and writes."""
+    """Fit and write the run folder, locked before the data are read (a second writer is
+    refused at once); under --distributed only rank 0 prints and writes."""
     main_rank = distributed is None or distributed.is_main
-    data, metadata = fit_data(args)
-    vc = VarClust(config=config)
-    if main_rank:
-        where = distributed.describe() if distributed is not None else str(vc.device)
-        print(f"varclust: fitting K={config.num_clusters} to {data.name} "
-              f"({len(data)} x {'x'.join(map(str, data.image_shape))}) on {where}")
-    labelled = _labelled_mask(args.labelled_fraction, data, args.seed)
     with RunLock(args.out) if main_rank else contextlib.nullcontext():
+        data, metadata = fit_data(args)
+        vc = VarClust(config=config)
+        if main_rank:
+            where = distributed.describe() if distributed is not None else str(vc.device)
+            print(f"varclust: fitting K={config.num_clusters} to {data.name} "
+                  f"({len(data)} x {'x'.join(map(str, data.image_shape))}) on {where}")
+        labelled = _labelled_mask(args.labelled_fraction, data, args.seed)
         try:
             vc.fit(data.images, data.labels, out_dir=args.out, resume=args.resume,
                    overwrite=args.overwrite, progress="lines" if args.quiet else True,

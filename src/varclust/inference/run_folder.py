@@ -81,8 +81,13 @@ class RunLock:
             _HELD[self.folder] = (fd, count + 1)
             return self
         _require_folder(self.folder)
+        self.created = not self.folder.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
-        fd = self._acquire(self.folder / LOCK_NAME)
+        try:
+            fd = self._acquire(self.folder / LOCK_NAME)
+        except BaseException:
+            self._remove_if_created()
+            raise
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         _HELD[self.folder] = (fd, 1)
@@ -97,6 +102,13 @@ class RunLock:
         (self.folder / LOCK_NAME).unlink(missing_ok=True)  # while held: see _acquire
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+        self._remove_if_created()
+
+    def _remove_if_created(self) -> None:
+        """A folder this lock created and nothing was written into is removed again (a fit
+        refused for its data leaves no empty run folder)."""
+        if self.created and not any(self.folder.iterdir()):
+            self.folder.rmdir()
 
     def _acquire(self, path: Path) -> int:
         """Open and flock ``path``; the holder removes it before unlocking, so a lock taken on
