@@ -85,3 +85,12 @@ def test_pretraining_resume_refuses_other_pretraining_settings(tmp_path):
     with pytest.raises(Exception, match="pretrain_lr"):
         VarClust(**{**child.SETTINGS, "pretrain_lr": 0.01}).fit(
             resume_child.data(), out_dir=run, resume=True, progress=False)
+
+
+def test_loading_a_run_stopped_in_pretraining_warns(tmp_path, caplog):
+    run = tmp_path / "r"
+    assert run_child(run, 10, resume=False) == -signal.SIGKILL
+    with caplog.at_level("WARNING", logger="varclust"):
+        VarClust.load(run, device="cpu")
+    assert any("stopped inside autoencoder pretraining (1 epochs done)" in r.getMessage()
+               for r in caplog.records)

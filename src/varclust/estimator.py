@@ -758,6 +758,10 @@ class VarClust:
         if path.is_dir():
             path = path / CHECKPOINT_NAME
         state, path = load_latest_checkpoint(path, map_location="cpu")
+        if state["phase"] == "pretrain":
+            log.warning("%s stopped inside autoencoder pretraining (%d epochs done): its "
+                        "clusters are not fitted yet; continue it with --resume (resume=True)",
+                        path, len(state["pretrain_losses"]))
         try:
             config = FitConfig.from_dict({**state["config"], "device": device})
         except (ValueError, TypeError) as err:
