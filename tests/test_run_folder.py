@@ -247,3 +247,18 @@ def test_two_cli_fits_on_one_folder_the_second_is_refused(tmp_path):
     finally:
         first.kill()
         first.wait()
+
+
+def test_resume_removes_what_describes_an_older_state(run, tmp_path):
+    copy = copy_run(run, tmp_path / "copy")
+    (copy / "evaluation.json").write_text('{"acc": 0.62}')
+    (copy / "report").mkdir()
+    (copy / "report" / "index.html").write_text("old")
+    (copy / "samples_seed0.png").write_bytes(b"old")
+    with pytest.raises(CheckpointError):  # a refused resume changes nothing
+        VarClust(3, **{**TINY, "epochs": 3, "seed": 9}).fit(blobs(), out_dir=copy, resume=True,
+                                                            progress=False)
+    assert (copy / "evaluation.json").exists() and (copy / "report").exists()
+    VarClust(3, epochs=3, **TINY).fit(blobs(), out_dir=copy, resume=True, progress=False)
+    names = {p.name for p in copy.iterdir()}
+    assert names == {"checkpoint.pt", "checkpoint.prev.pt", "metrics.json"}

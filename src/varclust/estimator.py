@@ -48,6 +48,7 @@ from .inference.progress import Progress
 from .inference.run_folder import (
     RunLock,
     check_resume_record,
+    clear_derived,
     data_fingerprint,
     holds_run,
     prepare_run_folder,
@@ -319,6 +320,8 @@ class VarClust:
                 self._check_compatible(state, tuple(x.shape[1:]), ckpt_path)
                 check_resume_record(state["config"], c.to_dict(), state.get("data_fingerprint"),
                                     self.data_fingerprint_, ckpt_path)
+                if _is_main(distributed):  # evaluation.json, report/ ... describe an older state
+                    clear_derived(out)
             else:
                 log.warning("no checkpoint in %s: starting a new run", out)
         if distributed is not None:

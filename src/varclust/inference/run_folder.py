@@ -31,6 +31,7 @@ __all__ = [
     "RunFolderError",
     "RunLock",
     "check_resume_record",
+    "clear_derived",
     "data_fingerprint",
     "holds_run",
     "prepare_run_folder",
@@ -140,6 +141,25 @@ def _require_folder(folder: Path) -> None:
         )
 
 
+#: what a run folder keeps when a fit resumes it: the run itself; the rest (evaluation.json,
+#: report/, figures) describes an older state of the run and is removed
+RUN_RECORD = ("checkpoint.pt", "checkpoint.prev.pt", "metrics.json", "data.npy", "labels.npy")
+
+
+def clear_derived(folder: Path) -> list[str]:
+    """Remove what was derived from an older state of the run in ``folder`` (everything
+    :func:`run_artefacts` lists but :data:`RUN_RECORD`); returns the names removed."""
+    removed = []
+    for path in run_artefacts(folder):
+        if path.name not in RUN_RECORD:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(path.name)
+    return removed
+
+
 def run_artefacts(folder: Path) -> list[Path]:
     """The entries of ``folder`` that a varclust command wrote (sorted)."""
     return sorted({p for pattern in ARTEFACT_PATTERNS for p in folder.glob(pattern)})
@@ -163,11 +183,9 @@ def prepare_run_folder(folder: Path, *, resume: bool, overwrite: bool) -> None:
     if resume and has_checkpoint:
         return
     if overwrite:
-        for path in run_artefacts(folder):
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
+        clear_derived(folder)
+        for name in RUN_RECORD:
+            (folder / name).unlink(missing_ok=True)
     entries = sorted(p.name for p in folder.iterdir() if p.name != LOCK_NAME)
     if not entries:
         return
