@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from varclust import VarClust
 from varclust.inference.checkpoint import load_checkpoint
@@ -94,3 +95,23 @@ def test_loading_a_run_stopped_in_pretraining_warns(tmp_path, caplog):
         VarClust.load(run, device="cpu")
     assert any("stopped inside autoencoder pretraining (1 epochs done)" in r.getMessage()
                for r in caplog.records)
+
+
+def test_pretrainer_takes_the_steps_of_minimise_over_epochs():
+    """The fit's pretraining (Pretrainer) is the one benchmarks measured (init.py's loop)."""
+    import copy
+
+    from varclust.inference.init import AutoencoderLoss, minimise_over_epochs
+    from varclust.inference.pretrain import Pretrainer
+
+    vc = VarClust(**{**child.SETTINGS, "pretrain_epochs": 0, "epochs": 0})
+    vc.fit(resume_child.data(), progress=False)
+    x = vc._prepare(resume_child.data())
+    a = AutoencoderLoss(vc.guide.encoder, vc.model.decoder, vc.model.likelihood)
+    b = copy.deepcopy(a)
+    torch.manual_seed(0)
+    expected = minimise_over_epochs(a, x, 3, 16, 1e-3, 1)
+    torch.manual_seed(0)
+    assert Pretrainer(b, 1e-3, 16, 1).run(x, 3) == expected
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)
