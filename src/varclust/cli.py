@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -10,11 +11,21 @@ from pathlib import Path
 
 from . import __version__
 from .analysis.plots import plot_cluster_samples, plot_training_curve
+from .analysis.run_data import load_run
+from .cli_support import (
+    HelpFormatter,
+    add_data_flags,
+    data_arrays,
+    fit_data,
+    holding_run,
+    show_defaults,
+)
 from .config import FitConfig
-from .data.datasets import DATASETS, DatasetNotFoundError, load_dataset
+from .data.datasets import DATASETS, DatasetNotFoundError
 from .estimator import VarClust
-from .inference.checkpoint import CheckpointError, write_atomic
+from .inference.checkpoint import CheckpointError, load_latest_checkpoint, write_atomic
 from .inference.distributed import run_distributed_fit
+from .inference.run_folder import RunLock
 from .metrics import clustering_scores
 from .registry import GUIDES, LIKELIHOODS, PRIORS
 
@@ -48,23 +59,32 @@ def _hidden(text: str) -> tuple[int, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="varclust", description="Deep clustering with Gaussian-mixture VAEs in Pyro."
+        prog="varclust", description="Deep clustering with Gaussian-mixture VAEs in Pyro.",
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"varclust {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_parser = sub.add_parser
+    sub.add_parser = lambda *a, **kw: _add_parser(  # type: ignore[method-assign]
+        *a, allow_abbrev=False, formatter_class=HelpFormatter, **kw)
 
     fit = sub.add_parser("fit", help="fit a model to a data set and write a run folder")
     fit.add_argument("--dataset", default="digits", choices=sorted(DATASETS))
+    fit.add_argument("--data", type=Path,
+                     help="fit your own array instead of --dataset: a .npy file of floats in "
+                     "[0, 1], shape (N, D), (N, H, W) or (N, C, H, W)")
+    fit.add_argument("--labels", type=Path,
+                     help="with --data: a .npy file of N integer labels, for the scores")
     fit.add_argument("--clusters", type=int, default=10, help="K, the number of clusters")
     fit.add_argument("--epochs", type=int,
-                     help="SVI epochs (digits: 60, fashion-mnist: 15, others: 50)")
+                     help="SVI epochs (digits: 60, fashion-mnist: 30, others: 50)")
     fit.add_argument("--pretrain-epochs", type=int,
                      help="autoencoder epochs before the mixture is fitted "
                      "(digits: 100, fashion-mnist: 40, others: 10)")
     fit.add_argument("--latent-dim", type=int, default=10)
     fit.add_argument("--network", choices=("mlp", "conv"), default="mlp")
     fit.add_argument("--hidden", type=_hidden, default=(500, 500, 2000),
-                     help="encoder widths, mirrored by the decoder (default 500,500,2000)")
+                     help="encoder widths, mirrored by the decoder")
     fit.add_argument("--likelihood", choices=sorted(LIKELIHOODS), default="bernoulli")
     fit.add_argument("--prior", choices=sorted(PRIORS), default="gmm",
                      help="gmm (learned mixture), normal (plain VAE + mixture fitted to the "
@@ -83,13 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--device", default="auto", help="auto, cpu or cuda")
     fit.add_argument("--out", required=True, type=Path, help="run folder")
-    fit.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
+    fit.add_argument("--resume", action="store_true",
+                     help="continue from --out's checkpoint; settings not typed are the run's")
+    fit.add_argument("--overwrite", action="store_true",
+                     help="replace the run in --out, removing every file of the old run")
     fit.add_argument("--pretrained", type=Path, default=None,
                      help="start from this run folder's autoencoder instead of pretraining "
                      "(same networks; the prior, guide and K may differ)")
     fit.add_argument("--data-root", type=Path, help="torchvision data folder")
     fit.add_argument("--download", action="store_true", help="download a missing data set")
-    fit.add_argument("--quiet", action="store_true", help="no progress bars")
+    fit.add_argument("--quiet", action="store_true",
+                     help="no progress bars; each epoch's numbers as one plain line")
     fit.add_argument("--lr-scaling", choices=("none", "sqrt", "linear"), default="none",
                      help="scale --lr from batch 256 to --batch-size (large batches)")
     fit.add_argument("--distributed", action="store_true",
@@ -143,13 +167,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="score a run's clusters against the labels")
     evaluate.add_argument("run", type=Path, help="run folder written by `varclust fit`")
     evaluate.add_argument("--data-root", type=Path)
+    add_data_flags(evaluate)
 
     sample = sub.add_parser("sample", help="draw images per cluster from a fitted run")
     sample.add_argument("run", type=Path, help="run folder written by `varclust fit`")
     sample.add_argument("--cluster", type=int, help="only this cluster (default: every cluster)")
     sample.add_argument("--num", type=int, default=8, help="images per cluster")
     sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--out", type=Path, help="PNG path (default RUN/samples.png)")
+    sample.add_argument("--out", type=Path, help="PNG path (default RUN/samples_cluster{K}.png, "
+                        "or RUN/samples_seed{SEED}.png for every cluster)")
     sample.add_argument("--steps", type=int,
                         help="ddpm runs: reverse steps (0: all T, ancestral; default: the run's)")
 
@@ -159,14 +185,17 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--compare", type=Path, nargs="+", default=[], metavar="RUN",
                         help="other run folders on the same data set to rank by az.compare")
     report.add_argument("--num-data", type=int, default=1000,
-                        help="data points drawn at random for the figures (default 1000)")
+                        help="data points drawn at random for the figures")
     report.add_argument("--num-samples", type=int, default=50,
-                        help="posterior draws per datum in the InferenceData (default 50)")
+                        help="posterior draws per datum in the InferenceData")
     report.add_argument("--importance-samples", type=int, default=16,
-                        help="guide proposals behind each log-likelihood estimate (default 16)")
+                        help="guide proposals behind each log-likelihood estimate")
     report.add_argument("--latent-map", choices=("pca", "tsne"), default="pca")
     report.add_argument("--data-root", type=Path)
+    add_data_flags(report)
     report.add_argument("--seed", type=int, default=0)
+    for command in (fit, evaluate, sample, report):
+        show_defaults(command)
     return parser
 
 
@@ -204,33 +233,58 @@ def cmd_fit(args: argparse.Namespace) -> int:
     config = config.replace(**{k: v for k, v in RECIPES[args.recipe].items() if k not in typed})
     if args.config is not None:
         config = with_config_file(config, args.config, args.argv)
+    if args.resume:
+        config = with_resumed_settings(config, args.out, args.argv)
     if args.distributed:
         return run_distributed_fit(args, config, _fit_and_report)
     return _fit_and_report(args, config, None)
 
 
 def _fit_and_report(args: argparse.Namespace, config: FitConfig, distributed) -> int:
-    """Fit and write the run folder; under --distributed only rank 0 prints and writes."""
+    """Fit and write the run folder, locked before the data are read (a second writer is
+    refused at once); under --distributed only rank 0 prints and writes."""
     main_rank = distributed is None or distributed.is_main
-    data = load_dataset(args.dataset, root=args.data_root, download=args.download)
-    vc = VarClust(config=config)
-    if main_rank:
-        where = distributed.describe() if distributed is not None else str(vc.device)
-        print(f"varclust: fitting K={config.num_clusters} to {data.name} "
-              f"({len(data)} x {'x'.join(map(str, data.image_shape))}) on {where}")
-    metadata = {"dataset": data.name, "data_root": str(args.data_root or ""),
-                "labelled_fraction": args.labelled_fraction}
-    labelled = _labelled_mask(args.labelled_fraction, data, args.seed)
-    vc.fit(data.images, data.labels, out_dir=args.out, resume=args.resume,
-           progress=not args.quiet, metadata=metadata, distributed=distributed,
-           labelled=labelled, pretrained=args.pretrained)
-    if not main_rank:
-        return 0
-    _write_figures(vc, args.out)
+    with RunLock(args.out) if main_rank else contextlib.nullcontext():
+        data, metadata = fit_data(args)
+        vc = VarClust(config=config)
+        if main_rank:
+            where = distributed.describe() if distributed is not None else str(vc.device)
+            print(f"varclust: fitting K={config.num_clusters} to {data.name} "
+                  f"({len(data)} x {'x'.join(map(str, data.image_shape))}) on {where}")
+        labelled = _labelled_mask(args.labelled_fraction, data, args.seed)
+        try:
+            vc.fit(data.images, data.labels, out_dir=args.out, resume=args.resume,
+                   overwrite=args.overwrite, progress="lines" if args.quiet else True,
+                   metadata=metadata, distributed=distributed, labelled=labelled,
+                   pretrained=args.pretrained)
+        except KeyboardInterrupt:
+            if main_rank:
+                _interrupted(vc, args.out)
+            return 130
+        if not main_rank:
+            return 0
+        _write_figures(vc, args.out)
     last = vc.history[-1] if vc.history else {}
     scores = ", ".join(f"{k.upper()} {last[k]:.4f}" for k in ("acc", "nmi", "ari") if k in last)
-    print(f"varclust: done; {scores}; run folder {args.out}")
+    collapsed = (f"; WARNING: the clustering collapsed ({last['clusters_used']} of "
+                 f"{config.num_clusters} clusters in use, the largest holds "
+                 f"{last['largest_cluster']:.0%} of the data)" if vc.collapse_warning_ else "")
+    print(f"varclust: done; {scores}; run folder {args.out}{collapsed}")
     return 0
+
+
+def _interrupted(vc: VarClust, out: Path) -> None:
+    """Ctrl-C: one line naming the checkpoint and --resume, and the figures of what was fitted."""
+    checkpoint = out / "checkpoint.pt"
+    if vc.history:
+        try:
+            _write_figures(vc, out)
+        except Exception:  # noqa: BLE001 - the figures are a courtesy; the message matters
+            pass
+    where = (f"the last checkpoint is {checkpoint}" if checkpoint.exists()
+             else "no checkpoint was written yet")
+    print(f"varclust: interrupted after {len(vc.history)} epochs; {where}; continue with the "
+          "same command and --resume", file=sys.stderr)
 
 
 def _labelled_mask(fraction: float, data, seed: int):
@@ -272,7 +326,7 @@ FLAG_FIELDS = {
 
 
 def typed_fields(argv: list[str]) -> set[str]:
-    """The FitConfig fields whose flags were typed in argv."""
+    """The FitConfig fields of the flags typed in argv."""
     return {FLAG_FIELDS[a.split("=")[0]] for a in argv if a.split("=")[0] in FLAG_FIELDS}
 
 
@@ -284,19 +338,19 @@ def with_config_file(flags: FitConfig, path: Path, argv: list[str]) -> FitConfig
     return flags.replace(**{k: from_file[k] for k in given if k not in typed})
 
 
-def _load_run(run: Path) -> tuple[VarClust, dict]:
-    vc = VarClust.load(run, device="auto")
-    meta = json.loads((run / "metrics.json").read_text()).get("metadata", {}) if (
-        run / "metrics.json").exists() else {}
-    return vc, meta
+def with_resumed_settings(flags: FitConfig, out: Path, argv: list[str]) -> FitConfig:
+    """--resume: the run's own settings (from its checkpoint), under the flags typed in argv; a
+    typed flag that changes a run-defining setting is then refused by the fit."""
+    if not any((out / n).exists() for n in ("checkpoint.pt", "checkpoint.prev.pt")):
+        return flags
+    saved, _ = load_latest_checkpoint(out / "checkpoint.pt")
+    typed = typed_fields(argv)
+    ours = flags.to_dict()
+    return FitConfig.from_dict({**saved["config"], **{k: ours[k] for k in typed}})
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    vc, meta = _load_run(args.run)
-    if "dataset" not in meta:
-        raise ValueError(f"{args.run} does not record its data set; evaluate it in Python")
-    root = args.data_root or (Path(meta["data_root"]) if meta.get("data_root") else None)
-    data = load_dataset(meta["dataset"], root=root, download=False)
+    vc, data = load_run(args.run, args.data_root, arrays=data_arrays(args))
     pred = vc.predict(data.images)
     result = {"dataset": data.name, "num_data": len(data),
               "mean_assignment_entropy": float(pred.entropy.mean())}
@@ -310,15 +364,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
-    vc, _ = _load_run(args.run)
+    vc = VarClust.load(args.run, device="auto")
     if args.steps is not None:
         vc.config = vc.config.replace(sample_steps=args.steps)
     torch.manual_seed(args.seed)
-    clusters = [args.cluster] if args.cluster is not None else range(vc.config.num_clusters)
+    clusters = [args.cluster] if args.cluster is not None else list(range(
+        vc.config.num_clusters))
     grids = [vc.sample(k, args.num) for k in clusters]
     out = args.out or args.run / (
-        f"samples_cluster{args.cluster}.png" if args.cluster is not None else "samples.png")
-    plot_cluster_samples(grids, out)
+        f"samples_cluster{args.cluster}.png" if args.cluster is not None
+        else f"samples_seed{args.seed}.png")  # samples.png is the fit's own figure
+    plot_cluster_samples(grids, out, row_labels=clusters)
     print(f"varclust: wrote {out}")
     return 0
 
@@ -330,6 +386,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         args.run, args.out, compare=args.compare, num_data=args.num_data,
         num_samples=args.num_samples, importance_samples=args.importance_samples,
         method=args.latent_map, data_root=args.data_root, seed=args.seed,
+        arrays=data_arrays(args),
     )
     print(f"varclust: wrote {page}")
     return 0
@@ -342,7 +399,11 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"fit": cmd_fit, "evaluate": cmd_evaluate, "sample": cmd_sample,
                 "report": cmd_report}
     try:
-        return handlers[args.command](args)
+        with holding_run(args):
+            return handlers[args.command](args)
+    except KeyboardInterrupt:
+        print("varclust: interrupted", file=sys.stderr)
+        return 130
     except (DatasetNotFoundError, CheckpointError, ValueError, TypeError, OSError,
             RuntimeError) as err:
         print(f"varclust: error: {err}", file=sys.stderr)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,6 @@ import pyro
 import torch
 from numpy.typing import ArrayLike
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from . import __version__
 from .config import STRUCTURAL_KEYS, FitConfig
@@ -33,13 +34,26 @@ from .inference.checkpoint import (
     save_checkpoint,
     write_atomic,
 )
+from .inference.collapse import cluster_usage, collapse_warning
 from .inference.distributed import DistributedContext, DistributedSVITrainer
 from .inference.em import fit_em
 from .inference.init import (
+    AutoencoderLoss,
+    DiffusionAutoencoderLoss,
     align_to_labels,
     fit_mixture_to_codes,
-    pretrain_autoencoder,
-    pretrain_diffusion_autoencoder,
+)
+from .inference.pretrain import Pretrainer
+from .inference.progress import Progress
+from .inference.run_folder import (
+    RunLock,
+    check_resume_record,
+    clear_derived,
+    data_fingerprint,
+    holds_run,
+    prepare_run_folder,
+    save_arrays,
+    segment_record,
 )
 from .inference.regularisers import cluster_information, kl_warmup_weight, regularisers_of
 from .inference.speed import configure_fast_math, scaled_learning_rate
@@ -50,6 +64,7 @@ from .model.generative import ClusteringModel
 from .model.likelihoods import Likelihood
 from .model.priors import GaussianMixturePrior
 from .registry import CUSTOM, build_likelihood, build_model_and_guide
+from .summaries import cluster_means, describe, mean_elbo, mixture_parameters
 
 __all__ = ["ClusterPrediction", "VarClust", "resolve_device"]
 
@@ -135,6 +150,16 @@ class VarClust:
         self.data_shape: tuple[int, ...] | None = None
         self.history: list[dict[str, float]] = []
         self.pretrain_losses: list[float] = []
+        #: the parts of the fit (the first run, then each resume): see run_folder.segment_record
+        self.segments: list[dict[str, Any]] = []
+        #: N, datum shape and hash of the data fitted (run_folder.data_fingerprint)
+        self.data_fingerprint_: dict[str, Any] | None = None
+        #: what the run folder records beside the model (data set name, data paths ...)
+        self.metadata_: dict[str, Any] = {}
+        #: (K,) data of the fit in each cluster after the last epoch (None before a fit)
+        self.cluster_sizes_: np.ndarray | None = None
+        #: the collapse guard's warning about the last epoch, None when it did not collapse
+        self.collapse_warning_: str | None = None
         #: ddpm generator: ConditionalDDPM.latent_reliance on the data after pretraining
         self.latent_reliance: float | None = None
 
@@ -193,11 +218,47 @@ class VarClust:
         *,
         out_dir: str | os.PathLike | None = None,
         resume: bool = False,
-        progress: bool = True,
+        overwrite: bool = False,
+        progress: bool | str = True,
         metadata: dict[str, Any] | None = None,
         labelled: ArrayLike | None = None,
         distributed: DistributedContext | None = None,
         pretrained: VarClust | str | os.PathLike | None = None,
+    ) -> VarClust:
+        """Fit to data X (N, ...) of floats in [0, 1]; y (N,) labels only for per-epoch scores.
+
+        ``out_dir`` is locked while the fit runs (a second writer is refused, naming the
+        holder's pid). A new fit into a folder holding another run is refused unless
+        ``overwrite=True``, which first removes every artefact of the old run. ``progress``:
+        True shows progress bars on a terminal and plain per-epoch lines elsewhere, "lines"
+        always prints the lines, False prints nothing. See :meth:`_fit` for the rest.
+        """
+        if resume and overwrite:
+            raise ValueError("resume and overwrite contradict each other: choose one")
+        with contextlib.ExitStack() as stack:
+
+            def claim_folder(out: Path) -> None:  # once the data are validated
+                if _is_main(distributed):
+                    stack.enter_context(RunLock(out))
+                    prepare_run_folder(out, resume=resume, overwrite=overwrite)
+
+            return self._fit(X, y, out_dir=out_dir, resume=resume, progress=progress,
+                             metadata=metadata, labelled=labelled, distributed=distributed,
+                             pretrained=pretrained, claim_folder=claim_folder)
+
+    def _fit(
+        self,
+        X: ArrayLike | Tensor,
+        y: ArrayLike | None = None,
+        *,
+        out_dir: str | os.PathLike | None = None,
+        resume: bool = False,
+        progress: bool | str = True,
+        metadata: dict[str, Any] | None = None,
+        labelled: ArrayLike | None = None,
+        distributed: DistributedContext | None = None,
+        pretrained: VarClust | str | os.PathLike | None = None,
+        claim_folder: Callable[[Path], None] = lambda out: None,
     ) -> VarClust:
         """Fit to data X (N, ...) of floats in [0, 1]; y (N,) labels only for per-epoch scores.
 
@@ -214,9 +275,11 @@ class VarClust:
         ``likelihood``, generator and data shape; the prior, guide and K may differ, so
         priors and guides can be compared from one pretrained autoencoder.
 
-        With ``out_dir``, a checkpoint is written atomically after pretraining and after every
-        epoch, with ``metrics.json`` beside it; ``resume=True`` continues from that checkpoint
-        (``pretrained`` is then unused).
+        With ``out_dir``, a checkpoint is written atomically after every pretraining epoch,
+        after pretraining and after every epoch, with ``metrics.json`` beside it;
+        ``resume=True`` continues from that checkpoint, mid-pretraining included (``pretrained``
+        is then unused), and refuses other data or changed run-defining settings
+        (:func:`varclust.inference.run_folder.check_resume_record`).
         With ``distributed`` (from :func:`varclust.inference.distributed.init_distributed`, in a
         process launched by torchrun), SVI runs data-parallel over the process group; rank 0
         alone shows progress, computes per-epoch scores and writes the run folder.
@@ -227,6 +290,7 @@ class VarClust:
             distributed.per_rank_batch(c.batch_size)  # refuse a batch that does not split
             if not distributed.is_main:
                 progress, y = False, None
+        show = Progress(progress)
         configure_fast_math(self.device)
         x = as_image_tensor(X if isinstance(X, Tensor) else np.asarray(X))
         check_num_clusters(c.num_clusters, len(x))
@@ -243,7 +307,10 @@ class VarClust:
         ckpt_path = out / CHECKPOINT_NAME if out is not None else None
         if out is not None:
             _check_writable(out)
+            claim_folder(out)
         x = x.to(self.device)
+        self.data_fingerprint_ = data_fingerprint(x, **supervision)
+        self.metadata_ = dict(metadata or {})
 
         state = None
         if resume:
@@ -252,6 +319,10 @@ class VarClust:
             if ckpt_path.exists() or previous_path(ckpt_path).exists():
                 state, _ = load_latest_checkpoint(ckpt_path, map_location=self.device)
                 self._check_compatible(state, tuple(x.shape[1:]), ckpt_path)
+                check_resume_record(state["config"], c.to_dict(), state.get("data_fingerprint"),
+                                    self.data_fingerprint_, ckpt_path)
+                if _is_main(distributed):  # evaluation.json, report/ ... describe an older state
+                    clear_derived(out)
             else:
                 log.warning("no checkpoint in %s: starting a new run", out)
         if distributed is not None:
@@ -260,42 +331,54 @@ class VarClust:
         self._build(tuple(x.shape[1:]))
         trainer = self._make_trainer(distributed)
         start_epoch = 0
+
+        def save_pretraining(pretrainer_state: dict) -> None:
+            if ckpt_path is not None and _is_main(distributed):
+                self._save(ckpt_path, "pretrain", 0, trainer, metadata, pretrainer_state)
+
         if state is not None:
             self._load_modules(state)
             self.history = list(state["history"])
             self.pretrain_losses = list(state["pretrain_losses"])
             start_epoch = int(state["epoch"])
+            self.segments = [*state.get("segments", []),
+                             segment_record(c.to_dict(), start_epoch, state["phase"])]
             if state["phase"] == "train":
                 trainer.load_state_dict(state["trainer"])
             restore_rng_state(state["rng"])
+            if state["phase"] == "pretrain":  # stopped inside pretraining: finish it
+                self._pretrain(x, show, distributed, supervision, save_pretraining,
+                               state["pretrainer"])
         else:
             self.history, self.pretrain_losses = [], []
+            self.segments = [segment_record(c.to_dict(), 0, "new")]
             if pretrained is not None:
                 self._start_from(pretrained, x, supervision)
             elif c.pretrain_epochs > 0:
-                self._pretrain(x, progress, distributed, supervision)
-            if ckpt_path is not None and _is_main(distributed):
-                self._save(ckpt_path, "init", 0, trainer, metadata)
+                self._pretrain(x, show, distributed, supervision, save_pretraining)
+        if (state is None or state["phase"] == "pretrain") and ckpt_path is not None and (
+                _is_main(distributed)):
+            self._save(ckpt_path, "init", 0, trainer, metadata)
         if isinstance(trainer, DistributedSVITrainer):
             trainer.sync_parameters()  # pretraining on a GPU is not bit-reproducible over ranks
 
         if c.method == "em":
-            self._fit_em(x, labels, trainer, start_epoch, ckpt_path, progress, metadata)
+            self._fit_em(x, labels, trainer, start_epoch, ckpt_path, show, metadata)
+            self._warn_if_collapsed()
             return self
 
         steps_per_epoch = -(-len(x) // c.batch_size)
-        bar = tqdm(
+        bar = show.bar(
             total=c.epochs * steps_per_epoch,
             initial=start_epoch * steps_per_epoch,
             desc="svi",
-            disable=not progress,
             unit="step",
         )
         num_data = len(x)
 
         def on_step(i: int, loss: Tensor) -> None:
             bar.update(1)
-            if i % 20 == 0 and progress:
+            if i % 20 == 0 and show.bars:
                 bar.set_postfix(elbo=f"{-float(loss) / num_data:.2f}")
             every = c.checkpoint_every_steps
             if ckpt_path is not None and every and (i + 1) % every == 0 and (
@@ -322,20 +405,40 @@ class VarClust:
             record.update(self._component_summary())
             if c.kl_warmup_epochs:
                 record["kl_weight"] = self.model.kl_weight
-            if labels is not None or regularisers_of(c):
-                pred = self._predict_tensor(x)
-                if regularisers_of(c):  # what the terms outside the ELBO push up, all data
-                    record["cluster_information_nats"] = float(cluster_information(
-                        torch.as_tensor(pred.responsibilities).clamp_min(1e-30).log()))
-                if labels is not None:
-                    record.update(clustering_scores(labels, pred.labels))
+            record.update(self._epoch_scores(x, labels))
             self.history.append(record)
-            if progress:
+            if show.bars:
                 bar.set_postfix({k: round(v, 3) for k, v in record.items() if k != "epoch"})
+            show.line("svi epoch", epoch + 1, c.epochs, record)
             if ckpt_path is not None and _is_main(distributed):
                 self._save(ckpt_path, "train", epoch + 1, trainer, metadata)
         bar.close()
+        self._warn_if_collapsed()
         return self
+
+    def _epoch_scores(self, x: Tensor, labels: np.ndarray | None) -> dict[str, float]:
+        """The collapse guard's record (clusters_used, largest_cluster; see
+        :mod:`varclust.inference.collapse`), I_q(c; x) when terms outside the ELBO act on it, and
+        ACC/NMI/ARI when labels (N,) are known."""
+        pred = self._predict_tensor(x)
+        assigned = pred.labels
+        self.cluster_sizes_ = np.bincount(assigned, minlength=self.config.num_clusters)
+        out = cluster_usage(assigned, self.config.num_clusters)
+        if regularisers_of(self.config):  # what the terms outside the ELBO push up, all data
+            out["cluster_information_nats"] = float(cluster_information(
+                torch.as_tensor(pred.responsibilities).clamp_min(1e-30).log()))
+        if labels is not None:
+            out.update(clustering_scores(labels, assigned))
+        return out
+
+    def _warn_if_collapsed(self) -> None:
+        """Log the collapse guard's warning when the last epoch's clusters collapsed; kept as
+        ``collapse_warning_`` (None when the fit did not collapse)."""
+        last = self.history[-1] if self.history else {}
+        self.collapse_warning_ = (collapse_warning(last, self.config.num_clusters)
+                                  if "clusters_used" in last else None)
+        if self.collapse_warning_:
+            log.warning(self.collapse_warning_)
 
     def _refit_clusters(self, x: Tensor) -> None:
         """For priors whose clusters are fitted to the codes (the standard normal): refit."""
@@ -354,15 +457,14 @@ class VarClust:
 
     def _fit_em(
         self, x: Tensor, labels: np.ndarray | None, trainer: SVITrainer, start: int,
-        ckpt_path: Path | None, progress: bool, metadata: dict[str, Any] | None,
+        ckpt_path: Path | None, show: Progress, metadata: dict[str, Any] | None,
     ) -> None:
         """EM iterations (M-step epochs with the prior frozen, then a closed-form E-step), each
         recorded in ``history`` and checkpointed like an SVI epoch."""
         c = self.config
         steps = c.m_step_epochs * -(-len(x) // c.batch_size)
-        outer = tqdm(total=c.em_iterations, initial=start, desc="EM", disable=not progress,
-                     unit="iter")
-        m_bar = tqdm(total=steps, desc="M-step", disable=not progress, unit="step", leave=False)
+        outer = show.bar(total=c.em_iterations, initial=start, desc="EM", unit="iter")
+        m_bar = show.bar(total=steps, desc="M-step", unit="step", leave=False)
 
         def on_m_step(i: int, loss: Tensor) -> None:
             if i == 0 and m_bar.n >= steps:
@@ -371,9 +473,9 @@ class VarClust:
 
         def on_iteration(record: dict[str, Any]) -> None:
             record["skipped_steps"] = trainer.last_epoch_skipped
-            if labels is not None:
-                record.update(clustering_scores(labels, self._predict_tensor(x).labels))
+            record.update(self._epoch_scores(x, labels))
             self.history.append(record)
+            show.line("EM iteration", record["iteration"], c.em_iterations, record)
             outer.update(1)
             outer.set_postfix({k: round(v, 3) for k, v in record.items()
                                if k in ("elbo", "loglik", "acc", "nmi")})
@@ -403,37 +505,43 @@ class VarClust:
         )
 
     def _pretrain(
-        self, x: Tensor, progress: bool, distributed: DistributedContext | None = None,
-        supervision: dict | None = None,
+        self, x: Tensor, show: Progress, distributed: DistributedContext | None = None,
+        supervision: dict | None = None, save: Callable[[dict], None] | None = None,
+        resume: dict | None = None,
     ) -> None:
+        """Autoencoder pretraining (:class:`Pretrainer`), then the mixture fitted to the codes.
+        ``save(state)`` checkpoints it after every epoch and every ``checkpoint_every_steps``
+        batches; ``resume`` is such a state to continue from."""
         c = self.config
-        bar = tqdm(total=c.pretrain_epochs, desc="pretrain", disable=not progress, unit="epoch")
+        dist_kw = dict(batches=distributed.batches, wrap=distributed.wrap) if distributed else {}
+        pretrainer = Pretrainer(self._pretrain_loss(), c.pretrain_lr, c.batch_size, c.seed,
+                                **dist_kw)
+        if resume is not None:
+            pretrainer.load_state_dict(resume)
+        bar = show.bar(total=c.pretrain_epochs, initial=pretrainer.epoch, desc="pretrain",
+                       unit="epoch")
 
         def on_epoch(epoch: int, loss: float) -> None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.2f}")
+            show.line("pretrain epoch", epoch + 1, c.pretrain_epochs, {"loss": loss})
 
-        dist_kw = dict(batches=distributed.batches, wrap=distributed.wrap) if distributed else {}
-        if c.generator_name == "ddpm":
-            self.pretrain_losses = pretrain_diffusion_autoencoder(
-                self.guide.encoder, self.model.generator, x, c.pretrain_epochs, c.batch_size,
-                c.pretrain_lr, c.seed, on_epoch, **dist_kw,
-            )
-        else:
-            self.pretrain_losses = pretrain_autoencoder(
-                self.guide.encoder,
-                self.model.decoder,
-                self.model.likelihood,
-                x,
-                c.pretrain_epochs,
-                c.batch_size,
-                c.pretrain_lr,
-                c.seed,
-                on_epoch,
-                **dist_kw,
-            )
+        def checkpoint(state: dict) -> None:
+            self.pretrain_losses = list(pretrainer.losses)
+            if save is not None:
+                save(state)
+
+        self.pretrain_losses = list(pretrainer.run(x, c.pretrain_epochs, on_epoch, checkpoint,
+                                                   c.checkpoint_every_steps))
         bar.close()
         self._init_mixture(x, supervision)
+
+    def _pretrain_loss(self) -> torch.nn.Module:
+        """What pretraining minimises: the autoencoder's reconstruction loss, or the diffusion
+        autoencoder's noise loss."""
+        if self.config.generator_name == "ddpm":
+            return DiffusionAutoencoderLoss(self.guide.encoder, self.model.generator)
+        return AutoencoderLoss(self.guide.encoder, self.model.decoder, self.model.likelihood)
 
     def _autoencoder_modules(self) -> list[torch.nn.Module]:
         """What autoencoder pretraining trains: the encoder, and the decoder and likelihood
@@ -532,12 +640,47 @@ class VarClust:
             return self.model.generate(z, steps=steps, guidance=self.config.guidance).cpu()
         return self.model.decode_mean(z).cpu()
 
-    def score(self, X: ArrayLike | Tensor, y: ArrayLike) -> dict[str, float]:
-        """ACC, NMI and ARI of the predicted clusters against labels y (N,)."""
+    def score(self, X: ArrayLike | Tensor, y: ArrayLike | None = None) -> float | dict:
+        """Without y: the mean ELBO per datum of X (N, ...) (held-out data: higher is better;
+        one draw of z per datum). With labels y (N,): ACC, NMI and ARI of the clusters."""
+        if y is None:
+            self._require_fitted()
+            return mean_elbo(self.model, self.guide, self._prepare(X))
         return clustering_scores(np.asarray(y), self.predict(X).labels)
 
+    # ------------------------------------------------------------------ notebook conveniences
+    def fit_predict(self, X: ArrayLike | Tensor, y: ArrayLike | None = None, **fit: Any
+                    ) -> np.ndarray:
+        """``fit(X, y, **fit)``, then the cluster of each datum: (N,)."""
+        return self.fit(X, y, **fit).predict(X).labels
+
+    def predict_proba(self, X: ArrayLike | Tensor) -> np.ndarray:
+        """The cluster posterior of X (N, ...): (N, K), rows sum to 1."""
+        return self.predict(X).responsibilities
+
+    def transform(self, X: ArrayLike | Tensor) -> np.ndarray:
+        """The codes of X (N, ...): posterior means (N, D), as :meth:`encode`."""
+        return self.encode(X)
+
+    @property
+    def mixture_(self) -> dict[str, np.ndarray]:
+        """The prior's mixture: ``weights`` (K,), ``means`` (K, D), ``scales`` (K, D)."""
+        self._require_fitted()
+        return mixture_parameters(self.model.prior)
+
+    def cluster_means(self, X: ArrayLike | Tensor) -> np.ndarray:
+        """The mean image of each cluster over X (N, ...), weighted by the responsibilities:
+        (K, *data_shape)."""
+        self._require_fitted()
+        x = self._prepare(X)
+        return cluster_means(x, self._predict_tensor(x).responsibilities)
+
+    def __repr__(self) -> str:
+        return describe(self)
+
     # ------------------------------------------------------------------ persistence
-    def _payload(self, phase: str, epoch: int, trainer: SVITrainer | None, metadata) -> dict:
+    def _payload(self, phase: str, epoch: int, trainer: SVITrainer | None, metadata,
+                 pretrainer: dict | None = None) -> dict:
         return {
             "varclust_version": __version__,
             "torch_version": str(torch.__version__),
@@ -552,10 +695,15 @@ class VarClust:
             "pretrain_losses": self.pretrain_losses,
             "rng": capture_rng_state(),
             "metadata": dict(metadata or {}),
+            "data_fingerprint": self.data_fingerprint_,
+            "segments": self.segments,
+            "cluster_sizes": _as_list(self.cluster_sizes_),
+            "pretrainer": pretrainer or {},
         }
 
-    def _save(self, path: Path, phase: str, epoch: int, trainer: SVITrainer, metadata) -> None:
-        save_checkpoint(path, self._payload(phase, epoch, trainer, metadata))
+    def _save(self, path: Path, phase: str, epoch: int, trainer: SVITrainer, metadata,
+              pretrainer: dict | None = None) -> None:
+        save_checkpoint(path, self._payload(phase, epoch, trainer, metadata, pretrainer))
         summary = {
             "config": self.config.to_dict(),
             "metadata": dict(metadata or {}),
@@ -563,13 +711,33 @@ class VarClust:
             # terms added to the training objective that are not part of the ELBO
             "objective_terms_outside_elbo": [t.name for t in regularisers_of(self.config)],
             "history": self.history,
+            "data": self.data_fingerprint_,
+            "segments": self.segments,
+            "cluster_sizes": _as_list(self.cluster_sizes_),
         }
         write_atomic(path.parent / METRICS_NAME, json.dumps(summary, indent=2).encode())
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the fitted model to ``path`` (atomically)."""
+    def save(self, path: str | os.PathLike, X: ArrayLike | Tensor | None = None,
+             y: ArrayLike | None = None, *, overwrite: bool = False) -> None:
+        """Write the fitted model to ``path`` (atomically): a checkpoint file when ``path`` has
+        a suffix (``model.pt``), else a run folder (``checkpoint.pt``, ``metrics.json``) that
+        ``varclust evaluate`` / ``report`` read; given X (N, ...) and labels y (N,), the folder
+        keeps them as ``data.npy`` / ``labels.npy`` for those commands. A folder holding
+        another run is refused unless ``overwrite`` (which removes that run's files first);
+        the fit's own ``out_dir`` is updated in place."""
         self._require_fitted()
-        save_checkpoint(path, self._payload("done", len(self.history), None, None))
+        path = Path(path)
+        if path.suffix and not path.is_dir():
+            if X is not None or y is not None:
+                raise ValueError(f"{path} is a checkpoint file; X and y are kept only in a run "
+                                 "folder: save to a path without a suffix")
+            save_checkpoint(path, self._payload("done", len(self.history), None, None))
+            return
+        with RunLock(path):
+            if not holds_run(path, self.segments, self.data_fingerprint_):
+                prepare_run_folder(path, resume=False, overwrite=overwrite)
+            meta = {**self.metadata_, **save_arrays(path, X, y)}
+            self._save(path / CHECKPOINT_NAME, "done", len(self.history), None, meta)
 
     def _check_compatible(self, state: dict, data_shape: tuple, path: Path) -> None:
         saved = state["config"]
@@ -602,6 +770,10 @@ class VarClust:
         if path.is_dir():
             path = path / CHECKPOINT_NAME
         state, path = load_latest_checkpoint(path, map_location="cpu")
+        if state["phase"] == "pretrain":
+            log.warning("%s stopped inside autoencoder pretraining (%d epochs done): its "
+                        "clusters are not fitted yet; continue it with --resume (resume=True)",
+                        path, len(state["pretrain_losses"]))
         try:
             config = FitConfig.from_dict({**state["config"], "device": device})
         except (ValueError, TypeError) as err:
@@ -612,7 +784,16 @@ class VarClust:
         vc._load_modules(state)
         vc.history = list(state["history"])
         vc.pretrain_losses = list(state["pretrain_losses"])
+        vc.segments = list(state.get("segments", []))
+        vc.data_fingerprint_ = state.get("data_fingerprint")
+        vc.metadata_ = dict(state.get("metadata", {}))
+        if state.get("cluster_sizes") is not None:
+            vc.cluster_sizes_ = np.asarray(state["cluster_sizes"])
         return vc
+
+
+def _as_list(values: np.ndarray | None) -> list[int] | None:
+    return None if values is None else [int(v) for v in values]
 
 
 def _is_main(distributed: DistributedContext | None) -> bool:
@@ -620,6 +801,9 @@ def _is_main(distributed: DistributedContext | None) -> bool:
 
 
 def _check_writable(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"the output path {out} is a file, not a folder; choose a "
+                                 "folder path for the run (--out)")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:

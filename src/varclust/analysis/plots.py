@@ -1,17 +1,21 @@
-"""Matplotlib figures of a fit, written as PNG files.
+"""Matplotlib figures of a fit.
 
-Each function draws one figure, saves it and closes it. The backend is left to matplotlib (it
-picks Agg where there is no display), so notebooks keep their inline backend.
+Each function draws one figure and returns it (a ``matplotlib.figure.Figure``); given a
+``path`` it also writes it there as PNG. The figures are made without ``pyplot``, so none is
+left open: in a notebook the returned figure shows inline once, as the cell's value.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from functools import singledispatch
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.figure import Figure
+
+from ..estimator import VarClust
 
 __all__ = [
     "plot_cluster_samples",
@@ -33,36 +37,58 @@ def _to_hwc(image: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.clip(img, 0.0, 1.0)
 
 
+def _finish(fig: Figure, path: str | os.PathLike | None, **savefig: object) -> Figure:
+    """Write the figure to ``path`` as PNG when given; return it."""
+    if path is not None:
+        fig.savefig(path, dpi=100, **savefig)
+    return fig
+
+
 def plot_cluster_samples(
-    samples: Sequence[torch.Tensor | np.ndarray], path: str | os.PathLike, title: str = ""
-) -> None:
-    """A grid: row k shows the images drawn from cluster k.
+    samples: Sequence[torch.Tensor | np.ndarray], path: str | os.PathLike | None = None,
+    title: str = "", row_labels: Sequence[int] | None = None,
+    members: Sequence[torch.Tensor | np.ndarray] | None = None,
+) -> Figure:
+    """A grid: row i shows the images of cluster ``row_labels[i]`` (default i), and, given
+    ``members``, real members of that cluster beside them, after a blank column.
 
     Args:
-        samples: K tensors, each (n, C, H, W), (n, H, W) or (n, P) with values in [0, 1].
+        samples: one tensor per row, each (n, C, H, W), (n, H, W) or (n, P), values in [0, 1]
+            (drawn from the cluster, or real members of it).
+        members: one tensor per row of the same kind (m images each), or None.
     """
     rows = len(samples)
-    cols = max(len(s) for s in samples)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.8, rows * 0.8), squeeze=False)
+    left = max(1, max(len(s) for s in samples))
+    right = max((len(m) for m in members), default=0) if members is not None else 0
+    cols = left + (1 + right if right else 0)
+    row_labels = list(range(rows)) if row_labels is None else list(row_labels)
+    fig = Figure(figsize=(cols * 0.8, rows * 0.8))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
     for k, row in enumerate(samples):
-        for j in range(cols):
-            ax = axes[k, j]
-            ax.axis("off")
-            if j < len(row):
-                img = _to_hwc(row[j])
-                ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
-        axes[k, 0].set_title(f"c={k}", fontsize=6, loc="left", pad=1)
+        images = [*row, *([None] * (left - len(row)))]
+        if right:
+            images += [None, *members[k]]
+        for j, image in enumerate(images):
+            if image is not None:
+                img = _to_hwc(image)
+                axes[k, j].imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
+        axes[k, 0].set_title(f"c={row_labels[k]}", fontsize=6, loc="left", pad=1)
+    if right:
+        axes[0, left + 1].set_title("real members:", fontsize=6, loc="left", pad=1)
     if title:
         fig.suptitle(title, fontsize=8)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    return _finish(fig, path, bbox_inches="tight")
 
 
 def plot_training_curve(
-    history: Sequence[dict], path: str | os.PathLike, pretrain_losses: Sequence[float] = ()
-) -> None:
+    history: Sequence[dict], path: str | os.PathLike | None = None,
+    pretrain_losses: Sequence[float] = (),
+) -> Figure:
     """The ELBO per datum over epochs, with ACC/NMI/ARI on a second axis when present."""
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
     epochs = [h["epoch"] for h in history]
     ax.plot(epochs, [h["elbo"] for h in history], color="C0", label="ELBO / datum")
     ax.set_xlabel("epoch")
@@ -81,8 +107,7 @@ def plot_training_curve(
         title += f"{pretrain_losses[-1]:.2f})"
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return _finish(fig, path)
 
 
 def _project_2d(codes: np.ndarray, method: str, seed: int) -> np.ndarray:
@@ -102,23 +127,36 @@ def _project_2d(codes: np.ndarray, method: str, seed: int) -> np.ndarray:
                 ).fit_transform(codes)
 
 
+@singledispatch
+def _codes_and_clusters(codes, clusters) -> tuple[np.ndarray, np.ndarray]:
+    """codes (N, D) and clusters (N,) given as arrays."""
+    return np.asarray(codes, dtype=np.float64), np.asarray(clusters)
+
+
+@_codes_and_clusters.register
+def _(vc: VarClust, x) -> tuple[np.ndarray, np.ndarray]:
+    """A fitted model and data x (N, ...): its codes and clusters of x."""
+    return vc.encode(x).astype(np.float64), vc.predict(x).labels
+
+
 def plot_latent_map(
-    codes: np.ndarray,
+    codes: np.ndarray | VarClust,
     clusters: np.ndarray,
-    path: str | os.PathLike,
+    path: str | os.PathLike | None = None,
     labels: np.ndarray | None = None,
     method: str = "pca",
     seed: int = 0,
-) -> None:
+) -> Figure:
     """The codes projected to 2-D (PCA or t-SNE), coloured by cluster and, beside, by label.
 
+    ``plot_latent_map(vc, x)`` draws a fitted model's codes and clusters of data x (N, ...).
+
     Args:
-        codes: (N, D) posterior means of z.
-        clusters: (N,) assigned clusters.
+        codes: (N, D) posterior means of z, or a fitted VarClust.
+        clusters: (N,) assigned clusters, or the data when ``codes`` is a VarClust.
         labels: (N,) true classes, optional (adds a second panel).
     """
-    codes = np.asarray(codes, dtype=np.float64)
-    clusters = np.asarray(clusters)
+    codes, clusters = _codes_and_clusters(codes, clusters)
     if codes.ndim != 2 or clusters.shape != (len(codes),):
         raise ValueError(
             f"codes must be (N, D) and clusters (N,), got {codes.shape} and {clusters.shape}"
@@ -126,7 +164,8 @@ def plot_latent_map(
     xy = _project_2d(codes, method, seed)
     panels = [("cluster", clusters)] + ([("label", np.asarray(labels))] if labels is not None
                                         else [])
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4), squeeze=False)
+    fig = Figure(figsize=(4.5 * len(panels), 4))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (name, colour) in zip(axes[0], panels):
         points = ax.scatter(xy[:, 0], xy[:, 1], c=colour, cmap="tab10" if colour.max() < 10
                             else "tab20", s=4, alpha=0.7, linewidths=0)
@@ -136,13 +175,12 @@ def plot_latent_map(
         ax.legend(*points.legend_elements(num=None), fontsize=6, markerscale=0.7,
                   loc="best", title=name, title_fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return _finish(fig, path)
 
 
 def plot_confusion_matrix(
-    y_true: np.ndarray, y_pred: np.ndarray, path: str | os.PathLike
-) -> None:
+    y_true: np.ndarray, y_pred: np.ndarray, path: str | os.PathLike | None = None
+) -> Figure:
     """Counts of class (rows) against cluster (columns), clusters put in the order of the
     classes they are matched to by the Hungarian assignment (the matching behind ACC)."""
     from sklearn.metrics import confusion_matrix
@@ -158,7 +196,8 @@ def plot_confusion_matrix(
     counts = confusion_matrix(y_true, y_pred, labels=np.union1d(classes, clusters))
     index = {v: i for i, v in enumerate(np.union1d(classes, clusters))}
     counts = counts[np.ix_([index[c] for c in classes], [index[c] for c in order])]
-    fig, ax = plt.subplots(figsize=(0.45 * len(order) + 2.5, 0.45 * len(classes) + 1.8))
+    fig = Figure(figsize=(0.45 * len(order) + 2.5, 0.45 * len(classes) + 1.8))
+    ax = fig.subplots()
     ax.imshow(counts, cmap="Blues")
     for i in range(counts.shape[0]):
         for j in range(counts.shape[1]):
@@ -172,16 +211,16 @@ def plot_confusion_matrix(
     ax.set_title(f"confusion after Hungarian matching (ACC {cluster_accuracy(y_true, y_pred):.3f})",
                  fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return _finish(fig, path)
 
 
 def plot_entropy_histogram(
-    entropy: np.ndarray, num_clusters: int, path: str | os.PathLike
-) -> None:
+    entropy: np.ndarray, num_clusters: int, path: str | os.PathLike | None = None
+) -> Figure:
     """Histogram of the assignments' entropy in nats, from 0 (certain) to log K (undecided)."""
     entropy = np.asarray(entropy, dtype=np.float64).ravel()
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
     ax.hist(entropy, bins=40, range=(0.0, np.log(num_clusters)), color="C0")
     ax.axvline(np.log(num_clusters), color="C3", linestyle="--", label=f"log K = "
                f"{np.log(num_clusters):.2f}")
@@ -191,19 +230,17 @@ def plot_entropy_histogram(
                  f"{np.mean(entropy > 0.5):.1%} above 0.5)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return _finish(fig, path)
 
 
-def plot_compare(comparison, path: str | os.PathLike, title: str = "") -> None:
-    """ArviZ's ``az.plot_compare`` of an ``az.compare`` table (several fits), saved as PNG."""
+def plot_compare(comparison, path: str | os.PathLike | None = None, title: str = "") -> Figure:
+    """ArviZ's ``az.plot_compare`` of an ``az.compare`` table (several fits)."""
     import arviz as az
 
-    ax = az.plot_compare(comparison, insample_dev=False, plot_ic_diff=True,
-                         figsize=(6, 1.2 + 0.5 * len(comparison)))
-    fig = np.ravel(ax)[0].figure
+    fig = Figure(figsize=(6, 1.2 + 0.5 * len(comparison)))
+    ax = fig.subplots()
+    az.plot_compare(comparison, insample_dev=False, plot_ic_diff=True, ax=ax)
     if title:
-        np.ravel(ax)[0].set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return _finish(fig, path)

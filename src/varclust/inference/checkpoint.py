@@ -214,8 +214,16 @@ def load_latest_checkpoint(
     except (FileNotFoundError, CheckpointError) as err:
         if isinstance(err, UnsafeCheckpointError) or not prev.exists():
             raise
+        try:
+            previous = load_checkpoint(prev, map_location)
+        except CheckpointError as prev_err:
+            raise CheckpointError(
+                f"{err}; and the previous copy is no better: {prev_err}. The run cannot be "
+                "loaded or resumed: fit it again into the same folder with --overwrite "
+                "(overwrite=True in Python), or into another one"
+            ) from None
         log.warning("%s; resuming from the previous checkpoint %s", err, prev)
-        return load_checkpoint(prev, map_location), prev
+        return previous, prev
 
 
 def capture_rng_state() -> dict[str, Any]:
