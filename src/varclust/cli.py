@@ -43,7 +43,7 @@ DATASET_DEFAULTS: dict[str, dict] = {
 #: outside the ELBO
 RECIPES: dict[str, dict] = {
     "pretrained": {},
-    "scratch": {"pretrain_epochs": 0, "epochs": 120, "cluster_information": 1.0,
+    "scratch": {"pretrain_epochs": 0, "epochs": 120, "cluster_information": 3.0,
                 "kl_warmup_epochs": 20, "batch_size": 64, "lr_decay": 1.0},
 }
 
