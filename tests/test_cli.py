@@ -114,3 +114,22 @@ def test_unknown_dataset_is_refused_by_the_parser(capsys) -> None:
         main(["fit", "--dataset", "imagenet", "--out", "x"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'imagenet'" in capsys.readouterr().err
+
+
+def test_recipe_scratch_trains_from_scratch_and_typed_flags_win(tmp_path: Path) -> None:
+    """--recipe scratch: no pretraining and the scratch settings, except those typed."""
+    from varclust.cli import RECIPES
+
+    run = tmp_path / "scratch"
+    assert main(["fit", "--dataset", "digits", "--recipe", "scratch", "--guide", "relaxed",
+                 "--epochs", "1", "--hidden", "16", "--latent-dim", "2", "--quiet",
+                 "--out", str(run)]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    config = metrics["config"]
+    recipe = RECIPES["scratch"]
+    assert config["pretrain_epochs"] == 0 and metrics["pretrain_losses"] == []
+    for key in ("cluster_information", "kl_warmup_epochs", "batch_size", "lr_decay"):
+        assert config[key] == recipe[key], key
+    assert config["epochs"] == 1 != recipe["epochs"]  # typed on the command line
+    assert metrics["objective_terms_outside_elbo"] == ["cluster_information"]
+    assert len(metrics["history"]) == 1 and "cluster_information_nats" in metrics["history"][0]
