@@ -14,7 +14,7 @@ from varclust.cli import main
 from varclust.estimator import LATENT_RELIANCE_WARNING
 from varclust.guides.encoders import MLPEncoder
 from varclust.guides.marginal import MarginalGuide
-from varclust.inference.em import fit_em
+from varclust.inference.em import VaDEEStep, fit_em
 from varclust.inference.svi import SVITrainer
 from varclust.model.diffusion import ConditionalDDPM, DiffusionClusteringModel, noise_schedule
 from varclust.model.priors import GaussianMixturePrior
@@ -129,7 +129,7 @@ def test_one_m_step_lowers_the_diffusion_loss():
     prior_loc = prior.loc.detach().clone()
     trainer = SVITrainer(model, guide, learning_rate=3e-3)
     seen_prior = []
-    fit_em(model, guide, x, trainer, iterations=1, m_step_epochs=8, e_step_iterations=2,
+    fit_em(model, guide, x, trainer, iterations=1, m_step_epochs=8, e_step=VaDEEStep(2),
            batch_size=16, seed=0,
            on_m_step=lambda i, _: seen_prior.append(torch.equal(prior.loc, prior_loc)))
     after = held_out_loss()

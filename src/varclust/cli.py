@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import __version__
 from .analysis.plots import plot_cluster_samples, plot_training_curve
-from .config import FitConfig
+from .config import FitConfig, upgrade_legacy_keys
 from .data.datasets import DATASETS, DatasetNotFoundError, load_dataset
 from .estimator import VarClust
 from .inference.checkpoint import CheckpointError, write_atomic
@@ -22,7 +22,7 @@ from .registry import GUIDES, LIKELIHOODS, PRIORS
 #: on Fashion-MNIST the codes cluster better with longer pretraining, and 30 SVI epochs add
 #: about 0.01 ACC over 15: benchmarks/pretraining.py and BENCHMARKS.md)
 DATASET_DEFAULTS: dict[str, dict] = {
-    "digits": {"epochs": 60, "pretrain_epochs": 100},
+    "digits": {"epochs": 60, "pretrain_epochs": 100, "em_iterations": 60},
     "fashion-mnist": {"epochs": 30, "pretrain_epochs": 40},
 }
 
@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "(drawn with --seed)")
     fit.add_argument("--batch-size", type=int, default=256)
     fit.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate")
+    fit.add_argument("--lr-decay", type=float, default=None,
+                     help="the learning rate's factor per epoch (per M-step epoch in EM); "
+                     "default 0.97 for svi, 1 (constant, as ClusterDDPM) for em")
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--device", default="auto", help="auto, cpu or cuda")
     fit.add_argument("--out", required=True, type=Path, help="run folder")
@@ -99,9 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--generator", choices=("mlp", "conv", "ddpm"),
                     help="p(x|z): a decoder or the conditional diffusion model "
                     "(default: the --network decoder)")
-    em.add_argument("--em-iterations", type=int, default=20)
+    em.add_argument("--em-iterations", type=int,
+                    help="EM iterations (digits: 60, others: 20)")
     em.add_argument("--m-step-epochs", type=int, default=1)
-    em.add_argument("--e-step-iterations", type=int, default=10)
+    em.add_argument("--e-step-iterations", type=int, default=10,
+                    help="closed-form E-steps (vade, means): EM steps on the codes")
+    em.add_argument("--e-step", choices=("clusterddpm", "vade", "means"), default="clusterddpm",
+                    help="clusterddpm: scikit-learn's GaussianMixture refitted to convergence on "
+                    "codes sampled from q, warm-started (ClusterDDPM); vade: closed form with "
+                    "q's variances (VaDE's bound, never decreasing); means: q's means only")
+    em.add_argument("--kl-warmup", type=int, default=0,
+                    help="EM iterations over which the M-step's KL weight rises to 1")
     em.add_argument("--diffusion-steps", type=int, default=1000, help="T of the ddpm")
     em.add_argument("--diffusion-schedule", choices=("linear", "cosine"), default="linear")
     em.add_argument("--diffusion-width", type=int, default=64, help="U-Net base width")
@@ -147,29 +158,47 @@ def _write_figures(vc: VarClust, out: Path, num: int = 8) -> None:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    if args.distributed:
+        return run_distributed_fit(args, config, _fit_and_report)
+    return _fit_and_report(args, config, None)
+
+
+def config_from_args(args: argparse.Namespace) -> FitConfig:
+    """The FitConfig of a parsed ``fit`` command: flags, data set presets, --config file."""
     preset = DATASET_DEFAULTS.get(args.dataset, {})
-    epochs = args.epochs if args.epochs is not None else preset.get("epochs", 50)
-    pretrain = args.pretrain_epochs if args.pretrain_epochs is not None else preset.get(
-        "pretrain_epochs", 10)
+    epochs = _preset(args.epochs, preset, "epochs", 50)
+    pretrain = _preset(args.pretrain_epochs, preset, "pretrain_epochs", 10)
     config = FitConfig(
         num_clusters=args.clusters, latent_dim=args.latent_dim, network=args.network,
         hidden=args.hidden, likelihood=args.likelihood, epochs=epochs, pretrain_epochs=pretrain,
         batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed, device=args.device,
         prior=args.prior, guide=args.guide, dirichlet_concentration=args.concentration,
         global_guide=args.global_guide,
-        method=args.method, generator=args.generator, em_iterations=args.em_iterations,
+        method=args.method, generator=args.generator,
+        em_iterations=_preset(args.em_iterations, preset, "em_iterations", 20),
         m_step_epochs=args.m_step_epochs, e_step_iterations=args.e_step_iterations,
         diffusion_steps=args.diffusion_steps, diffusion_schedule=args.diffusion_schedule,
         diffusion_width=args.diffusion_width, diffusion_weight=args.diffusion_weight,
         sample_steps=args.sample_steps, lr_scaling=args.lr_scaling,
     )
     config = config.replace(checkpoint_every_steps=args.checkpoint_every,
-                            max_bad_steps=args.max_bad_steps)
+                            max_bad_steps=args.max_bad_steps, e_step=args.e_step,
+                            kl_warmup_iterations=args.kl_warmup)
     if args.config is not None:
         config = with_config_file(config, args.config, args.argv)
-    if args.distributed:
-        return run_distributed_fit(args, config, _fit_and_report)
-    return _fit_and_report(args, config, None)
+    if args.lr_decay is not None:  # the decay of the loop that runs
+        config = config.replace(**{LR_DECAY_FIELD[config.method]: args.lr_decay})
+    return config
+
+
+def _preset(value, preset: dict, key: str, default):
+    """A flag's value, else the data set's preset, else the default."""
+    return value if value is not None else preset.get(key, default)
+
+
+#: the FitConfig field that --lr-decay sets, per method
+LR_DECAY_FIELD = {"svi": "lr_decay", "em": "em_lr_decay"}
 
 
 def _fit_and_report(args: argparse.Namespace, config: FitConfig, distributed) -> int:
@@ -226,6 +255,7 @@ FLAG_FIELDS = {
     "--diffusion-steps": "diffusion_steps", "--diffusion-schedule": "diffusion_schedule",
     "--diffusion-width": "diffusion_width", "--diffusion-weight": "diffusion_weight",
     "--sample-steps": "sample_steps",
+    "--e-step": "e_step", "--kl-warmup": "kl_warmup_iterations",
 }
 
 
@@ -233,7 +263,7 @@ def with_config_file(flags: FitConfig, path: Path, argv: list[str]) -> FitConfig
     """The settings of a --config file over the flags' defaults, under the flags typed in argv."""
     typed = {FLAG_FIELDS[a.split("=")[0]] for a in argv if a.split("=")[0] in FLAG_FIELDS}
     from_file = FitConfig.from_json(path).to_dict()
-    given = json.loads(path.read_text())
+    given = upgrade_legacy_keys(json.loads(path.read_text()))
     return flags.replace(**{k: from_file[k] for k in given if k not in typed})
 
 

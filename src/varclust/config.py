@@ -44,9 +44,15 @@ class FitConfig:
     EM (``method="em"``, ClusterDDPM's loop; ``epochs`` is then unused): ``em_iterations`` of
     ``m_step_epochs`` SVI epochs on the networks (prior frozen) followed by an E-step of
     ``e_step_iterations`` closed-form mixture EM steps on the codes (weights floored at
-    ``e_step_min_weight``, variances plus ``e_step_reg_covar``; ``e_step_code_variance`` adds
-    q(z | x)'s variances to the variance update, VaDE's closed form; False fits the means only,
-    as ClusterDDPM and scikit-learn do).
+    ``e_step_min_weight``, variances plus ``e_step_reg_covar``). ``e_step`` picks the E-step
+    (:data:`varclust.inference.em.E_STEPS`): "clusterddpm" (scikit-learn's GaussianMixture
+    refitted to convergence on codes sampled from q, warm-started, as ClusterDDPM's code),
+    "vade" (closed-form coordinate ascent on VaDE's bound with q's variances, never decreasing)
+    or "means" (the closed form on q's means only; it contracts). Old configs'
+    ``e_step_code_variance`` True / False load as "vade" / "means". ``em_lr_decay``: the
+    learning rate's factor per M-step epoch (1: constant, as ClusterDDPM; ``lr_decay`` is SVI's).
+    ``kl_warmup_iterations``: the M-step's KL weight rises linearly from 1 / (W + 1) to 1 over
+    the first W EM iterations.
     Generator: ``generator`` None uses the decoder of ``network``; "mlp" or "conv" picks a
     decoder; "ddpm" the conditional diffusion model (images only, H and W divisible by 4) with
     ``diffusion_steps`` T, ``diffusion_schedule`` ("linear"/"cosine"), U-Net base width
@@ -88,7 +94,9 @@ class FitConfig:
     e_step_iterations: int = 10
     e_step_min_weight: float = 1e-4
     e_step_reg_covar: float = 1e-6
-    e_step_code_variance: bool = True
+    e_step: str = "clusterddpm"
+    em_lr_decay: float = 1.0
+    kl_warmup_iterations: int = 0
     diffusion_steps: int = 1000
     diffusion_schedule: str = "linear"
     diffusion_width: int = 64
@@ -186,8 +194,25 @@ class FitConfig:
         if not 0.0 <= self.e_step_min_weight < 1.0 / k:
             raise ValueError(f"e_step_min_weight must be in [0, 1/num_clusters), got "
                              f"{self.e_step_min_weight}")
+        if self.e_step not in ("clusterddpm", "vade", "means"):
+            raise ValueError(f"e_step must be 'clusterddpm', 'vade' or 'means', got "
+                             f"{self.e_step!r}")
+        if not 0 < self.em_lr_decay <= 1:
+            raise ValueError(f"em_lr_decay must be in (0, 1], got {self.em_lr_decay}")
+        if self.kl_warmup_iterations < 0:
+            raise ValueError(f"kl_warmup_iterations must be >= 0, got "
+                             f"{self.kl_warmup_iterations}")
+        if self.method == "em" and self.prior in EM_REFUSED_PRIORS:
+            raise ValueError(f"method='em' cannot fit prior={self.prior!r}: "
+                             f"{EM_REFUSED_PRIORS[self.prior]}")
         if self.e_step_reg_covar < 0:
             raise ValueError(f"e_step_reg_covar must be >= 0, got {self.e_step_reg_covar}")
+
+    @property
+    def active_lr_decay(self) -> float:
+        """The learning rate's factor per epoch of the chosen method: ``em_lr_decay`` for EM
+        (per M-step epoch), ``lr_decay`` for SVI."""
+        return self.em_lr_decay if self.method == "em" else self.lr_decay
 
     @property
     def generator_name(self) -> str:
@@ -202,6 +227,7 @@ class FitConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FitConfig:
         """Build a config, refusing keys it does not know (a typo must not pass silently)."""
+        d = upgrade_legacy_keys(d)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -237,6 +263,27 @@ class FitConfig:
             return cls.from_dict(d)
         except (ValueError, TypeError) as err:
             raise ValueError(f"the config file {path}: {err}") from None
+
+
+#: priors the EM loop refuses, with the reason and the fix
+EM_REFUSED_PRIORS = {
+    "normal": "the standard-normal prior has no mixture for the E-step to refit (its clusters "
+              "are a mixture fitted to the codes after each epoch); use method='svi' with it, "
+              "or prior='gmm' with method='em'",
+    "bayes-gmm": "the E-step refits the mixture by closed-form maximum likelihood, which would "
+                 "overwrite the Bayesian prior's posterior over the weights, means and scales; "
+                 "use method='svi' with it, or prior='gmm' with method='em'",
+}
+
+
+def upgrade_legacy_keys(d: dict[str, Any]) -> dict[str, Any]:
+    """Map keys of configs written by older versions to today's fields: the boolean
+    ``e_step_code_variance`` became ``e_step`` (True: "vade", False: "means")."""
+    if "e_step_code_variance" not in d:
+        return d
+    d = dict(d)
+    d["e_step"] = "vade" if d.pop("e_step_code_variance") else "means"
+    return d
 
 
 _FIELD_TYPES = {"int": (Integral, int, "an integer"), "float": (Real, float, "a number"),

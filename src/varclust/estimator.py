@@ -34,7 +34,7 @@ from .inference.checkpoint import (
     write_atomic,
 )
 from .inference.distributed import DistributedContext, DistributedSVITrainer
-from .inference.em import fit_em
+from .inference.em import fit_em, kl_warmup, make_e_step
 from .inference.init import (
     align_to_labels,
     fit_mixture_to_codes,
@@ -279,7 +279,8 @@ class VarClust:
             trainer.sync_parameters()  # pretraining on a GPU is not bit-reproducible over ranks
 
         if c.method == "em":
-            self._fit_em(x, labels, trainer, start_epoch, ckpt_path, progress, metadata)
+            self._fit_em(x, labels, trainer, start_epoch, ckpt_path, progress, metadata,
+                         supervision)
             return self
 
         steps_per_epoch = -(-len(x) // c.batch_size)
@@ -307,8 +308,7 @@ class VarClust:
             t0 = time.perf_counter()
             self.model.train()
             self.guide.train()
-            if hasattr(self.guide, "start_epoch"):  # e.g. the relaxed guide's temperature
-                self.guide.start_epoch(epoch)
+            self._start_epoch(epoch)
             elbo = trainer.epoch(x, c.batch_size, c.seed, epoch, on_step, **supervision)
             self._refit_clusters(x)
             record: dict[str, float] = {
@@ -327,6 +327,12 @@ class VarClust:
                 self._save(ckpt_path, "train", epoch + 1, trainer, metadata)
         bar.close()
         return self
+
+    def _start_epoch(self, epoch: int) -> None:
+        """Per-epoch schedules of the guide (the relaxed guide's temperature), in SVI and in
+        every M-step epoch of EM."""
+        if hasattr(self.guide, "start_epoch"):  # e.g. the relaxed guide's temperature
+            self.guide.start_epoch(epoch)
 
     def _refit_clusters(self, x: Tensor) -> None:
         """For priors whose clusters are fitted to the codes (the standard normal): refit."""
@@ -348,9 +354,11 @@ class VarClust:
     def _fit_em(
         self, x: Tensor, labels: np.ndarray | None, trainer: SVITrainer, start: int,
         ckpt_path: Path | None, progress: bool, metadata: dict[str, Any] | None,
+        supervision: dict[str, Tensor] | None = None,
     ) -> None:
-        """EM iterations (M-step epochs with the prior frozen, then a closed-form E-step), each
-        recorded in ``history`` and checkpointed like an SVI epoch."""
+        """EM iterations (M-step epochs with the prior frozen, labels of a semi-supervised fit
+        included, then the E-step ``e_step``), each recorded in ``history`` and checkpointed
+        like an SVI epoch."""
         c = self.config
         steps = c.m_step_epochs * -(-len(x) // c.batch_size)
         outer = tqdm(total=c.em_iterations, initial=start, desc="EM", disable=not progress,
@@ -364,6 +372,7 @@ class VarClust:
 
         def on_iteration(record: dict[str, Any]) -> None:
             record["skipped_steps"] = trainer.last_epoch_skipped
+            record.update(self._component_summary())
             if labels is not None:
                 record.update(clustering_scores(labels, self._predict_tensor(x).labels))
             self.history.append(record)
@@ -373,12 +382,14 @@ class VarClust:
             if ckpt_path is not None:
                 self._save(ckpt_path, "train", record["iteration"], trainer, metadata)
 
+        e_step = make_e_step(c.e_step, c.e_step_iterations, c.e_step_reg_covar,
+                             c.e_step_min_weight)
         fit_em(
             self.model, self.guide, x, trainer, iterations=c.em_iterations,
-            m_step_epochs=c.m_step_epochs, e_step_iterations=c.e_step_iterations,
-            batch_size=c.batch_size, seed=c.seed, start_iteration=start,
-            reg_covar=c.e_step_reg_covar, min_weight=c.e_step_min_weight,
-            use_code_var=c.e_step_code_variance, on_m_step=on_m_step, on_iteration=on_iteration,
+            m_step_epochs=c.m_step_epochs, batch_size=c.batch_size, seed=c.seed,
+            e_step=e_step, start_iteration=start, supervision=supervision,
+            kl_weight=kl_warmup(c.kl_warmup_iterations), on_epoch_start=self._start_epoch,
+            on_m_step=on_m_step, on_iteration=on_iteration,
         )
         m_bar.close()
         outer.close()
@@ -387,11 +398,11 @@ class VarClust:
         c = self.config
         lr = scaled_learning_rate(c.learning_rate, c.batch_size, c.lr_scaling)
         if distributed is None:
-            return SVITrainer(self.model, self.guide, lr, c.lr_decay, c.clip_norm,
+            return SVITrainer(self.model, self.guide, lr, c.active_lr_decay, c.clip_norm,
                               c.max_bad_steps)
         # every parameter exists now (built above), as DDP needs at wrapping time
         return DistributedSVITrainer(
-            self.model, self.guide, lr, c.lr_decay, c.clip_norm, c.max_bad_steps,
+            self.model, self.guide, lr, c.active_lr_decay, c.clip_norm, c.max_bad_steps,
             context=distributed,
         )
 
