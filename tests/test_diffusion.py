@@ -47,8 +47,19 @@ def test_schedules_match_their_closed_forms():
     s, t = 0.008, torch.arange(1, 51, dtype=torch.float64) / 50
     f = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2 / math.cos(s / (1 + s) * math.pi / 2) ** 2
     torch.testing.assert_close(abar[:-1], f[:-1])  # the last beta is capped at 0.999
-    with pytest.raises(ValueError, match="linear' or 'cosine"):
+    with pytest.raises(ValueError, match="'linear' 'clusterddpm' 'cosine'"):
         noise_schedule("quadratic", 10)
+
+
+@pytest.mark.parametrize("steps", [400, 200, 1000])
+def test_the_clusterddpm_schedule_runs_from_1e_4_to_0_02_at_any_length(steps):
+    betas = noise_schedule("clusterddpm", steps)
+    assert betas[0].item() == pytest.approx(1e-4) and betas[-1].item() == pytest.approx(0.02)
+    torch.testing.assert_close(betas, torch.linspace(1e-4, 0.02, steps, dtype=torch.float64))
+    ddpm = ConditionalDDPM(SHAPE, 2, num_steps=steps, schedule="clusterddpm", width=8)
+    torch.testing.assert_close(ddpm.alpha_bar, torch.cumprod(1 - betas, 0).float())
+    if steps == 400:  # ClusterDDPM's T: about 13% of the image is left at the last step
+        assert float(ddpm.alpha_bar[-1].sqrt()) == pytest.approx(0.134, abs=0.01)
 
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])

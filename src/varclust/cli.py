@@ -114,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--kl-warmup", type=int, default=0,
                     help="EM iterations over which the M-step's KL weight rises to 1")
     em.add_argument("--diffusion-steps", type=int, default=1000, help="T of the ddpm")
-    em.add_argument("--diffusion-schedule", choices=("linear", "cosine"), default="linear")
+    em.add_argument("--diffusion-schedule", choices=("linear", "clusterddpm", "cosine"),
+                    default="linear", help="linear: betas 1e-4..0.02 scaled by 1000/T; "
+                    "clusterddpm: 1e-4..0.02 at any T (ClusterDDPM); cosine")
     em.add_argument("--diffusion-width", type=int, default=64, help="U-Net base width")
     em.add_argument("--diffusion-weight", type=float, default=10.0,
                     help="the noise loss's weight against the KL (10: ClusterDDPM's 1 : 0.1)")
