@@ -175,7 +175,7 @@ def test_a_ddpm_em_run_from_the_cli_samples_a_cluster(tmp_path, capsys):
                  "--generator", "ddpm", "--network", "conv", "--latent-dim", "3",
                  "--em-iterations", "1", "--pretrain-epochs", "1", "--diffusion-steps", "8",
                  "--diffusion-width", "8", "--diffusion-weight", "20", "--sample-steps", "2",
-                 "--batch-size", "256",
+                 "--batch-size", "256", "--ddpm-pretrain", "diffusion",
                  "--out", str(run), "--device", "cpu", "--quiet"])
     assert code == 0, capsys.readouterr().err
     assert (run / "samples.png").stat().st_size > 0
@@ -229,7 +229,8 @@ def test_latent_reliance_tells_a_generator_that_uses_z_from_one_that_ignores_it(
 def test_a_ddpm_fit_warns_when_the_pretrained_generator_ignores_the_codes(caplog):
     vc = VarClust(2, generator="ddpm", network="conv", method="em", latent_dim=2,
                   em_iterations=0, epochs=0, pretrain_epochs=1, diffusion_steps=8,
-                  diffusion_width=8, sample_steps=0, batch_size=16, device="cpu")
+                  diffusion_width=8, sample_steps=0, batch_size=16, device="cpu",
+                  ddpm_pretrain="diffusion")
     with caplog.at_level("WARNING", logger="varclust"):
         vc.fit(tiny_images(32), progress=False)
     assert isinstance(vc.latent_reliance, float)
@@ -237,3 +238,26 @@ def test_a_ddpm_fit_warns_when_the_pretrained_generator_ignores_the_codes(caplog
     assert warned == (vc.latent_reliance < LATENT_RELIANCE_WARNING), (vc.latent_reliance,
                                                                    caplog.text)
     assert warned  # one epoch of 2 steps teaches a diffusion autoencoder nothing about z
+
+
+def test_autoencoder_pretraining_freezes_the_codes_and_stops_when_the_generator_uses_them():
+    x = tiny_images(64)
+    common = dict(generator="ddpm", network="mlp", hidden=(32,), latent_dim=2, method="em",
+                  em_iterations=0, pretrain_epochs=4, diffusion_steps=10, diffusion_width=8,
+                  sample_steps=0, batch_size=16, pretrain_lr=3e-3, device="cpu")
+    target = 0.05
+    vc = VarClust(2, diffusion_pretrain_epochs=200, pretrain_reliance=target, **common)
+    vc.fit(x, progress=False)
+    diffusion_epochs = len(vc.pretrain_losses) - 4
+    assert 0 < diffusion_epochs < 200 and diffusion_epochs % 5 == 0  # stopped at a check
+    assert vc.latent_reliance >= target  # measured as the stop rule measured it
+
+    # the encoder is the autoencoder's: the generator stage did not move it
+    ae_only = VarClust(2, diffusion_pretrain_epochs=0, **common).fit(x, progress=False)
+    for a, b in zip(vc.guide.encoder.parameters(), ae_only.guide.encoder.parameters()):
+        torch.testing.assert_close(a, b)
+    # no target: every epoch runs
+    full = VarClust(2, diffusion_pretrain_epochs=7, pretrain_reliance=0.0, **common)
+    assert len(full.fit(x, progress=False).pretrain_losses) == 4 + 7
+    with pytest.raises(ValueError, match="ddpm_pretrain='diffusion'"):
+        VarClust(2, **{**common, "network": "conv"}).fit(x, progress=False)

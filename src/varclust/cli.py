@@ -22,9 +22,16 @@ from .registry import GUIDES, LIKELIHOODS, PRIORS
 #: on Fashion-MNIST the codes cluster better with longer pretraining, and 30 SVI epochs add
 #: about 0.01 ACC over 15: benchmarks/pretraining.py and BENCHMARKS.md)
 DATASET_DEFAULTS: dict[str, dict] = {
-    "digits": {"epochs": 60, "pretrain_epochs": 100, "em_iterations": 60},
+    "digits": {"epochs": 60, "pretrain_epochs": 100, "em_iterations": 60,
+               "diffusion_width": 16},
     "fashion-mnist": {"epochs": 30, "pretrain_epochs": 40},
 }
+
+
+#: per-generator defaults, applied before the data set's: the diffusion generator's noisy
+#: gradients need a smaller step than the decoders' (digits, EM: ACC 0.63 at 2e-3, 0.81 at 5e-4;
+#: BENCHMARKS.md)
+GENERATOR_DEFAULTS: dict[str, dict] = {"ddpm": {"lr": 5e-4}}
 
 
 def _hidden(text: str) -> tuple[int, ...]:
@@ -69,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="semi-supervised: give the model this fraction of the labels "
                      "(drawn with --seed)")
     fit.add_argument("--batch-size", type=int, default=256)
-    fit.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate")
+    fit.add_argument("--lr", type=float, help="Adam learning rate (default 2e-3; ddpm: 5e-4)")
     fit.add_argument("--lr-decay", type=float, default=None,
                      help="the learning rate's factor per epoch (per M-step epoch in EM); "
                      "default 0.97 for svi, 1 (constant, as ClusterDDPM) for em")
@@ -117,9 +124,19 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--diffusion-schedule", choices=("linear", "clusterddpm", "cosine"),
                     default="linear", help="linear: betas 1e-4..0.02 scaled by 1000/T; "
                     "clusterddpm: 1e-4..0.02 at any T (ClusterDDPM); cosine")
-    em.add_argument("--diffusion-width", type=int, default=64, help="U-Net base width")
+    em.add_argument("--diffusion-width", type=int,
+                    help="U-Net base width (default 64; digits: 16)")
     em.add_argument("--diffusion-weight", type=float, default=10.0,
                     help="the noise loss's weight against the KL (10: ClusterDDPM's 1 : 0.1)")
+    em.add_argument("--ddpm-pretrain", choices=("autoencoder", "diffusion"),
+                    default="autoencoder",
+                    help="autoencoder: a plain autoencoder, then the generator on its frozen "
+                    "codes; diffusion: both as a diffusion autoencoder (ClusterDDPM)")
+    em.add_argument("--diffusion-pretrain-epochs", type=int, default=100,
+                    help="autoencoder pretraining: the most epochs of the generator stage")
+    em.add_argument("--pretrain-reliance", type=float, default=0.5,
+                    help="end the diffusion pretraining once the generator's latent reliance "
+                    "reaches this (0: run all its epochs)")
     em.add_argument("--sample-steps", type=int, default=100,
                     help="ddpm sampling: strided steps, 0 for the full ancestral chain")
 
@@ -168,25 +185,30 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 def config_from_args(args: argparse.Namespace) -> FitConfig:
     """The FitConfig of a parsed ``fit`` command: flags, data set presets, --config file."""
-    preset = DATASET_DEFAULTS.get(args.dataset, {})
+    preset = {**GENERATOR_DEFAULTS.get(args.generator, {}),
+              **DATASET_DEFAULTS.get(args.dataset, {})}
     epochs = _preset(args.epochs, preset, "epochs", 50)
     pretrain = _preset(args.pretrain_epochs, preset, "pretrain_epochs", 10)
     config = FitConfig(
         num_clusters=args.clusters, latent_dim=args.latent_dim, network=args.network,
         hidden=args.hidden, likelihood=args.likelihood, epochs=epochs, pretrain_epochs=pretrain,
-        batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed, device=args.device,
+        batch_size=args.batch_size, learning_rate=_preset(args.lr, preset, "lr", 2e-3), seed=args.seed, device=args.device,
         prior=args.prior, guide=args.guide, dirichlet_concentration=args.concentration,
         global_guide=args.global_guide,
         method=args.method, generator=args.generator,
         em_iterations=_preset(args.em_iterations, preset, "em_iterations", 20),
         m_step_epochs=args.m_step_epochs, e_step_iterations=args.e_step_iterations,
         diffusion_steps=args.diffusion_steps, diffusion_schedule=args.diffusion_schedule,
-        diffusion_width=args.diffusion_width, diffusion_weight=args.diffusion_weight,
+        diffusion_width=_preset(args.diffusion_width, preset, "diffusion_width", 64),
+        diffusion_weight=args.diffusion_weight,
         sample_steps=args.sample_steps, lr_scaling=args.lr_scaling,
     )
     config = config.replace(checkpoint_every_steps=args.checkpoint_every,
                             max_bad_steps=args.max_bad_steps, e_step=args.e_step,
-                            kl_warmup_iterations=args.kl_warmup)
+                            kl_warmup_iterations=args.kl_warmup,
+                            ddpm_pretrain=args.ddpm_pretrain,
+                            diffusion_pretrain_epochs=args.diffusion_pretrain_epochs,
+                            pretrain_reliance=args.pretrain_reliance)
     if args.config is not None:
         config = with_config_file(config, args.config, args.argv)
     if args.lr_decay is not None:  # the decay of the loop that runs
@@ -258,6 +280,8 @@ FLAG_FIELDS = {
     "--diffusion-width": "diffusion_width", "--diffusion-weight": "diffusion_weight",
     "--sample-steps": "sample_steps",
     "--e-step": "e_step", "--kl-warmup": "kl_warmup_iterations",
+    "--ddpm-pretrain": "ddpm_pretrain", "--diffusion-pretrain-epochs": "diffusion_pretrain_epochs",
+    "--pretrain-reliance": "pretrain_reliance",
 }
 
 

@@ -60,6 +60,11 @@ class FitConfig:
     ``diffusion_width``, ``latent_dropout`` (classifier-free guidance), the noise loss weighted
     by ``diffusion_weight`` against the KL, and ``sample_steps`` (0: the ancestral sampler over
     all T steps; else the strided DDIM sampler with that many steps), ``guidance`` w.
+    Its pretraining (``ddpm_pretrain``): "autoencoder" trains the encoder with a temporary
+    ``network`` decoder for ``pretrain_epochs``, then the generator on the frozen codes for at
+    most ``diffusion_pretrain_epochs``; "diffusion" trains both as a diffusion autoencoder for
+    at most ``pretrain_epochs`` (ClusterDDPM). Either diffusion stage stops once the generator's
+    ``latent_reliance`` reaches ``pretrain_reliance`` (0: runs all its epochs).
     Reliability: with an output folder, a checkpoint is also written every
     ``checkpoint_every_steps`` mini-batches inside an epoch (0: only after each epoch);
     ``max_bad_steps`` steps in a row with a non-finite loss or gradient stop the run (fewer are
@@ -103,6 +108,9 @@ class FitConfig:
     diffusion_width: int = 64
     latent_dropout: float = 0.1
     diffusion_weight: float = 10.0
+    ddpm_pretrain: str = "autoencoder"
+    diffusion_pretrain_epochs: int = 100
+    pretrain_reliance: float = 0.5
     sample_steps: int = 100
     guidance: float = 0.0
     checkpoint_every_steps: int = 0
@@ -189,6 +197,15 @@ class FitConfig:
                              f"({self.diffusion_steps}); 0 runs all of them")
         if not 0.0 <= self.latent_dropout < 1.0:
             raise ValueError(f"latent_dropout must be in [0, 1), got {self.latent_dropout}")
+        if self.ddpm_pretrain not in ("autoencoder", "diffusion"):
+            raise ValueError(f"ddpm_pretrain must be 'autoencoder' or 'diffusion', got "
+                             f"{self.ddpm_pretrain!r}")
+        if self.diffusion_pretrain_epochs < 0:
+            raise ValueError(f"diffusion_pretrain_epochs must be >= 0, got "
+                             f"{self.diffusion_pretrain_epochs}")
+        if not self.pretrain_reliance >= 0:
+            raise ValueError(f"pretrain_reliance must be >= 0 (0: no early stop), got "
+                             f"{self.pretrain_reliance}")
         if not self.diffusion_weight > 0:
             raise ValueError(f"diffusion_weight must be positive, got {self.diffusion_weight}")
         k = self.num_clusters if isinstance(self.num_clusters, int) and self.num_clusters > 0 else 1
