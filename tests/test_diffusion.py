@@ -261,3 +261,20 @@ def test_autoencoder_pretraining_freezes_the_codes_and_stops_when_the_generator_
     assert len(full.fit(x, progress=False).pretrain_losses) == 4 + 7
     with pytest.raises(ValueError, match="ddpm_pretrain='diffusion'"):
         VarClust(2, **{**common, "network": "conv"}).fit(x, progress=False)
+
+
+def test_a_semi_supervised_ddpm_em_fit_observes_the_labels_in_the_m_step():
+    x = tiny_images(32)
+    y = np.repeat([0, 1], 16)  # tiny_images: the first half is one kind, the second the other
+    labelled = np.zeros(32, dtype=bool)
+    labelled[::4] = True
+    vc = VarClust(2, generator="ddpm", network="mlp", hidden=(16,), latent_dim=2, method="em",
+                  em_iterations=1, pretrain_epochs=1, diffusion_pretrain_epochs=1,
+                  diffusion_steps=8, diffusion_width=8, sample_steps=0, batch_size=16,
+                  device="cpu")
+    vc.fit(x, y, labelled=labelled, progress=False)
+    assert np.isfinite(vc.history[-1]["elbo"])
+    # the observed sites are in the model's trace: the labels reached the M-step's model
+    trace = pyro.poutine.trace(vc.model).get_trace(
+        x[:4], torch.arange(4), 32, torch.tensor([0, 0, 1, 1]), torch.tensor([1, 0, 1, 0]).bool())
+    assert trace.nodes["cluster_observed"]["is_observed"]

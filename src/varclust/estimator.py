@@ -617,6 +617,7 @@ class VarClust:
             "metadata": dict(metadata or {}),
             "pretrain_losses": self.pretrain_losses,
             "history": self.history,
+            "latent_reliance": self.latent_reliance,
         }
         write_atomic(path.parent / METRICS_NAME, json.dumps(summary, indent=2).encode())
 

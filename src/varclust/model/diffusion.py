@@ -346,10 +346,13 @@ class DiffusionClusteringModel(PyroModule):
         self.weight = float(weight)
         self.data_shape = generator.data_shape
 
-    def forward(self, x: Tensor, indices: Tensor | None = None, num_data: int | None = None):
-        """x: (B, C, H, W) pixels in [0, 1]; indices: (B,) into the full data; num_data: N."""
+    def forward(self, x: Tensor, indices: Tensor | None = None, num_data: int | None = None,
+                cluster: Tensor | None = None, cluster_mask: Tensor | None = None):
+        """x: (B, C, H, W) pixels in [0, 1]; indices: (B,) into the full data; num_data: N;
+        cluster (B,), cluster_mask (B,) bool: semi-supervised labels, the cluster observed
+        where the mask is true (see :meth:`MixturePrior.forward`)."""
         with data_plate(x, indices, num_data):
-            z = self.prior()
+            z = self.prior(None, cluster, cluster_mask)
             pyro.factor("x", -self.weight * self.generator.noise_loss(x, z))
 
     def generate(self, z: Tensor, steps: int | None = None, guidance: float = 0.0) -> Tensor:
