@@ -165,8 +165,9 @@ def diagonal_mixture_em(
     x = codes.detach().to(torch.float64)
     n = x.shape[0]
     m = _as64(init, x)
-    v = None if code_var is None else code_var.detach().to(x) + reg_covar
-    x2 = x**2 if v is None else x**2 + v - reg_covar  # reg_covar is added to var below
+    s2 = None if code_var is None else code_var.detach().to(x)
+    v = None if s2 is None else s2 + reg_covar  # reg_covar counts as code variance in r and F
+    x2 = x**2 if s2 is None else x**2 + s2  # E_q[z^2]; reg_covar is added to var below
     history = []
     dying: set[int] = set()
     for _ in range(iterations):
