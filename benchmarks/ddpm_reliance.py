@@ -60,7 +60,7 @@ def main() -> None:
                     "latent_reliance": vc.latent_reliance,
                     **clustering_scores(y, labels),
                     "acc_per_iteration": [h["acc"] for h in vc.history],
-                    "min_weight": float(vc.model.prior.weights.min()),
+                    "min_weight": float(vc.model.prior.weights.detach().min()),
                     "min_cluster_share": float(np.bincount(labels, minlength=10).min() / len(y)),
                     "em_seconds": time.perf_counter() - t0,
                 })
