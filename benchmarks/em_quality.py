@@ -64,7 +64,11 @@ def main() -> None:
     parser.add_argument("--m-step-epochs", type=int, default=1)
     parser.add_argument("--e-step-iterations", type=int, default=10)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--lr-decay", type=float, default=1.0)
+    parser.add_argument("--lr-decay", type=float, default=1.0,
+                        help="per epoch (SVI) or per M-step epoch (EM)")
+    parser.add_argument("--e-step", default="clusterddpm", choices=("clusterddpm", "vade", "means"))
+    parser.add_argument("--ddpm-pretrain", default="autoencoder",
+                        choices=("autoencoder", "diffusion"))
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--diffusion-steps", type=int, default=400)
     parser.add_argument("--diffusion-width", type=int, default=32)
@@ -88,7 +92,8 @@ def main() -> None:
         epochs=args.em_iterations * args.m_step_epochs, pretrain_epochs=args.pretrain_epochs,
         em_iterations=args.em_iterations, m_step_epochs=args.m_step_epochs,
         e_step_iterations=args.e_step_iterations, learning_rate=args.lr,
-        pretrain_lr=args.lr, lr_decay=args.lr_decay, batch_size=args.batch_size,
+        pretrain_lr=args.lr, lr_decay=args.lr_decay, em_lr_decay=args.lr_decay,
+        e_step=args.e_step, ddpm_pretrain=args.ddpm_pretrain, batch_size=args.batch_size,
         diffusion_steps=args.diffusion_steps, diffusion_width=args.diffusion_width,
         diffusion_weight=args.diffusion_weight,
         sample_steps=args.sample_steps, device=args.device,

@@ -312,7 +312,7 @@ def growth(args, device: torch.device) -> dict:
 
 def time_to_acc(args, device: torch.device) -> dict:
     """Seconds from a cold start (data loading, pretraining and the mixture fit included) until
-    an SVI epoch ends with ACC >= target on Fashion-MNIST.
+    an SVI epoch ends with ACC >= target on Fashion-MNIST (``--dataset``).
 
     Phase A runs ``fit`` with 0 SVI epochs (load, build, pretrain, GaussianMixture init) and is
     timed whole; phase B resumes it for ``--epochs`` SVI epochs, whose per-epoch seconds the fit
@@ -325,7 +325,7 @@ def time_to_acc(args, device: torch.device) -> dict:
     load0 = load_average()
     with tempfile.TemporaryDirectory() as run:
         t0 = time.perf_counter()
-        data = load_dataset("fashion-mnist")
+        data = load_dataset(args.dataset)
         if args.subset:  # a reduced run: a seeded random subset of the 70,000 images
             keep = torch.randperm(len(data.images), generator=torch.Generator().manual_seed(0))
             data.images, data.labels = data.images[keep[:args.subset]], data.labels[
@@ -345,13 +345,14 @@ def time_to_acc(args, device: torch.device) -> dict:
         if reached is None and rec["acc"] >= args.target:
             reached = clock
         rows.append([rec["epoch"], f"{clock:.1f}", f"{rec['acc']:.4f}", f"{rec['seconds']:.1f}"])
-    print_table(f"Fashion-MNIST{f' (subset {args.subset})' if args.subset else ''} time to ACC "
+    print_table(f"{args.dataset}{f' (subset {args.subset})' if args.subset else ''} time to ACC "
                 f"{args.target}: {device}, batch {args.batch}, "
                 f"pretrain {args.pretrain_epochs} epochs (load {load0})",
                 ["epoch", "seconds since start", "ACC", "epoch seconds"], rows)
     outcome = f"{reached:.1f} s" if reached is not None else f"not reached in {args.epochs} epochs"
     print(f"time to ACC >= {args.target}: {outcome}")
-    payload = {"section": "time-to-acc", "target_acc": args.target, "config": config.to_dict(),
+    payload = {"section": "time-to-acc", "dataset": args.dataset, "target_acc": args.target,
+               "config": config.to_dict(),
                "svi_epochs": args.epochs, "subset": args.subset, "phase_a_seconds": phase_a,
                "init_scores": init_scores,
                "history": history, "time_to_target_s": reached,
@@ -381,6 +382,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pretrain-epochs", type=int, default=10)
     parser.add_argument("--lr-scaling", default="none", choices=("none", "sqrt", "linear"))
     parser.add_argument("--target", type=float, default=0.55)
+    parser.add_argument("--dataset", default="fashion-mnist", help="time-to-acc: the data set")
     parser.add_argument("--subset", type=int, help="time-to-acc on this many images (reduced)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--progress", action="store_true")

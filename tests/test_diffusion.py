@@ -14,7 +14,7 @@ from varclust.cli import main
 from varclust.estimator import LATENT_RELIANCE_WARNING
 from varclust.guides.encoders import MLPEncoder
 from varclust.guides.marginal import MarginalGuide
-from varclust.inference.em import fit_em
+from varclust.inference.em import VaDEEStep, fit_em
 from varclust.inference.svi import SVITrainer
 from varclust.model.diffusion import ConditionalDDPM, DiffusionClusteringModel, noise_schedule
 from varclust.model.priors import GaussianMixturePrior
@@ -47,8 +47,19 @@ def test_schedules_match_their_closed_forms():
     s, t = 0.008, torch.arange(1, 51, dtype=torch.float64) / 50
     f = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2 / math.cos(s / (1 + s) * math.pi / 2) ** 2
     torch.testing.assert_close(abar[:-1], f[:-1])  # the last beta is capped at 0.999
-    with pytest.raises(ValueError, match="linear' or 'cosine"):
+    with pytest.raises(ValueError, match="'linear' 'clusterddpm' 'cosine'"):
         noise_schedule("quadratic", 10)
+
+
+@pytest.mark.parametrize("steps", [400, 200, 1000])
+def test_the_clusterddpm_schedule_runs_from_1e_4_to_0_02_at_any_length(steps):
+    betas = noise_schedule("clusterddpm", steps)
+    assert betas[0].item() == pytest.approx(1e-4) and betas[-1].item() == pytest.approx(0.02)
+    torch.testing.assert_close(betas, torch.linspace(1e-4, 0.02, steps, dtype=torch.float64))
+    ddpm = ConditionalDDPM(SHAPE, 2, num_steps=steps, schedule="clusterddpm", width=8)
+    torch.testing.assert_close(ddpm.alpha_bar, torch.cumprod(1 - betas, 0).float())
+    if steps == 400:  # ClusterDDPM's T: about 13% of the image is left at the last step
+        assert float(ddpm.alpha_bar[-1].sqrt()) == pytest.approx(0.134, abs=0.01)
 
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
@@ -129,7 +140,7 @@ def test_one_m_step_lowers_the_diffusion_loss():
     prior_loc = prior.loc.detach().clone()
     trainer = SVITrainer(model, guide, learning_rate=3e-3)
     seen_prior = []
-    fit_em(model, guide, x, trainer, iterations=1, m_step_epochs=8, e_step_iterations=2,
+    fit_em(model, guide, x, trainer, iterations=1, m_step_epochs=8, e_step=VaDEEStep(2),
            batch_size=16, seed=0,
            on_m_step=lambda i, _: seen_prior.append(torch.equal(prior.loc, prior_loc)))
     after = held_out_loss()
@@ -164,7 +175,7 @@ def test_a_ddpm_em_run_from_the_cli_samples_a_cluster(tmp_path, capsys):
                  "--generator", "ddpm", "--network", "conv", "--latent-dim", "3",
                  "--em-iterations", "1", "--pretrain-epochs", "1", "--diffusion-steps", "8",
                  "--diffusion-width", "8", "--diffusion-weight", "20", "--sample-steps", "2",
-                 "--batch-size", "256",
+                 "--batch-size", "256", "--ddpm-pretrain", "diffusion",
                  "--out", str(run), "--device", "cpu", "--quiet"])
     assert code == 0, capsys.readouterr().err
     assert (run / "samples.png").stat().st_size > 0
@@ -218,7 +229,8 @@ def test_latent_reliance_tells_a_generator_that_uses_z_from_one_that_ignores_it(
 def test_a_ddpm_fit_warns_when_the_pretrained_generator_ignores_the_codes(caplog):
     vc = VarClust(2, generator="ddpm", network="conv", method="em", latent_dim=2,
                   em_iterations=0, epochs=0, pretrain_epochs=1, diffusion_steps=8,
-                  diffusion_width=8, sample_steps=0, batch_size=16, device="cpu")
+                  diffusion_width=8, sample_steps=0, batch_size=16, device="cpu",
+                  ddpm_pretrain="diffusion")
     with caplog.at_level("WARNING", logger="varclust"):
         vc.fit(tiny_images(32), progress=False)
     assert isinstance(vc.latent_reliance, float)
@@ -226,3 +238,43 @@ def test_a_ddpm_fit_warns_when_the_pretrained_generator_ignores_the_codes(caplog
     assert warned == (vc.latent_reliance < LATENT_RELIANCE_WARNING), (vc.latent_reliance,
                                                                    caplog.text)
     assert warned  # one epoch of 2 steps teaches a diffusion autoencoder nothing about z
+
+
+def test_autoencoder_pretraining_freezes_the_codes_and_stops_when_the_generator_uses_them():
+    x = tiny_images(64)
+    common = dict(generator="ddpm", network="mlp", hidden=(32,), latent_dim=2, method="em",
+                  em_iterations=0, pretrain_epochs=4, diffusion_steps=10, diffusion_width=8,
+                  sample_steps=0, batch_size=16, pretrain_lr=3e-3, device="cpu")
+    target = 0.05
+    vc = VarClust(2, diffusion_pretrain_epochs=200, pretrain_reliance=target, **common)
+    vc.fit(x, progress=False)
+    diffusion_epochs = len(vc.pretrain_losses) - 4
+    assert 0 < diffusion_epochs < 200 and diffusion_epochs % 5 == 0  # stopped at a check
+    assert vc.latent_reliance >= target  # measured as the stop rule measured it
+
+    # the encoder is the autoencoder's: the generator stage did not move it
+    ae_only = VarClust(2, diffusion_pretrain_epochs=0, **common).fit(x, progress=False)
+    for a, b in zip(vc.guide.encoder.parameters(), ae_only.guide.encoder.parameters()):
+        torch.testing.assert_close(a, b)
+    # no target: every epoch runs
+    full = VarClust(2, diffusion_pretrain_epochs=7, pretrain_reliance=0.0, **common)
+    assert len(full.fit(x, progress=False).pretrain_losses) == 4 + 7
+    with pytest.raises(ValueError, match="ddpm_pretrain='diffusion'"):
+        VarClust(2, **{**common, "network": "conv"}).fit(x, progress=False)
+
+
+def test_a_semi_supervised_ddpm_em_fit_observes_the_labels_in_the_m_step():
+    x = tiny_images(32)
+    y = np.repeat([0, 1], 16)  # tiny_images: the first half is one kind, the second the other
+    labelled = np.zeros(32, dtype=bool)
+    labelled[::4] = True
+    vc = VarClust(2, generator="ddpm", network="mlp", hidden=(16,), latent_dim=2, method="em",
+                  em_iterations=1, pretrain_epochs=1, diffusion_pretrain_epochs=1,
+                  diffusion_steps=8, diffusion_width=8, sample_steps=0, batch_size=16,
+                  device="cpu")
+    vc.fit(x, y, labelled=labelled, progress=False)
+    assert np.isfinite(vc.history[-1]["elbo"])
+    # the observed sites are in the model's trace: the labels reached the M-step's model
+    trace = pyro.poutine.trace(vc.model).get_trace(
+        x[:4], torch.arange(4), 32, torch.tensor([0, 0, 1, 1]), torch.tensor([1, 0, 1, 0]).bool())
+    assert trace.nodes["cluster_observed"]["is_observed"]

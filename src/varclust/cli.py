@@ -20,7 +20,7 @@ from .cli_support import (
     holding_run,
     show_defaults,
 )
-from .config import FitConfig
+from .config import FitConfig, upgrade_legacy_keys
 from .data.datasets import DATASETS, DatasetNotFoundError
 from .estimator import VarClust
 from .inference.checkpoint import CheckpointError, load_latest_checkpoint, write_atomic
@@ -33,7 +33,8 @@ from .registry import GUIDES, LIKELIHOODS, PRIORS
 #: on Fashion-MNIST the codes cluster better with longer pretraining, and 30 SVI epochs add
 #: about 0.01 ACC over 15: benchmarks/pretraining.py and BENCHMARKS.md)
 DATASET_DEFAULTS: dict[str, dict] = {
-    "digits": {"epochs": 60, "pretrain_epochs": 100},
+    "digits": {"epochs": 60, "pretrain_epochs": 100, "em_iterations": 60,
+               "diffusion_width": 16},
     "fashion-mnist": {"epochs": 30, "pretrain_epochs": 40},
 }
 
@@ -46,6 +47,12 @@ RECIPES: dict[str, dict] = {
     "scratch": {"pretrain_epochs": 0, "epochs": 120, "cluster_information": 3.0,
                 "kl_warmup_epochs": 20, "batch_size": 64, "lr_decay": 1.0},
 }
+
+
+#: per-generator defaults, applied before the data set's: the diffusion generator's noisy
+#: gradients need a smaller step than the decoders' (digits, EM: ACC 0.63 at 2e-3, 0.81 at 5e-4;
+#: BENCHMARKS.md)
+GENERATOR_DEFAULTS: dict[str, dict] = {"ddpm": {"lr": 5e-4}}
 
 
 def _hidden(text: str) -> tuple[int, ...]:
@@ -99,7 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="semi-supervised: give the model this fraction of the labels "
                      "(drawn with --seed)")
     fit.add_argument("--batch-size", type=int, default=256)
-    fit.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate")
+    fit.add_argument("--lr", type=float, help="Adam learning rate (default 2e-3; ddpm: 5e-4)")
+    fit.add_argument("--lr-decay", type=float, default=None,
+                     help="the learning rate's factor per epoch (per M-step epoch in EM); "
+                     "default 0.97 for svi, 1 (constant, as ClusterDDPM) for em")
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--device", default="auto", help="auto, cpu or cuda")
     fit.add_argument("--out", required=True, type=Path, help="run folder")
@@ -153,14 +163,34 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--generator", choices=("mlp", "conv", "ddpm"),
                     help="p(x|z): a decoder or the conditional diffusion model "
                     "(default: the --network decoder)")
-    em.add_argument("--em-iterations", type=int, default=20)
+    em.add_argument("--em-iterations", type=int,
+                    help="EM iterations (digits: 60, others: 20)")
     em.add_argument("--m-step-epochs", type=int, default=1)
-    em.add_argument("--e-step-iterations", type=int, default=10)
+    em.add_argument("--e-step-iterations", type=int, default=10,
+                    help="closed-form E-steps (vade, means): EM steps on the codes")
+    em.add_argument("--e-step", choices=("clusterddpm", "vade", "means"), default="clusterddpm",
+                    help="clusterddpm: scikit-learn's GaussianMixture refitted to convergence on "
+                    "codes sampled from q, warm-started (ClusterDDPM); vade: closed form with "
+                    "q's variances (VaDE's bound, never decreasing); means: q's means only")
+    em.add_argument("--kl-warmup", type=int, default=0,
+                    help="EM iterations over which the M-step's KL weight rises to 1")
     em.add_argument("--diffusion-steps", type=int, default=1000, help="T of the ddpm")
-    em.add_argument("--diffusion-schedule", choices=("linear", "cosine"), default="linear")
-    em.add_argument("--diffusion-width", type=int, default=64, help="U-Net base width")
+    em.add_argument("--diffusion-schedule", choices=("linear", "clusterddpm", "cosine"),
+                    default="linear", help="linear: betas 1e-4..0.02 scaled by 1000/T; "
+                    "clusterddpm: 1e-4..0.02 at any T (ClusterDDPM); cosine")
+    em.add_argument("--diffusion-width", type=int,
+                    help="U-Net base width (default 64; digits: 16)")
     em.add_argument("--diffusion-weight", type=float, default=10.0,
                     help="the noise loss's weight against the KL (10: ClusterDDPM's 1 : 0.1)")
+    em.add_argument("--ddpm-pretrain", choices=("autoencoder", "diffusion"),
+                    default="autoencoder",
+                    help="autoencoder: a plain autoencoder, then the generator on its frozen "
+                    "codes; diffusion: both as a diffusion autoencoder (ClusterDDPM)")
+    em.add_argument("--diffusion-pretrain-epochs", type=int, default=100,
+                    help="autoencoder pretraining: the most epochs of the generator stage")
+    em.add_argument("--pretrain-reliance", type=float, default=0.5,
+                    help="end the diffusion pretraining once the generator's latent reliance "
+                    "reaches this (0: run all its epochs)")
     em.add_argument("--sample-steps", type=int, default=100,
                     help="ddpm sampling: strided steps, 0 for the full ancestral chain")
 
@@ -206,20 +236,34 @@ def _write_figures(vc: VarClust, out: Path, num: int = 8) -> None:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    preset = DATASET_DEFAULTS.get(args.dataset, {})
-    epochs = args.epochs if args.epochs is not None else preset.get("epochs", 50)
-    pretrain = args.pretrain_epochs if args.pretrain_epochs is not None else preset.get(
-        "pretrain_epochs", 10)
+    config = config_from_args(args)
+    if args.resume:
+        config = with_resumed_settings(config, args.out, args.argv)
+    if args.distributed:
+        return run_distributed_fit(args, config, _fit_and_report)
+    return _fit_and_report(args, config, None)
+
+
+def config_from_args(args: argparse.Namespace) -> FitConfig:
+    """The FitConfig of a parsed ``fit`` command: flags, data set presets, the --recipe (for
+    the settings not typed), --config file, --lr-decay."""
+    preset = {**GENERATOR_DEFAULTS.get(args.generator, {}),
+              **DATASET_DEFAULTS.get(args.dataset, {})}
+    epochs = _preset(args.epochs, preset, "epochs", 50)
+    pretrain = _preset(args.pretrain_epochs, preset, "pretrain_epochs", 10)
     config = FitConfig(
         num_clusters=args.clusters, latent_dim=args.latent_dim, network=args.network,
         hidden=args.hidden, likelihood=args.likelihood, epochs=epochs, pretrain_epochs=pretrain,
-        batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed, device=args.device,
+        batch_size=args.batch_size, learning_rate=_preset(args.lr, preset, "lr", 2e-3),
+        seed=args.seed, device=args.device,
         prior=args.prior, guide=args.guide, dirichlet_concentration=args.concentration,
         global_guide=args.global_guide,
-        method=args.method, generator=args.generator, em_iterations=args.em_iterations,
+        method=args.method, generator=args.generator,
+        em_iterations=_preset(args.em_iterations, preset, "em_iterations", 20),
         m_step_epochs=args.m_step_epochs, e_step_iterations=args.e_step_iterations,
         diffusion_steps=args.diffusion_steps, diffusion_schedule=args.diffusion_schedule,
-        diffusion_width=args.diffusion_width, diffusion_weight=args.diffusion_weight,
+        diffusion_width=_preset(args.diffusion_width, preset, "diffusion_width", 64),
+        diffusion_weight=args.diffusion_weight,
         sample_steps=args.sample_steps, lr_scaling=args.lr_scaling,
         cluster_information=args.cluster_information,
         augmentation_consistency=args.augmentation_consistency,
@@ -228,16 +272,27 @@ def cmd_fit(args: argparse.Namespace) -> int:
         prior_temperature=args.prior_temperature,
     )
     config = config.replace(checkpoint_every_steps=args.checkpoint_every,
-                            max_bad_steps=args.max_bad_steps)
+                            max_bad_steps=args.max_bad_steps, e_step=args.e_step,
+                            kl_warmup_iterations=args.kl_warmup,
+                            ddpm_pretrain=args.ddpm_pretrain,
+                            diffusion_pretrain_epochs=args.diffusion_pretrain_epochs,
+                            pretrain_reliance=args.pretrain_reliance)
     typed = typed_fields(args.argv)
     config = config.replace(**{k: v for k, v in RECIPES[args.recipe].items() if k not in typed})
     if args.config is not None:
         config = with_config_file(config, args.config, args.argv)
-    if args.resume:
-        config = with_resumed_settings(config, args.out, args.argv)
-    if args.distributed:
-        return run_distributed_fit(args, config, _fit_and_report)
-    return _fit_and_report(args, config, None)
+    if args.lr_decay is not None:  # the decay of the loop that runs
+        config = config.replace(**{LR_DECAY_FIELD[config.method]: args.lr_decay})
+    return config
+
+
+def _preset(value, preset: dict, key: str, default):
+    """A flag's value, else the data set's preset, else the default."""
+    return value if value is not None else preset.get(key, default)
+
+
+#: the FitConfig field that --lr-decay sets, per method
+LR_DECAY_FIELD = {"svi": "lr_decay", "em": "em_lr_decay"}
 
 
 def _fit_and_report(args: argparse.Namespace, config: FitConfig, distributed) -> int:
@@ -322,6 +377,9 @@ FLAG_FIELDS = {
     "--kl-warmup-epochs": "kl_warmup_epochs", "--temperature": "temperature",
     "--temperature-decay": "temperature_decay", "--temperature-min": "temperature_min",
     "--prior-temperature": "prior_temperature",
+    "--e-step": "e_step", "--kl-warmup": "kl_warmup_iterations",
+    "--ddpm-pretrain": "ddpm_pretrain", "--diffusion-pretrain-epochs": "diffusion_pretrain_epochs",
+    "--pretrain-reliance": "pretrain_reliance",
 }
 
 
@@ -334,7 +392,7 @@ def with_config_file(flags: FitConfig, path: Path, argv: list[str]) -> FitConfig
     """The settings of a --config file over the flags' defaults, under the flags typed in argv."""
     typed = typed_fields(argv)
     from_file = FitConfig.from_json(path).to_dict()
-    given = json.loads(path.read_text())
+    given = upgrade_legacy_keys(json.loads(path.read_text()))
     return flags.replace(**{k: from_file[k] for k in given if k not in typed})
 
 

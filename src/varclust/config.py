@@ -45,15 +45,27 @@ class FitConfig:
     EM (``method="em"``, ClusterDDPM's loop; ``epochs`` is then unused): ``em_iterations`` of
     ``m_step_epochs`` SVI epochs on the networks (prior frozen) followed by an E-step of
     ``e_step_iterations`` closed-form mixture EM steps on the codes (weights floored at
-    ``e_step_min_weight``, variances plus ``e_step_reg_covar``; ``e_step_code_variance`` adds
-    q(z | x)'s variances to the variance update, VaDE's closed form; False fits the means only,
-    as ClusterDDPM and scikit-learn do).
+    ``e_step_min_weight``, variances plus ``e_step_reg_covar``). ``e_step`` picks the E-step
+    (:data:`varclust.inference.em.E_STEPS`): "clusterddpm" (scikit-learn's GaussianMixture
+    refitted to convergence on codes sampled from q, warm-started, as ClusterDDPM's code),
+    "vade" (closed-form coordinate ascent on VaDE's bound with q's variances, never decreasing)
+    or "means" (the closed form on q's means only; it contracts). Old configs'
+    ``e_step_code_variance`` True / False load as "vade" / "means". ``em_lr_decay``: the
+    learning rate's factor per M-step epoch (1: constant, as ClusterDDPM; ``lr_decay`` is SVI's).
+    ``kl_warmup_iterations``: the M-step's KL weight rises linearly from 1 / (W + 1) to 1 over
+    the first W EM iterations.
     Generator: ``generator`` None uses the decoder of ``network``; "mlp" or "conv" picks a
     decoder; "ddpm" the conditional diffusion model (images only, H and W divisible by 4) with
-    ``diffusion_steps`` T, ``diffusion_schedule`` ("linear"/"cosine"), U-Net base width
+    ``diffusion_steps`` T, ``diffusion_schedule`` ("linear": Ho's 1e-4 .. 0.02 scaled
+    by 1000 / T; "clusterddpm": 1e-4 .. 0.02 at any T; "cosine"), U-Net base width
     ``diffusion_width``, ``latent_dropout`` (classifier-free guidance), the noise loss weighted
     by ``diffusion_weight`` against the KL, and ``sample_steps`` (0: the ancestral sampler over
     all T steps; else the strided DDIM sampler with that many steps), ``guidance`` w.
+    Its pretraining (``ddpm_pretrain``): "autoencoder" trains the encoder with a temporary
+    ``network`` decoder for ``pretrain_epochs``, then the generator on the frozen codes for at
+    most ``diffusion_pretrain_epochs``; "diffusion" trains both as a diffusion autoencoder for
+    at most ``pretrain_epochs`` (ClusterDDPM). Either diffusion stage stops once the generator's
+    ``latent_reliance`` reaches ``pretrain_reliance`` (0: runs all its epochs).
     Reliability: with an output folder, a checkpoint is also written every
     ``checkpoint_every_steps`` mini-batches inside an epoch (0: only after each epoch);
     ``max_bad_steps`` steps in a row with a non-finite loss or gradient stop the run (fewer are
@@ -97,12 +109,17 @@ class FitConfig:
     e_step_iterations: int = 10
     e_step_min_weight: float = 1e-4
     e_step_reg_covar: float = 1e-6
-    e_step_code_variance: bool = True
+    e_step: str = "clusterddpm"
+    em_lr_decay: float = 1.0
+    kl_warmup_iterations: int = 0
     diffusion_steps: int = 1000
     diffusion_schedule: str = "linear"
     diffusion_width: int = 64
     latent_dropout: float = 0.1
     diffusion_weight: float = 10.0
+    ddpm_pretrain: str = "autoencoder"
+    diffusion_pretrain_epochs: int = 100
+    pretrain_reliance: float = 0.5
     sample_steps: int = 100
     guidance: float = 0.0
     checkpoint_every_steps: int = 0
@@ -188,9 +205,9 @@ class FitConfig:
                 f"generator must be 'mlp', 'conv' or 'ddpm' (or None: the network's decoder), "
                 f"got {self.generator!r}"
             )
-        if self.diffusion_schedule not in ("linear", "cosine"):
-            raise ValueError(f"diffusion_schedule must be 'linear' or 'cosine', got "
-                             f"{self.diffusion_schedule!r}")
+        if self.diffusion_schedule not in ("linear", "clusterddpm", "cosine"):
+            raise ValueError(f"diffusion_schedule must be 'linear', 'clusterddpm' or 'cosine', "
+                             f"got {self.diffusion_schedule!r}")
         for name in ("em_iterations", "m_step_epochs", "sample_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -202,14 +219,40 @@ class FitConfig:
                              f"({self.diffusion_steps}); 0 runs all of them")
         if not 0.0 <= self.latent_dropout < 1.0:
             raise ValueError(f"latent_dropout must be in [0, 1), got {self.latent_dropout}")
+        if self.ddpm_pretrain not in ("autoencoder", "diffusion"):
+            raise ValueError(f"ddpm_pretrain must be 'autoencoder' or 'diffusion', got "
+                             f"{self.ddpm_pretrain!r}")
+        if self.diffusion_pretrain_epochs < 0:
+            raise ValueError(f"diffusion_pretrain_epochs must be >= 0, got "
+                             f"{self.diffusion_pretrain_epochs}")
+        if not self.pretrain_reliance >= 0:
+            raise ValueError(f"pretrain_reliance must be >= 0 (0: no early stop), got "
+                             f"{self.pretrain_reliance}")
         if not self.diffusion_weight > 0:
             raise ValueError(f"diffusion_weight must be positive, got {self.diffusion_weight}")
         k = self.num_clusters if isinstance(self.num_clusters, int) and self.num_clusters > 0 else 1
         if not 0.0 <= self.e_step_min_weight < 1.0 / k:
             raise ValueError(f"e_step_min_weight must be in [0, 1/num_clusters), got "
                              f"{self.e_step_min_weight}")
+        if self.e_step not in ("clusterddpm", "vade", "means"):
+            raise ValueError(f"e_step must be 'clusterddpm', 'vade' or 'means', got "
+                             f"{self.e_step!r}")
+        if not 0 < self.em_lr_decay <= 1:
+            raise ValueError(f"em_lr_decay must be in (0, 1], got {self.em_lr_decay}")
+        if self.kl_warmup_iterations < 0:
+            raise ValueError(f"kl_warmup_iterations must be >= 0, got "
+                             f"{self.kl_warmup_iterations}")
+        if self.method == "em" and self.prior in EM_REFUSED_PRIORS:
+            raise ValueError(f"method='em' cannot fit prior={self.prior!r}: "
+                             f"{EM_REFUSED_PRIORS[self.prior]}")
         if self.e_step_reg_covar < 0:
             raise ValueError(f"e_step_reg_covar must be >= 0, got {self.e_step_reg_covar}")
+
+    @property
+    def active_lr_decay(self) -> float:
+        """The learning rate's factor per epoch of the chosen method: ``em_lr_decay`` for EM
+        (per M-step epoch), ``lr_decay`` for SVI."""
+        return self.em_lr_decay if self.method == "em" else self.lr_decay
 
     @property
     def generator_name(self) -> str:
@@ -224,6 +267,7 @@ class FitConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FitConfig:
         """Build a config, refusing keys it does not know (a typo must not pass silently)."""
+        d = upgrade_legacy_keys(d)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -259,6 +303,27 @@ class FitConfig:
             return cls.from_dict(d)
         except (ValueError, TypeError) as err:
             raise ValueError(f"the config file {path}: {err}") from None
+
+
+#: priors the EM loop refuses, with the reason and the fix
+EM_REFUSED_PRIORS = {
+    "normal": "the standard-normal prior has no mixture for the E-step to refit (its clusters "
+              "are a mixture fitted to the codes after each epoch); use method='svi' with it, "
+              "or prior='gmm' with method='em'",
+    "bayes-gmm": "the E-step refits the mixture by closed-form maximum likelihood, which would "
+                 "overwrite the Bayesian prior's posterior over the weights, means and scales; "
+                 "use method='svi' with it, or prior='gmm' with method='em'",
+}
+
+
+def upgrade_legacy_keys(d: dict[str, Any]) -> dict[str, Any]:
+    """Map keys of configs written by older versions to today's fields: the boolean
+    ``e_step_code_variance`` became ``e_step`` (True: "vade", False: "means")."""
+    if "e_step_code_variance" not in d:
+        return d
+    d = dict(d)
+    d["e_step"] = "vade" if d.pop("e_step_code_variance") else "means"
+    return d
 
 
 _FIELD_TYPES = {"int": (Integral, int, "an integer"), "float": (Real, float, "a number"),

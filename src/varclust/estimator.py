@@ -36,15 +36,19 @@ from .inference.checkpoint import (
 )
 from .inference.collapse import cluster_usage, collapse_warning
 from .inference.distributed import DistributedContext, DistributedSVITrainer
-from .inference.em import fit_em
+from .inference.em import fit_em, frozen, kl_warmup, make_e_step
 from .inference.init import (
     AutoencoderLoss,
     DiffusionAutoencoderLoss,
     align_to_labels,
     fit_mixture_to_codes,
+    pretrain_autoencoder,
+    pretrain_diffusion_autoencoder,
+    reliance_reached,
 )
 from .inference.pretrain import Pretrainer
 from .inference.progress import Progress
+from .inference.regularisers import cluster_information, kl_warmup_weight, regularisers_of
 from .inference.run_folder import (
     RunLock,
     check_resume_record,
@@ -55,10 +59,10 @@ from .inference.run_folder import (
     save_arrays,
     segment_record,
 )
-from .inference.regularisers import cluster_information, kl_warmup_weight, regularisers_of
 from .inference.speed import configure_fast_math, scaled_learning_rate
 from .inference.svi import SVITrainer
 from .metrics import clustering_scores
+from .model.decoders import make_decoder
 from .model.diffusion import ConditionalDDPM, DiffusionClusteringModel, check_unit_interval
 from .model.generative import ClusteringModel
 from .model.likelihoods import Likelihood
@@ -70,8 +74,13 @@ __all__ = ["ClusterPrediction", "VarClust", "resolve_device"]
 
 log = logging.getLogger("varclust")
 #: below this relative rise of the noise loss under shuffled codes, warn that a diffusion
-#: generator ignores z (a pretrained diffusion autoencoder measured 0.6% when its EM collapsed)
-LATENT_RELIANCE_WARNING = 0.02
+#: generator ignores z. Calibrated on EM fits of the UCI digits (BENCHMARKS.md, issue 13): from
+#: reliance 0.02 the clusters collapsed (ACC 0.29), from 0.13 they held but ACC fell to 0.72,
+#: from 0.27 / 0.48 / 0.76 ACC was 0.79 / 0.80 / 0.81.
+LATENT_RELIANCE_WARNING = 0.25
+
+#: epochs between two measurements of the latent reliance in diffusion pretraining
+RELIANCE_CHECK_EVERY = 5
 
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.json"
@@ -363,7 +372,8 @@ class VarClust:
             trainer.sync_parameters()  # pretraining on a GPU is not bit-reproducible over ranks
 
         if c.method == "em":
-            self._fit_em(x, labels, trainer, start_epoch, ckpt_path, show, metadata)
+            self._fit_em(x, labels, trainer, start_epoch, ckpt_path, show, metadata,
+                         supervision)
             self._warn_if_collapsed()
             return self
 
@@ -391,9 +401,7 @@ class VarClust:
             t0 = time.perf_counter()
             self.model.train()
             self.guide.train()
-            self.guide.start_epoch(epoch)  # e.g. the relaxed guide's temperature
-            self.model.kl_weight = self.guide.kl_weight = kl_warmup_weight(
-                epoch, c.kl_warmup_epochs)
+            self._start_epoch(epoch)
             elbo = trainer.epoch(x, c.batch_size, c.seed, epoch, on_step, **supervision)
             self._refit_clusters(x)
             record: dict[str, float] = {
@@ -440,6 +448,13 @@ class VarClust:
         if self.collapse_warning_:
             log.warning(self.collapse_warning_)
 
+    def _start_epoch(self, epoch: int) -> None:
+        """Per-epoch schedules of the guide (the relaxed guide's temperature), in SVI and in
+        every M-step epoch of EM."""
+        self.guide.start_epoch(epoch)  # e.g. the relaxed guide's temperature
+        self.model.kl_weight = self.guide.kl_weight = kl_warmup_weight(
+            epoch, self.config.kl_warmup_epochs)
+
     def _refit_clusters(self, x: Tensor) -> None:
         """For priors whose clusters are fitted to the codes (the standard normal): refit."""
         if hasattr(self.model.prior, "fit_to_codes"):
@@ -458,9 +473,11 @@ class VarClust:
     def _fit_em(
         self, x: Tensor, labels: np.ndarray | None, trainer: SVITrainer, start: int,
         ckpt_path: Path | None, show: Progress, metadata: dict[str, Any] | None,
+        supervision: dict[str, Tensor] | None = None,
     ) -> None:
-        """EM iterations (M-step epochs with the prior frozen, then a closed-form E-step), each
-        recorded in ``history`` and checkpointed like an SVI epoch."""
+        """EM iterations (M-step epochs with the prior frozen, labels of a semi-supervised fit
+        included, then the E-step ``e_step``), each recorded in ``history`` and checkpointed
+        like an SVI epoch."""
         c = self.config
         steps = c.m_step_epochs * -(-len(x) // c.batch_size)
         outer = show.bar(total=c.em_iterations, initial=start, desc="EM", unit="iter")
@@ -473,6 +490,7 @@ class VarClust:
 
         def on_iteration(record: dict[str, Any]) -> None:
             record["skipped_steps"] = trainer.last_epoch_skipped
+            record.update(self._component_summary())
             record.update(self._epoch_scores(x, labels))
             self.history.append(record)
             show.line("EM iteration", record["iteration"], c.em_iterations, record)
@@ -482,12 +500,14 @@ class VarClust:
             if ckpt_path is not None:
                 self._save(ckpt_path, "train", record["iteration"], trainer, metadata)
 
+        e_step = make_e_step(c.e_step, c.e_step_iterations, c.e_step_reg_covar,
+                             c.e_step_min_weight)
         fit_em(
             self.model, self.guide, x, trainer, iterations=c.em_iterations,
-            m_step_epochs=c.m_step_epochs, e_step_iterations=c.e_step_iterations,
-            batch_size=c.batch_size, seed=c.seed, start_iteration=start,
-            reg_covar=c.e_step_reg_covar, min_weight=c.e_step_min_weight,
-            use_code_var=c.e_step_code_variance, on_m_step=on_m_step, on_iteration=on_iteration,
+            m_step_epochs=c.m_step_epochs, batch_size=c.batch_size, seed=c.seed,
+            e_step=e_step, start_iteration=start, supervision=supervision,
+            kl_weight=kl_warmup(c.kl_warmup_iterations), on_epoch_start=self._start_epoch,
+            on_m_step=on_m_step, on_iteration=on_iteration,
         )
         m_bar.close()
         outer.close()
@@ -496,11 +516,11 @@ class VarClust:
         c = self.config
         lr = scaled_learning_rate(c.learning_rate, c.batch_size, c.lr_scaling)
         if distributed is None:
-            return SVITrainer(self.model, self.guide, lr, c.lr_decay, c.clip_norm,
+            return SVITrainer(self.model, self.guide, lr, c.active_lr_decay, c.clip_norm,
                               c.max_bad_steps, regularisers=regularisers_of(c))
         # every parameter exists now (built above), as DDP needs at wrapping time
         return DistributedSVITrainer(
-            self.model, self.guide, lr, c.lr_decay, c.clip_norm, c.max_bad_steps,
+            self.model, self.guide, lr, c.active_lr_decay, c.clip_norm, c.max_bad_steps,
             regularisers=regularisers_of(c), context=distributed,
         )
 
@@ -526,13 +546,16 @@ class VarClust:
             bar.set_postfix(loss=f"{loss:.2f}")
             show.line("pretrain epoch", epoch + 1, c.pretrain_epochs, {"loss": loss})
 
-        def checkpoint(state: dict) -> None:
-            self.pretrain_losses = list(pretrainer.losses)
-            if save is not None:
-                save(state)
+        if c.generator_name == "ddpm":  # two stages, each until the generator relies on z
+            self.pretrain_losses = self._pretrain_ddpm(x, on_epoch, bar, dist_kw)
+        else:
+            def checkpoint(state: dict) -> None:
+                self.pretrain_losses = list(pretrainer.losses)
+                if save is not None:
+                    save(state)
 
-        self.pretrain_losses = list(pretrainer.run(x, c.pretrain_epochs, on_epoch, checkpoint,
-                                                   c.checkpoint_every_steps))
+            self.pretrain_losses = list(pretrainer.run(
+                x, c.pretrain_epochs, on_epoch, checkpoint, c.checkpoint_every_steps))
         bar.close()
         self._init_mixture(x, supervision)
 
@@ -542,6 +565,53 @@ class VarClust:
         if self.config.generator_name == "ddpm":
             return DiffusionAutoencoderLoss(self.guide.encoder, self.model.generator)
         return AutoencoderLoss(self.guide.encoder, self.model.decoder, self.model.likelihood)
+
+    def _pretrain_ddpm(self, x: Tensor, on_epoch, bar, dist_kw: dict) -> list[float]:
+        """Pretraining of the diffusion generator and the encoder (``ddpm_pretrain``):
+
+        - "autoencoder": ``pretrain_epochs`` of a plain autoencoder (the encoder with a
+          temporary ``network`` decoder and the ``likelihood``, discarded afterwards), so the
+          codes cluster; then the generator alone (encoder frozen) on those codes, for at most
+          ``diffusion_pretrain_epochs``.
+        - "diffusion": ClusterDDPM's: encoder and generator as a diffusion autoencoder, for at
+          most ``pretrain_epochs``.
+
+        The diffusion stage stops once ``latent_reliance`` on the first 512 images reaches
+        ``pretrain_reliance`` (measured every :data:`RELIANCE_CHECK_EVERY` epochs; 0: never).
+        Returns the losses of every epoch of both stages.
+        """
+        c = self.config
+        encoder, generator = self.guide.encoder, self.model.generator
+
+        def measured(epoch: int, reliance: float) -> None:
+            bar.set_postfix(reliance=f"{reliance:.3f}")
+            log.info("diffusion pretraining epoch %d: latent reliance %.4f", epoch + 1, reliance)
+
+        stop = None
+        if c.pretrain_reliance > 0:
+            stop = reliance_reached(encoder, generator, x[:512], c.pretrain_reliance,
+                                    RELIANCE_CHECK_EVERY, c.seed, measured)
+        if c.ddpm_pretrain == "diffusion":
+            return pretrain_diffusion_autoencoder(
+                encoder, generator, x, c.pretrain_epochs, c.batch_size, c.pretrain_lr, c.seed,
+                on_epoch, stop=stop, **dist_kw)
+        likelihood = build_likelihood(c).to(self.device)
+        try:
+            decoder = make_decoder(c.network, c.latent_dim,
+                                   likelihood.decoder_shape(tuple(x.shape[1:])), c.hidden)
+        except ValueError as err:
+            raise ValueError(f"{err}; or pretrain as a diffusion autoencoder, which needs no "
+                             "decoder: ddpm_pretrain='diffusion' (--ddpm-pretrain diffusion)"
+                             ) from None
+        losses = pretrain_autoencoder(encoder, decoder.to(self.device), likelihood, x,
+                                      c.pretrain_epochs, c.batch_size, c.pretrain_lr, c.seed,
+                                      on_epoch, **dist_kw)
+        bar.total = c.pretrain_epochs + c.diffusion_pretrain_epochs
+        with frozen(encoder):
+            losses += pretrain_diffusion_autoencoder(
+                encoder, generator, x, c.diffusion_pretrain_epochs, c.batch_size, c.pretrain_lr,
+                c.seed + 1, on_epoch, stop=stop, **dist_kw)
+        return losses
 
     def _autoencoder_modules(self) -> list[torch.nn.Module]:
         """What autoencoder pretraining trains: the encoder, and the decoder and likelihood
@@ -597,10 +667,11 @@ class VarClust:
         if self.latent_reliance < LATENT_RELIANCE_WARNING:
             log.warning(
                 "the pretrained diffusion generator hardly uses the codes (noise loss %+.2f%% "
-                "with another datum's code): the prior term alone will then move the encoder "
-                "and the codes collapse into one cluster. Pretrain longer (pretrain_epochs), "
-                "widen the U-Net (diffusion_width) or raise diffusion_weight.",
-                100 * self.latent_reliance)
+                "with another datum's code, below %.0f%%): the prior term will then pull the "
+                "codes together and clusters merge or collapse. Pretrain longer "
+                "(diffusion_pretrain_epochs or pretrain_epochs, pretrain_reliance), widen the "
+                "U-Net (diffusion_width) or raise diffusion_weight.",
+                100 * self.latent_reliance, 100 * LATENT_RELIANCE_WARNING)
 
     # ------------------------------------------------------------------ using a fit
     @torch.no_grad()
@@ -714,6 +785,7 @@ class VarClust:
             "data": self.data_fingerprint_,
             "segments": self.segments,
             "cluster_sizes": _as_list(self.cluster_sizes_),
+            "latent_reliance": self.latent_reliance,
         }
         write_atomic(path.parent / METRICS_NAME, json.dumps(summary, indent=2).encode())
 

@@ -21,6 +21,7 @@ __all__ = [
     "minimise_over_epochs",
     "pretrain_autoencoder",
     "pretrain_diffusion_autoencoder",
+    "reliance_reached",
 ]
 
 Batches = Callable[[int, int, int, int, torch.device], Iterable[Tensor]]
@@ -92,20 +93,51 @@ def pretrain_diffusion_autoencoder(
     *,
     batches: Batches = epoch_batches,
     wrap: Callable[[nn.Module], nn.Module] | None = None,
+    stop: Callable[[int, float], bool] | None = None,
 ) -> list[float]:
     """Train encoder mean + diffusion generator as a diffusion autoencoder.
 
     Args:
         data: (N, C, H, W) on the training device.
+        epochs: the most epochs to run.
+        stop: ``(epoch, loss) -> bool`` after each epoch; True ends the pretraining there
+            (e.g. once the generator relies on the codes, :func:`reliance_reached`).
     Returns:
-        the mean noise loss per datum of every epoch.
+        the mean noise loss per datum of every epoch run.
     """
     encoder.train()
     generator.train()
     return minimise_over_epochs(
         DiffusionAutoencoderLoss(encoder, generator), data, epochs, batch_size, learning_rate,
-        seed, on_epoch, batches=batches, wrap=wrap,
+        seed, on_epoch, batches=batches, wrap=wrap, stop=stop,
     )
+
+
+def reliance_reached(
+    encoder: nn.Module, generator: nn.Module, probe: Tensor, target: float, every: int,
+    seed: int, on_measure: Callable[[int, float], None] | None = None,
+) -> Callable[[int, float], bool]:
+    """A ``stop`` rule for :func:`pretrain_diffusion_autoencoder`: every ``every`` epochs,
+    measure ``generator.latent_reliance`` on the probe images (B, C, H, W) with their codes
+    (the encoder's means) and stop once it reaches ``target`` (a relative rise of the noise
+    loss, e.g. 0.5 = 50 %). ``on_measure(epoch, reliance)`` sees every measurement."""
+    if every < 1:
+        raise ValueError(f"the reliance check needs every >= 1 epoch, got {every}")
+
+    def stop(epoch: int, loss: float) -> bool:
+        if (epoch + 1) % every:
+            return False
+        was_training = encoder.training
+        encoder.eval()
+        with torch.no_grad():
+            codes = encoder(probe)[0]
+        encoder.train(was_training)
+        reliance = generator.latent_reliance(probe, codes, seed)
+        if on_measure is not None:
+            on_measure(epoch, reliance)
+        return reliance >= target
+
+    return stop
 
 
 def minimise_over_epochs(
@@ -119,10 +151,12 @@ def minimise_over_epochs(
     *,
     batches: Batches = epoch_batches,
     wrap: Callable[[nn.Module], nn.Module] | None = None,
+    stop: Callable[[int, float], bool] | None = None,
 ) -> list[float]:
-    """Adam on ``loss_module(x)`` (a mean per datum) over shuffled mini-batches of data (N, ...).
+    """Adam on ``loss_module(x)`` (a mean per datum) over shuffled mini-batches of data (N, ...),
+    for ``epochs`` epochs or until ``stop(epoch, loss)`` says so after one.
 
-    Returns the mean loss per datum of every epoch.
+    Returns the mean loss per datum of every epoch run.
     """
     if wrap is not None:
         loss_module = wrap(loss_module)
@@ -143,6 +177,8 @@ def minimise_over_epochs(
         losses.append(float(total) / seen)
         if on_epoch is not None:
             on_epoch(epoch, losses[-1])
+        if stop is not None and stop(epoch, losses[-1]):
+            break
     return losses
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "DiffusionClusteringModel",
     "check_unit_interval",
     "noise_schedule",
+    "SCHEDULES",
 ]
 
 
@@ -59,15 +60,17 @@ def check_unit_interval(x: Tensor) -> None:
 def noise_schedule(kind: str, num_steps: int) -> Tensor:
     """betas (T,) in float64.
 
-    ``linear``: Ho et al.'s 1e-4 .. 0.02 for T = 1000, scaled by 1000 / T so that the total
-    noise stays the same for other T (as in Nichol & Dhariwal's code). ``cosine``: Nichol &
-    Dhariwal's abar(t) = cos^2(((t / T) + s) / (1 + s) * pi / 2), s = 0.008, betas capped at
-    0.999.
+    ``linear``: Ho et al.'s 1e-4 .. 0.02 for T = 1000, scaled by 1000 / T for other T (as in
+    Nichol & Dhariwal's code), so that the total noise, hence abar_T, stays about the same:
+    T = 400 gives 2.5e-4 .. 0.05. ``clusterddpm``: 1e-4 .. 0.02 at any T, as ClusterDDPM (and
+    Ho et al. at T = 1000); at T = 400 abar_T is then 0.018 (sqrt 0.13 of the image is left at
+    the last step) and at T = 200 it is 0.13. ``cosine``: Nichol & Dhariwal's
+    abar(t) = cos^2(((t / T) + s) / (1 + s) * pi / 2), s = 0.008, betas capped at 0.999.
     """
     if num_steps < 1:
         raise ValueError(f"the diffusion needs at least 1 step, got {num_steps}")
-    if kind == "linear":
-        scale = 1000.0 / num_steps
+    if kind in ("linear", "clusterddpm"):
+        scale = 1000.0 / num_steps if kind == "linear" else 1.0
         return torch.linspace(scale * 1e-4, min(scale * 0.02, 0.999), num_steps,
                               dtype=torch.float64)
     if kind == "cosine":
@@ -75,7 +78,11 @@ def noise_schedule(kind: str, num_steps: int) -> Tensor:
         steps = torch.arange(num_steps + 1, dtype=torch.float64) / num_steps
         abar = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
         return (1 - abar[1:] / abar[:-1]).clamp(max=0.999)
-    raise ValueError(f"unknown noise schedule {kind!r}; choose 'linear' or 'cosine'")
+    raise ValueError(f"unknown noise schedule {kind!r}; choose {' '.join(map(repr, SCHEDULES))}")
+
+
+#: the noise schedules :func:`noise_schedule` knows
+SCHEDULES = ("linear", "clusterddpm", "cosine")
 
 
 def timestep_embedding(t: Tensor, dim: int) -> Tensor:
@@ -160,7 +167,7 @@ class ConditionalDDPM(nn.Module):
         data_shape: (C, H, W) of one image, H and W divisible by 4.
         latent_dim: D.
         num_steps: T.
-        schedule: "linear" or "cosine".
+        schedule: one of :data:`SCHEDULES` (see :func:`noise_schedule`).
         width: the U-Net's base width.
         latent_dropout: probability of dropping z during training (classifier-free guidance).
     """
@@ -339,10 +346,13 @@ class DiffusionClusteringModel(PyroModule):
         self.weight = float(weight)
         self.data_shape = generator.data_shape
 
-    def forward(self, x: Tensor, indices: Tensor | None = None, num_data: int | None = None):
-        """x: (B, C, H, W) pixels in [0, 1]; indices: (B,) into the full data; num_data: N."""
+    def forward(self, x: Tensor, indices: Tensor | None = None, num_data: int | None = None,
+                cluster: Tensor | None = None, cluster_mask: Tensor | None = None):
+        """x: (B, C, H, W) pixels in [0, 1]; indices: (B,) into the full data; num_data: N;
+        cluster (B,), cluster_mask (B,) bool: semi-supervised labels, the cluster observed
+        where the mask is true (see :meth:`MixturePrior.forward`)."""
         with data_plate(x, indices, num_data):
-            z = self.prior()
+            z = self.prior(None, cluster, cluster_mask)
             pyro.factor("x", -self.weight * self.generator.noise_loss(x, z))
 
     def generate(self, z: Tensor, steps: int | None = None, guidance: float = 0.0) -> Tensor:

@@ -20,13 +20,13 @@ distribution).
 
 from __future__ import annotations
 
-from torch.distributions.relaxed_categorical import ExpRelaxedCategorical as TorchExpRelaxedCategorical
 from pyro.distributions.torch_distribution import TorchDistributionMixin
+from torch.distributions import relaxed_categorical
 
 __all__ = ["ExpRelaxedCategorical"]
 
 
-class ExpRelaxedCategorical(TorchExpRelaxedCategorical, TorchDistributionMixin):
+class ExpRelaxedCategorical(relaxed_categorical.ExpRelaxedCategorical, TorchDistributionMixin):
     """y = log w for w ~ RelaxedOneHotCategorical(temperature, logits): event shape (K,),
     batch shape ``logits.shape[:-1]``; ``rsample`` is reparameterised (Gumbel noise)."""
 

@@ -1,0 +1,43 @@
+"""benchmarks/gpu_suite.py end to end in its --tiny mode (CPU, seconds): the same code the GPU
+run executes, on toy sizes."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SUITE = Path(__file__).parent.parent / "benchmarks" / "gpu_suite.py"
+
+
+def test_the_gpu_suite_runs_end_to_end_in_tiny_mode(tmp_path):
+    md = tmp_path / "BENCHMARKS.md"
+    md.write_text("# benchmarks\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(SUITE), "--tiny", "--out", str(tmp_path / "out"),
+                           "--benchmarks-md", str(md)], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "out" / "gpu_suite.json").read_text())
+    fit = summary["fit"]
+    assert fit["em_iterations"] >= 1 and len(fit["history"]) == fit["em_iterations"]
+    assert fit["config"]["diffusion_schedule"] == "clusterddpm"
+    assert fit["config"]["e_step"] == "clusterddpm"
+    assert 0 <= fit["scores"]["acc"] <= 1 and isinstance(fit["latent_reliance"], float)
+    assert (tmp_path / "out" / fit["samples_png"]).stat().st_size > 0
+    assert summary["time_to_acc"]["dataset"] == "digits"
+    assert "hand-written" in summary["overhead"]["results"]
+    assert "marginal" in summary["growth"]["guides"]
+    text = md.read_text()
+    assert text.startswith("# benchmarks\n")  # appended, not overwritten
+    assert "## GPU suite (tiny)" in text and "clusterddpm_samples.png" in text
+
+
+def test_the_gpu_suite_refuses_cuda_without_a_gpu_and_names_the_fix(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    proc = subprocess.run([sys.executable, str(SUITE), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--tiny" in proc.stderr
