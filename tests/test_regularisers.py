@@ -10,11 +10,11 @@ import torch
 from pyro import poutine
 
 from varclust import FitConfig, VarClust
+from varclust.inference.kl_warmup import KLScale, kl_warmup_weight
 from varclust.inference.regularisers import (
     AugmentationConsistency,
     ClusterInformation,
     cluster_information,
-    kl_warmup_weight,
     random_shift,
     regularisers_of,
 )
@@ -54,9 +54,9 @@ def test_kl_weight_scales_every_latent_site_and_leaves_the_likelihood():
     vc = VarClust(3, latent_dim=2, hidden=(8,), guide="relaxed", device="cpu")
     vc._build((4,))
     x = torch.rand(5, 4)
-    vc.model.kl_weight = vc.guide.kl_weight = 0.25
-    guide_trace = poutine.trace(vc.guide).get_trace(x)
-    model_trace = poutine.trace(poutine.replay(vc.model, trace=guide_trace)).get_trace(x)
+    with KLScale(0.25):
+        guide_trace = poutine.trace(vc.guide).get_trace(x)
+        model_trace = poutine.trace(poutine.replay(vc.model, trace=guide_trace)).get_trace(x)
     for name in ("cluster_log_weights", "z"):
         assert guide_trace.nodes[name]["scale"] == pytest.approx(0.25)
         assert model_trace.nodes[name]["scale"] == pytest.approx(0.25)

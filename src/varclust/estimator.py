@@ -46,9 +46,10 @@ from .inference.init import (
     pretrain_diffusion_autoencoder,
     reliance_reached,
 )
+from .inference.kl_warmup import KLScale, kl_warmup_weight
 from .inference.pretrain import Pretrainer
 from .inference.progress import Progress
-from .inference.regularisers import cluster_information, kl_warmup_weight, regularisers_of
+from .inference.regularisers import cluster_information, regularisers_of
 from .inference.run_folder import (
     RunLock,
     check_resume_record,
@@ -402,7 +403,9 @@ class VarClust:
             self.model.train()
             self.guide.train()
             self._start_epoch(epoch)
-            elbo = trainer.epoch(x, c.batch_size, c.seed, epoch, on_step, **supervision)
+            beta = kl_warmup_weight(epoch, c.kl_warmup_epochs)
+            with KLScale(beta):
+                elbo = trainer.epoch(x, c.batch_size, c.seed, epoch, on_step, **supervision)
             self._refit_clusters(x)
             record: dict[str, float] = {
                 "epoch": epoch + 1,
@@ -412,7 +415,7 @@ class VarClust:
             }
             record.update(self._component_summary())
             if c.kl_warmup_epochs:
-                record["kl_weight"] = self.model.kl_weight
+                record["kl_weight"] = beta
             record.update(self._epoch_scores(x, labels))
             self.history.append(record)
             if show.bars:
@@ -452,8 +455,6 @@ class VarClust:
         """Per-epoch schedules of the guide (the relaxed guide's temperature), in SVI and in
         every M-step epoch of EM."""
         self.guide.start_epoch(epoch)  # e.g. the relaxed guide's temperature
-        self.model.kl_weight = self.guide.kl_weight = kl_warmup_weight(
-            epoch, self.config.kl_warmup_epochs)
 
     def _refit_clusters(self, x: Tensor) -> None:
         """For priors whose clusters are fitted to the codes (the standard normal): refit."""

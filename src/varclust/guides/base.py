@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pyro import poutine
 from pyro.nn import PyroModule
 from torch import Tensor, nn
 
@@ -32,9 +31,6 @@ class ClusterGuide(PyroModule):
         super().__init__()
         # a plain reference, not a submodule: the prior owns (and checkpoints) its global guide
         object.__setattr__(self, "_global_guide", None)
-        #: beta in (0, 1] on every guide site's log density (KL warm-up; the model's latent
-        #: sites carry the same beta); 1: the ELBO
-        self.kl_weight = 1.0
 
     def attach_global_guide(self, global_guide: Callable[[], None] | None) -> None:
         """Run ``global_guide()`` (which samples the prior's global sites) before the local
@@ -51,11 +47,10 @@ class ClusterGuide(PyroModule):
     ) -> None:
         """Same signature as the model: x (B, ...), indices (B,), num_data N, and in
         semi-supervised batches cluster (B,) labels observed where cluster_mask (B,) is true."""
-        with poutine.scale(scale=self.kl_weight):
-            if self._global_guide is not None:
-                self._global_guide()
-            with data_plate(x, indices, num_data):
-                self.local(x, cluster, cluster_mask)
+        if self._global_guide is not None:
+            self._global_guide()
+        with data_plate(x, indices, num_data):
+            self.local(x, cluster, cluster_mask)
 
     def bind_model(self, model: nn.Module) -> None:
         """Called once when model and guide are built together; a guide whose sites need a

@@ -40,7 +40,6 @@ from typing import Any
 import numpy as np
 import torch
 from pyro.nn import PyroModule
-from pyro.poutine.messenger import Messenger
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 from torch import Tensor, nn
@@ -54,6 +53,7 @@ from .gmm import (
     mixture_log_likelihood,
     warn_floored,
 )
+from .kl_warmup import KLScale, kl_warmup
 from .svi import SVITrainer
 
 __all__ = [
@@ -85,23 +85,6 @@ def frozen(module: nn.Module) -> Iterator[None]:
     finally:
         for p, flag in zip(params, flags):
             p.requires_grad_(flag)
-
-
-class KLScale(Messenger):
-    """Scale the log-probability of every site but the data site ``x`` by ``beta`` (in model and
-    guide alike, when the ELBO is computed inside the block): the ELBO becomes
-    E_q[log p(x | z)] - beta * KL(q(z, c | x) || p(z, c)), the KL warm-up of the M-step. Every
-    enumerated site gets the same factor, as ``TraceEnum_ELBO`` requires."""
-
-    def __init__(self, beta: float, data_site: str = "x") -> None:
-        super().__init__()
-        if not 0 < beta <= 1:
-            raise ValueError(f"the KL weight must be in (0, 1], got {beta}")
-        self.beta, self.data_site = float(beta), data_site
-
-    def _process_message(self, msg: dict) -> None:
-        if msg["name"] != self.data_site:
-            msg["scale"] = self.beta * msg["scale"]
 
 
 def prior_mixture(prior: nn.Module) -> DiagonalMixture:
@@ -349,11 +332,3 @@ def fit_em(
         if on_iteration is not None:
             on_iteration(record)
     return records
-
-
-def kl_warmup(iterations: int) -> Callable[[int], float]:
-    """The M-step's KL weight over EM iterations i = 0, 1, ...: (i + 1) / (W + 1) for the first
-    W = ``iterations``, then 1 (W = 0: always 1)."""
-    if iterations < 0:
-        raise ValueError(f"the KL warm-up needs iterations >= 0, got {iterations}")
-    return lambda i: min(1.0, (i + 1) / (iterations + 1))

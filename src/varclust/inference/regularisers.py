@@ -31,15 +31,9 @@ __all__ = [
     "AugmentationConsistency",
     "ClusterInformation",
     "cluster_information",
-    "kl_warmup_weight",
     "random_shift",
     "regularisers_of",
 ]
-
-
-def kl_warmup_weight(epoch: int, warmup_epochs: int) -> float:
-    """beta_e = min(1, (e + 1) / E) for epoch e (0-based) and E warm-up epochs; 1 when E = 0."""
-    return 1.0 if warmup_epochs == 0 else min(1.0, (epoch + 1) / warmup_epochs)
 
 
 def regularisers_of(config) -> list:

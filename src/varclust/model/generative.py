@@ -51,8 +51,6 @@ class ClusteringModel(PyroModule):
         self.data_shape = tuple(data_shape)
         #: alpha >= 0 of the extra term alpha * log p(c = label | z) on labelled data
         self.label_weight = 0.0
-        #: beta in (0, 1] on the latent sites' log densities (KL warm-up); 1: the ELBO
-        self.kl_weight = 1.0
         #: the relaxed model's Concrete temperature T_p of p(w); None: the discrete cluster
         self.cluster_temperature: float | None = None
 
@@ -86,11 +84,9 @@ class ClusteringModel(PyroModule):
         Semi-supervised batches also pass ``cluster`` (B,) labels, conditioned on where
         ``cluster_mask`` (B,) is true and enumerated elsewhere.
         """
-        with poutine.scale(scale=self.kl_weight):
-            params = self.prior.sample_parameters()
+        params = self.prior.sample_parameters()
         with data_plate(x, indices, num_data):
-            with poutine.scale(scale=self.kl_weight):
-                z = self.latent(params, cluster, cluster_mask)
+            z = self.latent(params, cluster, cluster_mask)
             if cluster_mask is not None and self.label_weight > 0:
                 self._label_term(z, cluster, cluster_mask)
             out = self.decoder(z)
