@@ -28,7 +28,7 @@ class FitConfig:
     take 28x28 or 32x32 images), ``hidden`` (encoder layer widths, mirrored by the decoder),
     ``likelihood`` ("bernoulli", "cbernoulli", "gaussian", "laplace", "categorical256"; see
     :mod:`varclust.registry`).
-    Components (:mod:`varclust.registry`): ``prior`` ("gmm", "normal", "bayes-gmm"), ``guide``
+    Components (:mod:`varclust.registry`): ``prior`` ("gmm", "normal", "bayes-gmm", "dp"), ``guide``
     ("marginal", "mixture", "relaxed"); "custom" when an object was passed instead of a name.
     ``dirichlet_concentration`` (per cluster; < 1 is sparse) and ``global_guide`` ("map" or
     "mean-field") set up "bayes-gmm"; ``temperature`` T0, ``temperature_decay`` and
@@ -65,6 +65,11 @@ class FitConfig:
     (Bowman et al. 2016; Sonderby et al. 2016); 0 turns the warm-up off;
     ``augmentation_consistency`` gamma >= 0 adds gamma * N * KL(q(c | x) || q(c | shifted x)) for
     images shifted by one pixel (outside the ELBO).
+    Dirichlet process (``prior="dp"``, :mod:`varclust.model.dp_prior`; ``num_clusters`` is then
+    the truncation): ``dp_concentration`` alpha > 0 of the sticks Beta(1, alpha), fixed, or with
+    ``dp_learn_concentration`` the mean of a Gamma(1, 1/alpha) hyperprior with a learned
+    LogNormal posterior. The DP's globals always have a mean-field guide (``global_guide`` is
+    bayes-gmm's setting).
     """
 
     num_clusters: int = 10
@@ -111,6 +116,8 @@ class FitConfig:
     cluster_information: float = 0.0
     kl_warmup_epochs: int = 0
     augmentation_consistency: float = 0.0
+    dp_concentration: float = 1.0
+    dp_learn_concentration: bool = False
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -137,6 +144,8 @@ class FitConfig:
                 f"0 < temperature_decay <= 1, got {self.temperature_min}, {self.temperature}, "
                 f"{self.temperature_decay}"
             )
+        if not self.dp_concentration > 0:
+            raise ValueError(f"dp_concentration must be positive, got {self.dp_concentration}")
         if not self.prior_temperature > 0:
             raise ValueError(f"prior_temperature must be > 0, got {self.prior_temperature}")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):

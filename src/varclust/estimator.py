@@ -449,10 +449,10 @@ class VarClust:
 
     def _component_summary(self) -> dict[str, float]:
         """Per-epoch facts of the components: the relaxed guide's temperature, the clusters a
-        Bayesian prior keeps in use."""
+        Bayesian prior keeps in use, the DP's concentration."""
         out: dict[str, float] = dict(self.guide.epoch_summary())
-        if hasattr(self.model.prior, "weights_in_use"):
-            out["clusters_in_use"] = float(self.model.prior.weights_in_use())
+        # a custom prior may be any PyroModule; MixturePrior defines epoch_summary
+        out.update(getattr(self.model.prior, "epoch_summary", dict)())
         return out
 
     def _fit_em(
