@@ -28,7 +28,7 @@ def tiny(**settings) -> VarClust:
 
 
 def test_the_registry_lists_every_component_of_the_issue():
-    assert set(PRIORS) >= {"gmm", "normal", "bayes-gmm"}
+    assert set(PRIORS) >= {"gmm", "normal", "bayes-gmm", "dp"}
     assert set(GUIDES) >= {"marginal", "mixture", "relaxed"}
     assert set(LIKELIHOODS) >= {"bernoulli", "cbernoulli", "gaussian", "laplace", "categorical256"}
 

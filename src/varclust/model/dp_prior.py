@@ -242,4 +242,4 @@ class DirichletProcessPrior(GlobalGuidedMixture):
     def concentration_mean(self) -> float:
         """alpha: its posterior mean when learned, else the fixed value."""
         mean = self.global_guide.concentration_mean()
-        return float(self.concentration if mean is None else mean)
+        return float((self.concentration if mean is None else mean).detach())
