@@ -198,3 +198,16 @@ def test_cli_fit_with_a_dp_prior_reports_clusters_in_use(tmp_path):
     assert len(history) == 2
     assert all(1 <= h["clusters_in_use"] <= 30 for h in history)
     assert all(h["dp_concentration"] > 0 for h in history)
+
+
+def test_the_collapse_guard_expects_no_k_over_2_clusters_of_a_dp():
+    """K is the DP's truncation: 3 of 30 clusters in use is the prior working, not a collapse;
+    one cluster holding most of the data still is one."""
+    from varclust.inference.collapse import collapse_warning
+
+    spread = {"clusters_used": 3, "largest_cluster": 0.4}
+    assert DirichletProcessPrior.prunes_clusters
+    assert collapse_warning(spread, 30, prior_prunes=True) is None
+    assert "of the K=30 clusters" in collapse_warning(spread, 30)
+    assert "one cluster holds 90%" in collapse_warning(
+        {"clusters_used": 3, "largest_cluster": 0.9}, 30, prior_prunes=True)

@@ -435,7 +435,9 @@ class VarClust:
         """Log the collapse guard's warning when the last epoch's clusters collapsed; kept as
         ``collapse_warning_`` (None when the fit did not collapse)."""
         last = self.history[-1] if self.history else {}
-        self.collapse_warning_ = (collapse_warning(last, self.config.num_clusters)
+        # a custom prior may be any PyroModule; MixturePrior defines prunes_clusters
+        prunes = getattr(self.model.prior, "prunes_clusters", False)
+        self.collapse_warning_ = (collapse_warning(last, self.config.num_clusters, prunes)
                                   if "clusters_used" in last else None)
         if self.collapse_warning_:
             log.warning(self.collapse_warning_)

@@ -171,6 +171,8 @@ class DirichletProcessPrior(GlobalGuidedMixture):
         init_pseudo_count: a + b of every stick's Beta posterior when centred on a mixture.
     """
 
+    prunes_clusters = True
+
     def __init__(
         self,
         num_clusters: int,

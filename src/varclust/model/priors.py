@@ -52,6 +52,10 @@ class MixturePrior(PyroModule):
     posterior used by ``predict``, sampling a cluster) follows from those.
     """
 
+    #: True for a prior whose K is an upper bound it switches clusters off below (the
+    #: Dirichlet process): the collapse guard then does not expect K/2 clusters in use
+    prunes_clusters: bool = False
+
     def __init__(self, num_clusters: int, latent_dim: int) -> None:
         check_num_clusters(num_clusters)
         if latent_dim < 1:
