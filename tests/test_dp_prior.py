@@ -149,13 +149,14 @@ def test_three_clusters_with_truncation_20_keep_exactly_three(fitted_on_blobs):
 
 def test_weights_on_fixed_codes_match_scikit_learns_dirichlet_process(fitted_on_blobs):
     """Same codes, truncation and alpha: the same components hold >= 1 % (matched by their
-    means) and their weights agree to 0.03.
+    means) and their weights agree to 0.02.
 
-    The tolerance: scikit-learn's weights are E[pi] under its coordinate-ascent optimum, ours
-    under an SVI optimum reached in 1000 noisy steps. The clusters are well separated, so the
-    counts N_k agree to a few data (< 0.01); what is left is the stick mass the emptied
-    components ordered before a kept one still hold after a finite run (each about 0.005,
-    measured), which the later components lack (at most 3 x 0.005 + 0.01 < 0.03).
+    The tolerance: scikit-learn's weights are E[pi] at its coordinate-ascent optimum, ours at
+    an SVI optimum reached in 1000 noisy steps. The clusters are well separated, so the counts
+    N_k agree to a few data (< 0.01 of 600); what is left is the stick mass that the emptied
+    components ordered before a kept one still hold after a finite run (about 0.005 each,
+    measured), which the kept components after them lack. Measured over data seeds 0-5: 0.005 to
+    0.019 (0.008 at seed 0; at seed 2 scikit-learn keeps a 4th component of 1-2 %, we keep 3).
     """
     codes, prior = fitted_on_blobs
     bgm = BayesianGaussianMixture(
@@ -170,7 +171,7 @@ def test_weights_on_fixed_codes_match_scikit_learns_dirichlet_process(fitted_on_
     rows, cols = linear_sum_assignment(distance)
     assert distance[rows, cols].max() < 0.3  # the same three components
     our_weights = prior.point_parameters()["log_weights"].exp().detach().numpy()[ours][rows]
-    np.testing.assert_allclose(our_weights, bgm.weights_[theirs][cols], atol=0.03)
+    np.testing.assert_allclose(our_weights, bgm.weights_[theirs][cols], atol=0.02)
     # everything else is switched off by both
     assert np.delete(bgm.weights_, theirs).max() < 0.01
     assert np.delete(prior.point_parameters()["log_weights"].exp().detach().numpy(),
@@ -180,6 +181,8 @@ def test_weights_on_fixed_codes_match_scikit_learns_dirichlet_process(fitted_on_
 def test_dp_settings_are_checked():
     with pytest.raises(ValueError, match="dp_concentration must be positive"):
         FitConfig(prior="dp", dp_concentration=0.0)
+    with pytest.raises(ValueError, match="prior='dp' has a posterior.*use method='svi'"):
+        FitConfig(prior="dp", method="em")
     with pytest.raises(ValueError, match="alpha must be positive"):
         DirichletProcessPrior(5, 2, concentration=-1.0)
 

@@ -192,6 +192,12 @@ class FitConfig:
     def _check_em_settings(self) -> None:
         if self.method not in ("svi", "em"):
             raise ValueError(f"method must be 'svi' or 'em', got {self.method!r}")
+        if self.method == "em" and self.prior in ("bayes-gmm", "dp"):
+            raise ValueError(
+                f"method='em' refits a point-estimate mixture in closed form, but prior="
+                f"{self.prior!r} has a posterior over its weights, means and scales: use "
+                "method='svi', or prior='gmm' with method='em'"
+            )
         if self.generator not in (None, "mlp", "conv", "ddpm"):
             raise ValueError(
                 f"generator must be 'mlp', 'conv' or 'ddpm' (or None: the network's decoder), "

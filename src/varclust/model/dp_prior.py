@@ -181,7 +181,7 @@ class DirichletProcessPrior(GlobalGuidedMixture):
         learn_concentration: bool = False,
         loc_prior_scale: float = 10.0,
         min_scale: float = 1e-3,
-        init_pseudo_count: float = 100.0,
+        init_pseudo_count: float = 1000.0,
     ) -> None:
         super().__init__(num_clusters, latent_dim)
         if not concentration > 0:
