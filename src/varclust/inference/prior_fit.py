@@ -28,7 +28,8 @@ def fit_prior_to_codes(
     drawn with ``seed``, default the whole set). The guide is ``prior.global_guide``; Adam over
     the prior's parameters, its learning rate decayed exponentially to ``final_lr_fraction`` of
     ``learning_rate`` by the last step (the Monte Carlo noise of the sticks' gradients
-    otherwise keeps the Beta posteriors far from their optimum). Returns the loss (-ELBO per datum) of every step.
+    otherwise keeps the Beta posteriors far from their optimum). Returns the loss (-ELBO per
+    datum) of every step.
     """
     global_guide = prior.global_guide
     num_data = len(codes)
