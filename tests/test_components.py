@@ -23,7 +23,7 @@ def tiny_data(n=24, dim=12, seed=0):
 
 def tiny(**settings) -> VarClust:
     base = dict(latent_dim=2, hidden=(8,), epochs=2, pretrain_epochs=1, batch_size=8, seed=0,
-                device="cpu")
+                device="cpu", dp_settle_steps=20)
     return VarClust(3, **{**base, **settings})
 
 

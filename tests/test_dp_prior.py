@@ -183,6 +183,8 @@ def test_dp_settings_are_checked():
         FitConfig(prior="dp", dp_concentration=0.0)
     with pytest.raises(ValueError, match="prior='dp' has a posterior.*use method='svi'"):
         FitConfig(prior="dp", method="em")
+    with pytest.raises(ValueError, match="dp_settle_steps must be >= 0"):
+        FitConfig(prior="dp", dp_settle_steps=-1)
     with pytest.raises(ValueError, match="alpha must be positive"):
         DirichletProcessPrior(5, 2, concentration=-1.0)
 
@@ -192,11 +194,13 @@ def test_cli_fit_with_a_dp_prior_reports_clusters_in_use(tmp_path):
     clusters in use and alpha's posterior mean (alpha learned here)."""
     run = tmp_path / "dp"
     assert main(["fit", "--dataset", "digits", "--prior", "dp", "--clusters", "30",
-                 "--dp-learn-concentration", "--epochs", "2", "--pretrain-epochs", "2",
+                 "--dp-learn-concentration", "--dp-settle-steps", "50", "--epochs", "2",
+                 "--pretrain-epochs", "2",
                  "--hidden", "16", "--latent-dim", "2", "--quiet", "--out", str(run)]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["config"]["prior"] == "dp" and metrics["config"]["num_clusters"] == 30
     assert metrics["config"]["dp_learn_concentration"] is True
+    assert metrics["config"]["dp_settle_steps"] == 50
     history = metrics["history"]
     assert len(history) == 2
     assert all(1 <= h["clusters_in_use"] <= 30 for h in history)
@@ -214,3 +218,18 @@ def test_the_collapse_guard_expects_no_k_over_2_clusters_of_a_dp():
     assert "of the K=30 clusters" in collapse_warning(spread, 30)
     assert "one cluster holds 90%" in collapse_warning(
         {"clusters_used": 3, "largest_cluster": 0.9}, 30, prior_prunes=True)
+
+
+def test_a_fit_settles_the_dp_globals_on_the_pretrained_codes():
+    """dp_settle_steps SVI steps move the global posterior away from the fitted mixture before
+    the joint fit; 0 leaves it where set_mixture put it."""
+    from varclust import VarClust
+
+    x = torch.rand(40, 6, generator=torch.Generator().manual_seed(0))
+    sticks = {}
+    for steps in (0, 30):
+        vc = VarClust(4, prior="dp", latent_dim=2, hidden=(8,), epochs=0, pretrain_epochs=1,
+                      batch_size=8, seed=0, device="cpu", dp_settle_steps=steps).fit(
+                          x, progress=False)
+        sticks[steps] = vc.model.prior.global_guide.stick_a.detach().clone()
+    assert not torch.allclose(sticks[0], sticks[30])

@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "clusters)")
     fit.add_argument("--dp-learn-concentration", action="store_true",
                      help="dp: a Gamma hyperprior on alpha (mean --dp-concentration), learned")
+    fit.add_argument("--dp-settle-steps", type=int, default=1000,
+                     help="dp: SVI steps of the prior alone on the pretrained codes (0: none)")
     fit.add_argument("--labelled-fraction", type=float, default=0.0,
                      help="semi-supervised: give the model this fraction of the labels "
                      "(drawn with --seed)")
@@ -223,7 +225,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed, device=args.device,
         prior=args.prior, guide=args.guide, dirichlet_concentration=args.concentration,
         global_guide=args.global_guide, dp_concentration=args.dp_concentration,
-        dp_learn_concentration=args.dp_learn_concentration,
+        dp_learn_concentration=args.dp_learn_concentration, dp_settle_steps=args.dp_settle_steps,
         method=args.method, generator=args.generator, em_iterations=args.em_iterations,
         m_step_epochs=args.m_step_epochs, e_step_iterations=args.e_step_iterations,
         diffusion_steps=args.diffusion_steps, diffusion_schedule=args.diffusion_schedule,
@@ -320,7 +322,7 @@ FLAG_FIELDS = {
     "--max-bad-steps": "max_bad_steps",
     "--prior": "prior", "--guide": "guide", "--concentration": "dirichlet_concentration",
     "--global-guide": "global_guide", "--dp-concentration": "dp_concentration",
-    "--dp-learn-concentration": "dp_learn_concentration",
+    "--dp-learn-concentration": "dp_learn_concentration", "--dp-settle-steps": "dp_settle_steps",
     "--method": "method", "--generator": "generator", "--em-iterations": "em_iterations",
     "--m-step-epochs": "m_step_epochs", "--e-step-iterations": "e_step_iterations",
     "--diffusion-steps": "diffusion_steps", "--diffusion-schedule": "diffusion_schedule",

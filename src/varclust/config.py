@@ -68,8 +68,9 @@ class FitConfig:
     Dirichlet process (``prior="dp"``, :mod:`varclust.model.dp_prior`; ``num_clusters`` is then
     the truncation): ``dp_concentration`` alpha > 0 of the sticks Beta(1, alpha), fixed, or with
     ``dp_learn_concentration`` the mean of a Gamma(1, 1/alpha) hyperprior with a learned
-    LogNormal posterior. The DP's globals always have a mean-field guide (``global_guide`` is
-    bayes-gmm's setting).
+    LogNormal posterior; ``dp_settle_steps`` SVI steps fit the DP's globals alone to the
+    pretrained codes before the joint fit (0: none). The DP's globals always have a mean-field
+    guide (``global_guide`` is bayes-gmm's setting).
     """
 
     num_clusters: int = 10
@@ -118,6 +119,7 @@ class FitConfig:
     augmentation_consistency: float = 0.0
     dp_concentration: float = 1.0
     dp_learn_concentration: bool = False
+    dp_settle_steps: int = 1000
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -146,6 +148,8 @@ class FitConfig:
             )
         if not self.dp_concentration > 0:
             raise ValueError(f"dp_concentration must be positive, got {self.dp_concentration}")
+        if self.dp_settle_steps < 0:
+            raise ValueError(f"dp_settle_steps must be >= 0 (0: none), got {self.dp_settle_steps}")
         if not self.prior_temperature > 0:
             raise ValueError(f"prior_temperature must be > 0, got {self.prior_temperature}")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):

@@ -587,6 +587,8 @@ class VarClust:
             weights, loc, scale = align_to_labels(weights, loc, scale, codes, **supervision)
         if hasattr(self.model.prior, "set_mixture"):
             self.model.prior.set_mixture(weights, loc, scale)
+        # a custom prior may be any PyroModule; MixturePrior defines settle_on_codes
+        getattr(self.model.prior, "settle_on_codes", lambda codes, seed: None)(codes, c.seed)
         if hasattr(self.guide, "init_from_mixture"):
             self.guide.init_from_mixture(weights, loc, scale)
         if hasattr(getattr(self.guide, "encoder", None), "head"):

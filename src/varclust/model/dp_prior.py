@@ -65,6 +65,7 @@ from pyro.distributions import constraints
 from pyro.nn import PyroModule, PyroParam
 from torch import Tensor
 
+from ..inference.prior_fit import fit_prior_to_codes
 from .bayesian_prior import (
     GlobalGuidedMixture,
     add_component_posteriors,
@@ -169,6 +170,8 @@ class DirichletProcessPrior(GlobalGuidedMixture):
             (or :meth:`set_code_moments`) sets the priors from the codes.
         min_scale: floor on the component scales the model uses.
         init_pseudo_count: a + b of every stick's Beta posterior when centred on a mixture.
+        settle_steps: SVI steps of the globals alone on the pretrained codes
+            (:meth:`settle_on_codes`); 0 skips them.
     """
 
     prunes_clusters = True
@@ -182,11 +185,13 @@ class DirichletProcessPrior(GlobalGuidedMixture):
         loc_prior_scale: float = 10.0,
         min_scale: float = 1e-3,
         init_pseudo_count: float = 1000.0,
+        settle_steps: int = 1000,
     ) -> None:
         super().__init__(num_clusters, latent_dim)
         if not concentration > 0:
             raise ValueError(f"the DP concentration alpha must be positive, got {concentration}")
         self.min_scale = min_scale
+        self.settle_steps = settle_steps
         self.learn_concentration = learn_concentration
         self.register_buffer("concentration", torch.tensor(float(concentration),
                                                            dtype=torch.float64))
@@ -232,6 +237,15 @@ class DirichletProcessPrior(GlobalGuidedMixture):
         self.loc_prior_loc.copy_(mean)
         self.loc_prior_scale.copy_(variance.sqrt())
         self.code_variance.copy_(variance)
+
+    def settle_on_codes(self, codes: Tensor, seed: int) -> None:
+        """Fit the global posterior alone to the pretrained codes (N, D) before the joint fit
+        (:func:`~varclust.inference.prior_fit.fit_prior_to_codes`: ``settle_steps`` steps, Adam
+        0.05 decayed to 0.005, mini-batches of up to 2048): switching clusters off takes
+        hundreds of steps at a larger learning rate than the networks train with."""
+        if self.settle_steps:
+            fit_prior_to_codes(self, codes.detach(), steps=self.settle_steps,
+                               learning_rate=0.05, batch_size=2048, seed=seed)
 
     def in_use_threshold(self) -> float:
         """1 %: a cluster is in use when its posterior-mean weight holds 1 % of the data."""

@@ -76,6 +76,11 @@ class MixturePrior(PyroModule):
         """The parameters for one run of the model, called outside the data plate."""
         return self.point_parameters()
 
+    def settle_on_codes(self, codes: Tensor, seed: int) -> None:
+        """Called once after :meth:`set_mixture` at the start of a fit with the pretrained codes
+        (N, D): a prior whose globals need more steps than the fit gives them (the DP's sticks)
+        fits them to the codes here. Default: nothing."""
+
     def epoch_summary(self) -> dict[str, float]:
         """Numbers recorded with each epoch's history (e.g. the clusters in use). Default: none."""
         return {}
