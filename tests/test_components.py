@@ -119,7 +119,7 @@ def test_registered_names_work_like_built_in_ones():
         PRIORS.pop("fixed-scale")
 
 
-@pytest.mark.parametrize("prior", ["normal", "bayes-gmm"])
+@pytest.mark.parametrize("prior", ["normal", "bayes-gmm", "dp"])
 def test_priors_round_trip_through_checkpoints(prior, tmp_path):
     x, _ = tiny_data()
     vc = tiny(prior=prior, global_guide="mean-field").fit(x, progress=False)

@@ -51,6 +51,11 @@ nothing, and the sticks' posterior Beta(1 + N_k, alpha + N_{>k}) at the optimum 
 update of Blei & Jordan; scikit-learn's ``BayesianGaussianMixture``) gives an empty component the
 weight of order alpha / N.
 
+Settling. The globals learn at the networks' learning rate in the joint fit, far too slowly to
+switch clusters off in a few epochs; :meth:`DirichletProcessPrior.settle_on_codes` (called once
+by the fit after :meth:`~DirichletProcessPrior.set_mixture`) first fits them alone to the
+pretrained codes by SVI (:func:`~varclust.inference.prior_fit.fit_prior_to_codes`).
+
 Point estimates (``point_parameters``, used by ``predict``): the posterior-mean weights
 E[pi_k] = E[v_k] prod_{j<k} E[1 - v_j] (exact for independent sticks; scikit-learn's
 ``weights_``), the posterior mean of loc and the median of scale.
