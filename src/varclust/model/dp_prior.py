@@ -6,16 +6,16 @@ The model (Sethuraman's stick-breaking construction, truncated at K as Blei & Jo
                     ``learn_concentration`` (an exponential with mean ``concentration``)
     v_k ~ Beta(1, alpha)                   k = 0..K-2   (the site ``sticks``, (K-1,); v_{K-1} = 1)
     pi_k = v_k prod_{j<k} (1 - v_j)        (K,) on the simplex: the stick left after k breaks
-    loc_kd   ~ Normal(m_d, s_d)                          (K, D)
-    scale_kd = tau_kd^(-1/2),  tau_kd ~ Gamma(D / 2, rate v_d / 2)   (K, D): a Gamma on the
+    loc_kd   ~ Normal(m_d, r_d^(1/2))                    (K, D)
+    scale_kd = tau_kd^(-1/2),  tau_kd ~ Gamma(D / 2, rate r_d / 2)   (K, D): a Gamma on the
                precision, the marginal of scikit-learn's diagonal Normal-Gamma prior
     c_n ~ Categorical(pi),  z_n | c_n ~ Normal(loc[c_n], scale[c_n])     n = 1..N
 
-m, s^2 and v (D,) are the codes' mean and variance (empirical Bayes, as scikit-learn's
+m and r (D,) are the codes' mean and variance (empirical Bayes, as scikit-learn's
 ``mean_prior`` and ``covariance_prior`` are): :meth:`DirichletProcessPrior.set_mixture` reads
-them from the mixture fitted to the pretrained codes (m = 0, s = 10, v = 1 until then). The
-Gamma prior is what makes a small component pay: it is worth about D pseudo-data of variance
-v / D, so a component of a few data cannot shrink onto them; a LogNormal on the scales (as
+them from the mixture fitted to the pretrained codes (until then m = 0, the Normal's spread is
+``loc_prior_scale`` and r = 1). The Gamma prior is what makes a small component pay: it is worth
+D pseudo-data of variance r / D, so a component of a few data cannot shrink onto them; a LogNormal on the scales (as
 ``bayes-gmm`` has) lets such satellites of a big cluster live (measured: 4 to 5 clusters in use
 on 3-cluster codes with truncation 20, against 3 with the Gamma).
 
@@ -48,8 +48,9 @@ epoch counts the KL of the globals once per step, as it should (each step is an 
 of the full-data ELBO). This is what makes the pruning work at any N: the cost of a component,
 KL of its loc and scale from their priors, grows like log N_k while an unused component costs
 nothing, and the sticks' posterior Beta(1 + N_k, alpha + N_{>k}) at the optimum (the coordinate
-update of Blei & Jordan; scikit-learn's ``BayesianGaussianMixture``) gives an empty component the
-weight of order alpha / N.
+update of Blei & Jordan; scikit-learn's ``BayesianGaussianMixture``) gives an empty component
+ordered before kept ones a weight of order 1 / N, and those after the last kept one together
+about alpha / N_last.
 
 Settling. The globals learn at the networks' learning rate in the joint fit, far too slowly to
 switch clusters off in a few epochs; :meth:`DirichletProcessPrior.settle_on_codes` (called once
