@@ -14,10 +14,11 @@ The model (Sethuraman's stick-breaking construction, truncated at K as Blei & Jo
 m and r (D,) are the codes' mean and variance (empirical Bayes, as scikit-learn's
 ``mean_prior`` and ``covariance_prior`` are): :meth:`DirichletProcessPrior.set_mixture` reads
 them from the mixture fitted to the pretrained codes (until then m = 0, the Normal's spread is
-``loc_prior_scale`` and r = 1). The Gamma prior is what makes a small component pay: it is worth
-D pseudo-data of variance r / D, so a component of a few data cannot shrink onto them; a LogNormal on the scales (as
-``bayes-gmm`` has) lets such satellites of a big cluster live (measured: 4 to 5 clusters in use
-on 3-cluster codes with truncation 20, against 3 with the Gamma).
+``loc_prior_scale`` and r = 1). The Gamma prior is what makes a small component pay: it is
+worth D pseudo-data of variance r / D, so a component of a few data cannot shrink onto them; a
+LogNormal on the scales (as ``bayes-gmm`` has) lets such satellites of a big cluster live
+(measured: 4 to 5 clusters in use on 3-cluster codes with truncation 20, against 3 with the
+Gamma).
 
 E[v_k] = 1 / (1 + alpha): small alpha spends the stick on few clusters, and the weights decay
 geometrically in k, so a K larger than the data need is an upper bound, not a choice: the
