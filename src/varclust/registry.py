@@ -14,7 +14,7 @@ A name looks up a factory here. Instead of a name, ``VarClust`` also takes your 
 ``register_prior/register_guide/register_likelihood(name, factory)`` add names (also for the
 command line, once the registering module is imported). Built-in factories receive the
 :class:`~varclust.config.FitConfig` settings that concern them (Dirichlet concentration, global
-guide, temperature schedule) as keyword arguments.
+guide, the DP's concentration and settling steps, temperature schedule) as keyword arguments.
 """
 
 from __future__ import annotations
