@@ -23,12 +23,12 @@ def tiny_data(n=24, dim=12, seed=0):
 
 def tiny(**settings) -> VarClust:
     base = dict(latent_dim=2, hidden=(8,), epochs=2, pretrain_epochs=1, batch_size=8, seed=0,
-                device="cpu")
+                device="cpu", dp_settle_steps=20)
     return VarClust(3, **{**base, **settings})
 
 
 def test_the_registry_lists_every_component_of_the_issue():
-    assert set(PRIORS) >= {"gmm", "normal", "bayes-gmm"}
+    assert set(PRIORS) >= {"gmm", "normal", "bayes-gmm", "dp"}
     assert set(GUIDES) >= {"marginal", "mixture", "relaxed"}
     assert set(LIKELIHOODS) >= {"bernoulli", "cbernoulli", "gaussian", "laplace", "categorical256"}
 
@@ -119,7 +119,7 @@ def test_registered_names_work_like_built_in_ones():
         PRIORS.pop("fixed-scale")
 
 
-@pytest.mark.parametrize("prior", ["normal", "bayes-gmm"])
+@pytest.mark.parametrize("prior", ["normal", "bayes-gmm", "dp"])
 def test_priors_round_trip_through_checkpoints(prior, tmp_path):
     x, _ = tiny_data()
     vc = tiny(prior=prior, global_guide="mean-field").fit(x, progress=False)

@@ -198,8 +198,8 @@ def test_every_plot_writes_a_png(fits, idatas, blobs, tmp_path):
         plot_latent_map(codes_3d, pred.labels, tmp_path / "bad.png", method="umap")
 
 
-@pytest.mark.parametrize("swap", [{"guide": "mixture"}, {"prior": "bayes-gmm"}],
-                         ids=["mixture-guide", "bayes-gmm-prior"])
+@pytest.mark.parametrize("swap", [{"guide": "mixture"}, {"prior": "bayes-gmm"}, {"prior": "dp"}],
+                         ids=["mixture-guide", "bayes-gmm-prior", "dp-prior"])
 def test_swapped_guide_and_prior(swap, blobs):
     """The mixture guide samples the cluster (the model replays it); the bayes-gmm prior's
     parameters are random sites with a global guide: both give finite estimates, normalised

@@ -95,13 +95,22 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--likelihood", choices=sorted(LIKELIHOODS), default="bernoulli")
     fit.add_argument("--prior", choices=sorted(PRIORS), default="gmm",
                      help="gmm (learned mixture), normal (plain VAE + mixture fitted to the "
-                     "codes), bayes-gmm (Dirichlet/Normal/LogNormal priors on the mixture)")
+                     "codes), bayes-gmm (Dirichlet/Normal/LogNormal priors on the mixture), "
+                     "dp (Dirichlet process: --clusters is the truncation, unused clusters "
+                     "switch off)")
     fit.add_argument("--guide", choices=sorted(GUIDES), default="marginal",
                      help="marginal q(z|x), mixture q(c|x)q(z|x,c), relaxed (Gumbel-softmax)")
     fit.add_argument("--concentration", type=float, default=1.0,
                      help="bayes-gmm: Dirichlet concentration per cluster (< 1 is sparse)")
     fit.add_argument("--global-guide", choices=("map", "mean-field"), default="map",
                      help="bayes-gmm: guide of the mixture's weights, means and scales")
+    fit.add_argument("--dp-concentration", type=float, default=1.0,
+                     help="dp: concentration alpha of the sticks Beta(1, alpha) (small: few "
+                     "clusters)")
+    fit.add_argument("--dp-learn-concentration", action="store_true",
+                     help="dp: a Gamma hyperprior on alpha (mean --dp-concentration), learned")
+    fit.add_argument("--dp-settle-steps", type=int, default=1000,
+                     help="dp: SVI steps of the prior alone on the pretrained codes (0: none)")
     fit.add_argument("--labelled-fraction", type=float, default=0.0,
                      help="semi-supervised: give the model this fraction of the labels "
                      "(drawn with --seed)")
@@ -257,7 +266,8 @@ def config_from_args(args: argparse.Namespace) -> FitConfig:
         batch_size=args.batch_size, learning_rate=_preset(args.lr, preset, "lr", 2e-3),
         seed=args.seed, device=args.device,
         prior=args.prior, guide=args.guide, dirichlet_concentration=args.concentration,
-        global_guide=args.global_guide,
+        global_guide=args.global_guide, dp_concentration=args.dp_concentration,
+        dp_learn_concentration=args.dp_learn_concentration, dp_settle_steps=args.dp_settle_steps,
         method=args.method, generator=args.generator,
         em_iterations=_preset(args.em_iterations, preset, "em_iterations", 20),
         m_step_epochs=args.m_step_epochs, e_step_iterations=args.e_step_iterations,
@@ -366,7 +376,8 @@ FLAG_FIELDS = {
     "--seed": "seed", "--device": "device", "--checkpoint-every": "checkpoint_every_steps",
     "--max-bad-steps": "max_bad_steps",
     "--prior": "prior", "--guide": "guide", "--concentration": "dirichlet_concentration",
-    "--global-guide": "global_guide",
+    "--global-guide": "global_guide", "--dp-concentration": "dp_concentration",
+    "--dp-learn-concentration": "dp_learn_concentration", "--dp-settle-steps": "dp_settle_steps",
     "--method": "method", "--generator": "generator", "--em-iterations": "em_iterations",
     "--m-step-epochs": "m_step_epochs", "--e-step-iterations": "e_step_iterations",
     "--diffusion-steps": "diffusion_steps", "--diffusion-schedule": "diffusion_schedule",

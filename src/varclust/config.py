@@ -28,7 +28,7 @@ class FitConfig:
     take 28x28 or 32x32 images), ``hidden`` (encoder layer widths, mirrored by the decoder),
     ``likelihood`` ("bernoulli", "cbernoulli", "gaussian", "laplace", "categorical256"; see
     :mod:`varclust.registry`).
-    Components (:mod:`varclust.registry`): ``prior`` ("gmm", "normal", "bayes-gmm"), ``guide``
+    Components (:mod:`varclust.registry`): ``prior`` ("gmm", "normal", "bayes-gmm", "dp"), ``guide``
     ("marginal", "mixture", "relaxed"); "custom" when an object was passed instead of a name.
     ``dirichlet_concentration`` (per cluster; < 1 is sparse) and ``global_guide`` ("map" or
     "mean-field") set up "bayes-gmm"; ``temperature`` T0, ``temperature_decay`` and
@@ -77,6 +77,12 @@ class FitConfig:
     (Bowman et al. 2016; Sonderby et al. 2016); 0 turns the warm-up off;
     ``augmentation_consistency`` gamma >= 0 adds gamma * N * KL(q(c | x) || q(c | shifted x)) for
     images shifted by one pixel (outside the ELBO).
+    Dirichlet process (``prior="dp"``, :mod:`varclust.model.dp_prior`; ``num_clusters`` is then
+    the truncation): ``dp_concentration`` alpha > 0 of the sticks Beta(1, alpha), fixed, or with
+    ``dp_learn_concentration`` the mean of a Gamma(1, 1/alpha) hyperprior with a learned
+    LogNormal posterior; ``dp_settle_steps`` SVI steps fit the DP's globals alone to the
+    pretrained codes before the joint fit (0: none). The DP's globals always have a mean-field
+    guide (``global_guide`` is bayes-gmm's setting).
     """
 
     num_clusters: int = 10
@@ -128,6 +134,9 @@ class FitConfig:
     cluster_information: float = 0.0
     kl_warmup_epochs: int = 0
     augmentation_consistency: float = 0.0
+    dp_concentration: float = 1.0
+    dp_learn_concentration: bool = False
+    dp_settle_steps: int = 1000
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -154,6 +163,10 @@ class FitConfig:
                 f"0 < temperature_decay <= 1, got {self.temperature_min}, {self.temperature}, "
                 f"{self.temperature_decay}"
             )
+        if not self.dp_concentration > 0:
+            raise ValueError(f"dp_concentration must be positive, got {self.dp_concentration}")
+        if self.dp_settle_steps < 0:
+            raise ValueError(f"dp_settle_steps must be >= 0 (0: none), got {self.dp_settle_steps}")
         if not self.prior_temperature > 0:
             raise ValueError(f"prior_temperature must be > 0, got {self.prior_temperature}")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
@@ -200,6 +213,12 @@ class FitConfig:
     def _check_em_settings(self) -> None:
         if self.method not in ("svi", "em"):
             raise ValueError(f"method must be 'svi' or 'em', got {self.method!r}")
+        if self.method == "em" and self.prior in ("bayes-gmm", "dp"):
+            raise ValueError(
+                f"method='em' refits a point-estimate mixture in closed form, but prior="
+                f"{self.prior!r} has a posterior over its weights, means and scales: use "
+                "method='svi', or prior='gmm' with method='em'"
+            )
         if self.generator not in (None, "mlp", "conv", "ddpm"):
             raise ValueError(
                 f"generator must be 'mlp', 'conv' or 'ddpm' (or None: the network's decoder), "

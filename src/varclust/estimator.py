@@ -446,7 +446,9 @@ class VarClust:
         """Log the collapse guard's warning when the last epoch's clusters collapsed; kept as
         ``collapse_warning_`` (None when the fit did not collapse)."""
         last = self.history[-1] if self.history else {}
-        self.collapse_warning_ = (collapse_warning(last, self.config.num_clusters)
+        # a custom prior may be any PyroModule; MixturePrior defines prunes_clusters
+        prunes = getattr(self.model.prior, "prunes_clusters", False)
+        self.collapse_warning_ = (collapse_warning(last, self.config.num_clusters, prunes)
                                   if "clusters_used" in last else None)
         if self.collapse_warning_:
             log.warning(self.collapse_warning_)
@@ -465,10 +467,10 @@ class VarClust:
 
     def _component_summary(self) -> dict[str, float]:
         """Per-epoch facts of the components: the relaxed guide's temperature, the clusters a
-        Bayesian prior keeps in use."""
+        Bayesian prior keeps in use, the DP's concentration."""
         out: dict[str, float] = dict(self.guide.epoch_summary())
-        if hasattr(self.model.prior, "weights_in_use"):
-            out["clusters_in_use"] = float(self.model.prior.weights_in_use())
+        # a custom prior may be any PyroModule; MixturePrior defines epoch_summary
+        out.update(getattr(self.model.prior, "epoch_summary", dict)())
         return out
 
     def _fit_em(
@@ -656,6 +658,8 @@ class VarClust:
             weights, loc, scale = align_to_labels(weights, loc, scale, codes, **supervision)
         if hasattr(self.model.prior, "set_mixture"):
             self.model.prior.set_mixture(weights, loc, scale)
+        # a custom prior may be any PyroModule; MixturePrior defines settle_on_codes
+        getattr(self.model.prior, "settle_on_codes", lambda codes, seed: None)(codes, c.seed)
         if hasattr(self.guide, "init_from_mixture"):
             self.guide.init_from_mixture(weights, loc, scale)
         if hasattr(getattr(self.guide, "encoder", None), "head"):

@@ -14,7 +14,7 @@ A name looks up a factory here. Instead of a name, ``VarClust`` also takes your 
 ``register_prior/register_guide/register_likelihood(name, factory)`` add names (also for the
 command line, once the registering module is imported). Built-in factories receive the
 :class:`~varclust.config.FitConfig` settings that concern them (Dirichlet concentration, global
-guide, temperature schedule) as keyword arguments.
+guide, the DP's concentration and settling steps, temperature schedule) as keyword arguments.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from .guides.relaxed import RelaxedGuide
 from .model.bayesian_prior import BayesianGaussianMixturePrior
 from .model.categorical256 import GreyLevelCategoricalLikelihood
 from .model.decoders import make_decoder
+from .model.dp_prior import DirichletProcessPrior
 from .model.generative import ClusteringModel
 from .model.likelihoods import (
     BernoulliLikelihood,
@@ -65,6 +66,7 @@ PRIORS: dict[str, Callable[..., nn.Module]] = {
     "gmm": GaussianMixturePrior,
     "normal": StandardNormalPrior,
     "bayes-gmm": BayesianGaussianMixturePrior,
+    "dp": DirichletProcessPrior,
 }
 GUIDES: dict[str, Callable[..., nn.Module]] = {
     "marginal": lambda encoder, num_clusters, latent_dim: MarginalGuide(encoder),
@@ -86,6 +88,10 @@ def _options(kind: str, name: str, config: FitConfig) -> dict[str, Any]:
     if kind == "prior" and name == "bayes-gmm":
         return {"concentration": config.dirichlet_concentration,
                 "global_guide": config.global_guide}
+    if kind == "prior" and name == "dp":
+        return {"concentration": config.dp_concentration,
+                "learn_concentration": config.dp_learn_concentration,
+                "settle_steps": config.dp_settle_steps}
     if kind == "guide" and name == "relaxed":
         return {"temperature": config.temperature, "temperature_decay": config.temperature_decay,
                 "temperature_min": config.temperature_min,

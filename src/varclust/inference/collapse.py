@@ -27,11 +27,15 @@ def cluster_usage(assigned: np.ndarray, num_clusters: int) -> dict[str, float]:
             "largest_cluster": float(fractions.max())}
 
 
-def collapse_warning(usage: dict[str, float], num_clusters: int) -> str | None:
+def collapse_warning(
+    usage: dict[str, float], num_clusters: int, prior_prunes: bool = False
+) -> str | None:
     """A sentence saying how the clustering collapsed (fewer than K/2 clusters in use, or one
-    cluster holding over half the data), or None when it did not."""
+    cluster holding over half the data), or None when it did not. A prior that switches clusters
+    off by design (``prior_prunes``: the Dirichlet process, whose K is a truncation) is only
+    held to the second test."""
     problems = []
-    if usage["clusters_used"] < num_clusters / 2:
+    if not prior_prunes and usage["clusters_used"] < num_clusters / 2:
         problems.append(f"only {usage['clusters_used']} of the K={num_clusters} clusters have "
                         f"{MIN_FRACTION:.0%} of the data or more")
     if usage["largest_cluster"] > 0.5:

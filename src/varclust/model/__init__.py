@@ -3,6 +3,7 @@
 from .bayesian_prior import BayesianGaussianMixturePrior
 from .categorical256 import GreyLevelCategorical, GreyLevelCategoricalLikelihood
 from .decoders import ConvDecoder, MLPDecoder, make_decoder
+from .dp_prior import DirichletProcessPrior
 from .generative import ClusteringModel, data_plate
 from .likelihoods import (
     BernoulliLikelihood,
@@ -20,6 +21,7 @@ __all__ = [
     "ClusteringModel",
     "ContinuousBernoulliLikelihood",
     "ConvDecoder",
+    "DirichletProcessPrior",
     "GaussianLikelihood",
     "GaussianMixturePrior",
     "GreyLevelCategorical",

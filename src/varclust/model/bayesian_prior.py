@@ -26,15 +26,10 @@ from pyro.distributions import constraints
 from pyro.nn import PyroModule, PyroParam
 from torch import Tensor
 
-from .priors import (
-    MixturePrior,
-    add_mixture_parameters,
-    assign_param,
-    diagonal_normal_component,
-    weighted_normal_component,
-)
+from .priors import DiagonalGaussianMixture, add_mixture_parameters, assign_param
 
-__all__ = ["BayesianGaussianMixturePrior", "MAPGlobals", "MeanFieldGlobals"]
+__all__ = ["BayesianGaussianMixturePrior", "GlobalGuidedMixture", "MAPGlobals",
+           "MeanFieldGlobals"]
 
 #: floor on the weights a MAP guide passes to the Dirichlet density (kept on the simplex)
 WEIGHT_FLOOR = 1e-6
@@ -76,43 +71,116 @@ class MeanFieldGlobals(PyroModule):
         super().__init__()
         self.init_pseudo_count = init_pseudo_count
         self.min_scale = min_scale
-        k, d = num_clusters, latent_dim
         self.weights_concentration = PyroParam(
-            torch.full((k,), init_pseudo_count / k), constraints.greater_than(1e-3)
+            torch.full((num_clusters,), init_pseudo_count / num_clusters),
+            constraints.greater_than(1e-3),
         )
-        self.loc_loc = PyroParam(torch.randn(k, d))
-        self.loc_scale = PyroParam(torch.full((k, d), 0.01), constraints.greater_than(1e-5))
-        self.log_scale_loc = PyroParam(torch.zeros(k, d))
-        self.log_scale_scale = PyroParam(torch.full((k, d), 0.01), constraints.greater_than(1e-5))
+        add_component_posteriors(self, num_clusters, latent_dim)
 
     def forward(self) -> None:
         pyro.sample("weights", dist.Dirichlet(self.weights_concentration.double()))
-        pyro.sample("loc", dist.Normal(self.loc_loc, self.loc_scale).to_event(2))
-        pyro.sample(
-            "scale", dist.LogNormal(self.log_scale_loc, self.log_scale_scale).to_event(2)
-        )
+        sample_component_posteriors(self)
 
     def point_estimates(self) -> dict[str, Tensor]:
         conc = self.weights_concentration
-        return {
-            "weights": conc / conc.sum(),
-            "loc": self.loc_loc,
-            "scale": self.log_scale_loc.exp().clamp_min(self.min_scale),
-        }
+        return {"weights": conc / conc.sum(), **component_point_estimates(self)}
 
     def set_point(self, weights: Tensor, loc: Tensor, scale: Tensor) -> None:
         """Centre the posteriors on a point; the weights get ``init_pseudo_count`` in all."""
         weights = torch.as_tensor(weights)
         assign_param(self, "weights_concentration",
                      (weights * self.init_pseudo_count).clamp_min(2e-3))
-        assign_param(self, "loc_loc", loc)
-        assign_param(self, "log_scale_loc", torch.as_tensor(scale).log())
+        centre_component_posteriors(self, loc, scale)
+
+
+def add_component_posteriors(module: PyroModule, num_clusters: int, latent_dim: int) -> None:
+    """Give ``module`` the mean-field posteriors of the components: q(loc) = Normal(loc_loc,
+    loc_scale) and q(scale) = LogNormal(log_scale_loc, log_scale_scale), each (K, D), narrow
+    (0.01) around standard normal means and unit scales. ``module.min_scale`` must be set."""
+    k, d = num_clusters, latent_dim
+    module.loc_loc = PyroParam(torch.randn(k, d))
+    module.loc_scale = PyroParam(torch.full((k, d), 0.01), constraints.greater_than(1e-5))
+    module.log_scale_loc = PyroParam(torch.zeros(k, d))
+    module.log_scale_scale = PyroParam(torch.full((k, d), 0.01), constraints.greater_than(1e-5))
+
+
+def sample_component_posteriors(module: PyroModule) -> None:
+    """The guide's ``loc`` and ``scale`` sites (K, D) from :func:`add_component_posteriors`."""
+    pyro.sample("loc", dist.Normal(module.loc_loc, module.loc_scale).to_event(2))
+    pyro.sample(
+        "scale", dist.LogNormal(module.log_scale_loc, module.log_scale_scale).to_event(2)
+    )
+
+
+def component_point_estimates(module: PyroModule) -> dict[str, Tensor]:
+    """The posterior mean of ``loc`` and the median of ``scale`` (floored at min_scale)."""
+    return {"loc": module.loc_loc,
+            "scale": module.log_scale_loc.exp().clamp_min(module.min_scale)}
+
+
+def centre_component_posteriors(module: PyroModule, loc: Tensor, scale: Tensor) -> None:
+    """Centre q(loc) on loc (K, D) and q(scale) on scale (K, D); their spreads are kept."""
+    assign_param(module, "loc_loc", loc)
+    assign_param(module, "log_scale_loc", torch.as_tensor(scale).log())
+
+
+def sample_component_priors(
+    num_clusters: int, latent_dim: int, loc_prior_scale: Tensor, scale_prior_scale: Tensor
+) -> tuple[Tensor, Tensor]:
+    """The model's ``loc`` ~ Normal(0, loc_prior_scale) and ``scale`` ~ LogNormal(0,
+    scale_prior_scale) sites, each (K, D), outside the data plate."""
+    shape = (num_clusters, latent_dim)
+    zero = loc_prior_scale.new_zeros(())
+    loc = pyro.sample("loc", dist.Normal(zero, loc_prior_scale).expand(shape).to_event(2))
+    scale = pyro.sample(
+        "scale", dist.LogNormal(zero, scale_prior_scale).expand(shape).to_event(2)
+    )
+    return loc, scale
+
+
+def normalised_mixture(
+    weights: Tensor, loc: Tensor, scale: Tensor, min_scale: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """A mixture ready for a global guide: weights (K,) floored at 1e-6 and renormalised, loc
+    (K, D) as a tensor, scale (K, D) floored at 2 * min_scale."""
+    weights = torch.as_tensor(weights).clamp_min(1e-6)
+    return (weights / weights.sum(), torch.as_tensor(loc),
+            torch.as_tensor(scale).clamp_min(2 * min_scale))
+
+
+class GlobalGuidedMixture(DiagonalGaussianMixture):
+    """A diagonal Gaussian mixture whose weights, means and scales are random, with their guide
+    ``self.global_guide`` (a PyroModule whose ``point_estimates()`` gives ``weights`` (K,),
+    ``loc`` and ``scale`` (K, D)), which subclasses set up."""
+
+    global_guide: PyroModule
+
+    def point_parameters(self) -> dict[str, Tensor]:
+        point = self.global_guide.point_estimates()
+        return {
+            "log_weights": point["weights"].clamp_min(1e-30).log(),
+            "loc": point["loc"],
+            "scale": point["scale"],
+        }
+
+    def in_use_threshold(self) -> float:
+        """The point-estimate weight above which a cluster counts as in use: 1/(10K)."""
+        return 1.0 / (10 * self.num_clusters)
+
+    def weights_in_use(self, threshold: float | None = None) -> int:
+        """How many clusters keep a point-estimate weight above ``threshold`` (default
+        :meth:`in_use_threshold`)."""
+        threshold = self.in_use_threshold() if threshold is None else threshold
+        return int((self.global_guide.point_estimates()["weights"] > threshold).sum())
+
+    def epoch_summary(self) -> dict[str, float]:
+        return {"clusters_in_use": float(self.weights_in_use())}
 
 
 GLOBAL_GUIDES = ("map", "mean-field")
 
 
-class BayesianGaussianMixturePrior(MixturePrior):
+class BayesianGaussianMixturePrior(GlobalGuidedMixture):
     """The Gaussian mixture with priors on its weights, means and scales (module docstring).
 
     Args:
@@ -157,43 +225,17 @@ class BayesianGaussianMixturePrior(MixturePrior):
             )
 
     def sample_parameters(self) -> dict[str, Tensor]:
-        k, d = self.num_clusters, self.latent_dim
         weights = pyro.sample("weights", dist.Dirichlet(self.concentration))
-        zero = self.loc_prior_scale.new_zeros(())
-        loc = pyro.sample("loc", dist.Normal(zero, self.loc_prior_scale).expand((k, d)).to_event(2))
-        scale = pyro.sample(
-            "scale", dist.LogNormal(zero, self.scale_prior_scale).expand((k, d)).to_event(2)
-        )
+        loc, scale = sample_component_priors(self.num_clusters, self.latent_dim,
+                                             self.loc_prior_scale, self.scale_prior_scale)
         return {
             "log_weights": weights.clamp_min(1e-300).log().to(loc.dtype),
             "loc": loc,
             "scale": scale.clamp_min(self.min_scale),
         }
 
-    def point_parameters(self) -> dict[str, Tensor]:
-        point = self.global_guide.point_estimates()
-        return {
-            "log_weights": point["weights"].clamp_min(1e-30).log(),
-            "loc": point["loc"],
-            "scale": point["scale"],
-        }
-
-    def component(self, params: dict[str, Tensor], c: Tensor) -> dist.TorchDistribution:
-        return diagonal_normal_component(params, c)
-
-    def relaxed_component(self, params: dict[str, Tensor], w: Tensor) -> dist.TorchDistribution:
-        return weighted_normal_component(params, w)
-
     @torch.no_grad()
     def set_mixture(self, weights: Tensor, loc: Tensor, scale: Tensor) -> None:
         """Centre the global guide on a mixture: weights (K,), loc (K, D), scale (K, D)."""
-        weights = torch.as_tensor(weights).clamp_min(1e-6)
-        self.global_guide.set_point(
-            weights / weights.sum(), torch.as_tensor(loc),
-            torch.as_tensor(scale).clamp_min(2 * self.min_scale),
-        )
+        self.global_guide.set_point(*normalised_mixture(weights, loc, scale, self.min_scale))
 
-    def weights_in_use(self, threshold: float | None = None) -> int:
-        """How many clusters keep a point-estimate weight above ``threshold`` (default 1/(10K))."""
-        threshold = 1.0 / (10 * self.num_clusters) if threshold is None else threshold
-        return int((self.global_guide.point_estimates()["weights"] > threshold).sum())

@@ -35,6 +35,7 @@ from ..data.validation import check_num_clusters
 from .relaxed_categorical import ExpRelaxedCategorical
 
 __all__ = [
+    "DiagonalGaussianMixture",
     "GaussianMixturePrior",
     "MixturePrior",
     "add_mixture_parameters",
@@ -50,6 +51,10 @@ class MixturePrior(PyroModule):
     also override :meth:`sample_parameters`. Everything else (the model's sites, the cluster
     posterior used by ``predict``, sampling a cluster) follows from those.
     """
+
+    #: True for a prior whose K is an upper bound it switches clusters off below (the
+    #: Dirichlet process): the collapse guard then does not expect K/2 clusters in use
+    prunes_clusters: bool = False
 
     def __init__(self, num_clusters: int, latent_dim: int) -> None:
         check_num_clusters(num_clusters)
@@ -70,6 +75,15 @@ class MixturePrior(PyroModule):
     def sample_parameters(self) -> dict[str, Tensor]:
         """The parameters for one run of the model, called outside the data plate."""
         return self.point_parameters()
+
+    def settle_on_codes(self, codes: Tensor, seed: int) -> None:
+        """Called once after :meth:`set_mixture` at the start of a fit with the pretrained codes
+        (N, D): a prior whose globals need more steps than the fit gives them (the DP's sticks)
+        fits them to the codes here. Default: nothing."""
+
+    def epoch_summary(self) -> dict[str, float]:
+        """Numbers recorded with each epoch's history (e.g. the clusters in use). Default: none."""
+        return {}
 
     def forward(
         self,
@@ -175,7 +189,19 @@ def diagonal_normal_component(
     return dist.Normal(loc, scale).to_event(1)
 
 
-class GaussianMixturePrior(MixturePrior):
+class DiagonalGaussianMixture(MixturePrior):
+    """A mixture of diagonal Gaussians: p(z | c) = Normal(loc[c], scale[c]) from the
+    parameters' ``loc`` and ``scale`` (K, D), and the relaxed form the law of the w-weighted sum
+    of one code per component (:func:`weighted_normal_component`)."""
+
+    def component(self, params: dict[str, Tensor], c: Tensor) -> dist.TorchDistribution:
+        return diagonal_normal_component(params, c)
+
+    def relaxed_component(self, params: dict[str, Tensor], w: Tensor) -> dist.TorchDistribution:
+        return weighted_normal_component(params, w)
+
+
+class GaussianMixturePrior(DiagonalGaussianMixture):
     """c ~ Categorical(weights), z | c ~ Normal(loc[c], scale[c]) with diagonal scales.
 
     Parameters (point estimates, learned with the networks):
@@ -198,12 +224,6 @@ class GaussianMixturePrior(MixturePrior):
             "loc": self.loc,
             "scale": self.scale,
         }
-
-    def component(self, params: dict[str, Tensor], c: Tensor) -> dist.TorchDistribution:
-        return diagonal_normal_component(params, c)
-
-    def relaxed_component(self, params: dict[str, Tensor], w: Tensor) -> dist.TorchDistribution:
-        return weighted_normal_component(params, w)
 
     @torch.no_grad()
     def set_mixture(self, weights: Tensor, loc: Tensor, scale: Tensor) -> None:
