@@ -109,6 +109,6 @@ def test_help_shows_the_defaults(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["fit", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for shown in ("--batch-size BATCH_SIZE default: 256", "(default: 10)", "default: 0.002",
+    for shown in ("--batch-size BATCH_SIZE default: 256", "(default: 10)", "default 2e-3",
                   "default: mlp"):
         assert shown in text, shown
