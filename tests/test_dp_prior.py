@@ -181,7 +181,7 @@ def test_weights_on_fixed_codes_match_scikit_learns_dirichlet_process(fitted_on_
 def test_dp_settings_are_checked():
     with pytest.raises(ValueError, match="dp_concentration must be positive"):
         FitConfig(prior="dp", dp_concentration=0.0)
-    with pytest.raises(ValueError, match="prior='dp' has a posterior.*use method='svi'"):
+    with pytest.raises(ValueError, match="Dirichlet-process prior's posterior.*use method='svi'"):
         FitConfig(prior="dp", method="em")
     with pytest.raises(ValueError, match="dp_settle_steps must be >= 0"):
         FitConfig(prior="dp", dp_settle_steps=-1)

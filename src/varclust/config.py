@@ -213,12 +213,6 @@ class FitConfig:
     def _check_em_settings(self) -> None:
         if self.method not in ("svi", "em"):
             raise ValueError(f"method must be 'svi' or 'em', got {self.method!r}")
-        if self.method == "em" and self.prior in ("bayes-gmm", "dp"):
-            raise ValueError(
-                f"method='em' refits a point-estimate mixture in closed form, but prior="
-                f"{self.prior!r} has a posterior over its weights, means and scales: use "
-                "method='svi', or prior='gmm' with method='em'"
-            )
         if self.generator not in (None, "mlp", "conv", "ddpm"):
             raise ValueError(
                 f"generator must be 'mlp', 'conv' or 'ddpm' (or None: the network's decoder), "
@@ -332,6 +326,9 @@ EM_REFUSED_PRIORS = {
     "bayes-gmm": "the E-step refits the mixture by closed-form maximum likelihood, which would "
                  "overwrite the Bayesian prior's posterior over the weights, means and scales; "
                  "use method='svi' with it, or prior='gmm' with method='em'",
+    "dp": "the E-step refits the mixture by closed-form maximum likelihood, which would "
+          "overwrite the Dirichlet-process prior's posterior over its sticks, means and scales; "
+          "use method='svi' with it, or prior='gmm' with method='em'",
 }
 
 
