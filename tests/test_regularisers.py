@@ -101,7 +101,8 @@ def test_augmentation_consistency_refuses_flat_data():
     vc = VarClust(3, latent_dim=2, hidden=(8,), device="cpu")
     vc._build((4,))
     with pytest.raises(ValueError, match=r"shape \(N, C, H, W\).*augmentation_consistency=0"):
-        AugmentationConsistency(1.0).loss(vc.guide, vc.model.prior, torch.rand(3, 4), 3)
+        AugmentationConsistency(1.0).loss(vc.guide, vc.model.prior, torch.rand(3, 4), 3,
+                                          torch.zeros(3, 3))
 
 
 def test_metrics_json_names_the_terms_outside_the_elbo(tmp_path):

@@ -402,7 +402,7 @@ class VarClust:
             t0 = time.perf_counter()
             self.model.train()
             self.guide.train()
-            self._start_epoch(epoch)
+            self.guide.start_epoch(epoch)  # e.g. the relaxed guide's temperature
             beta = kl_warmup_weight(epoch, c.kl_warmup_epochs)
             with KLScale(beta):
                 elbo = trainer.epoch(x, c.batch_size, c.seed, epoch, on_step, **supervision)
@@ -452,11 +452,6 @@ class VarClust:
                                   if "clusters_used" in last else None)
         if self.collapse_warning_:
             log.warning(self.collapse_warning_)
-
-    def _start_epoch(self, epoch: int) -> None:
-        """Per-epoch schedules of the guide (the relaxed guide's temperature), in SVI and in
-        every M-step epoch of EM."""
-        self.guide.start_epoch(epoch)  # e.g. the relaxed guide's temperature
 
     def _refit_clusters(self, x: Tensor) -> None:
         """For priors whose clusters are fitted to the codes (the standard normal): refit."""
@@ -509,7 +504,7 @@ class VarClust:
             self.model, self.guide, x, trainer, iterations=c.em_iterations,
             m_step_epochs=c.m_step_epochs, batch_size=c.batch_size, seed=c.seed,
             e_step=e_step, start_iteration=start, supervision=supervision,
-            kl_weight=kl_warmup(c.kl_warmup_iterations), on_epoch_start=self._start_epoch,
+            kl_weight=kl_warmup(c.kl_warmup_iterations), on_epoch_start=self.guide.start_epoch,
             on_m_step=on_m_step, on_iteration=on_iteration,
         )
         m_bar.close()

@@ -83,10 +83,12 @@ class ClusterInformation:
             raise ValueError(f"the cluster information weight must be positive, got {weight}")
         self.weight = weight
 
-    def loss(self, guide: nn.Module, prior: nn.Module, x: Tensor, num_data: int) -> Tensor:
-        """-weight * num_data * I_q(c; x) for the mini-batch x (B, ...): a 0-dim tensor that
-        carries gradient to the guide's cluster posterior (and the prior, where q uses it)."""
-        return -self.weight * num_data * cluster_information(guide.cluster_logits(x, prior))
+    def loss(self, guide: nn.Module, prior: nn.Module, x: Tensor, num_data: int,
+             log_q: Tensor) -> Tensor:
+        """-weight * num_data * I_q(c; x) for the mini-batch x (B, ...) whose log q(c | x) is
+        ``log_q`` (B, K): a 0-dim tensor that carries gradient to the guide's cluster posterior
+        (and the prior, where q uses it)."""
+        return -self.weight * num_data * cluster_information(log_q)
 
 
 class AugmentationConsistency:
@@ -105,13 +107,14 @@ class AugmentationConsistency:
             raise ValueError(f"the augmentation consistency weight must be positive, got {weight}")
         self.weight, self.max_shift = weight, max_shift
 
-    def loss(self, guide: nn.Module, prior: nn.Module, x: Tensor, num_data: int) -> Tensor:
+    def loss(self, guide: nn.Module, prior: nn.Module, x: Tensor, num_data: int,
+             log_q: Tensor) -> Tensor:
+        """As :meth:`ClusterInformation.loss`; ``log_q`` (B, K), detached, is the target."""
         if x.dim() != 4:
             raise ValueError(
                 "augmentation_consistency shifts images and needs data of shape (N, C, H, W), "
                 f"got a batch of shape {tuple(x.shape)}; set augmentation_consistency=0")
-        with torch.no_grad():
-            target = guide.cluster_logits(x, prior)
+        target = log_q.detach()
         shifted = guide.cluster_logits(random_shift(x, self.max_shift), prior)
         kl = (target.exp() * (target - shifted)).sum(-1).mean()
         return self.weight * num_data * kl
