@@ -13,6 +13,7 @@ own q(c|x)), and seconds per seed; writes the per-seed rows, machine and load to
 from __future__ import annotations
 
 import argparse
+import ast
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +33,21 @@ def agreement(vc: VarClust, images: torch.Tensor) -> float:
     return float((q == p).float().mean())
 
 
+def _value(text: str):
+    """A --set value as Python reads it (int, float, bool, tuple), else the string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                        help="FitConfig fields over the recipe's, e.g. latent_dim=5")
     parser.add_argument("--subset", type=int, default=0, help="first N images (0: all)")
     parser.add_argument("--guides", nargs="+", default=["marginal", "mixture", "relaxed"])
     parser.add_argument("--recipes", nargs="+", default=["scratch", "pretrained"])
@@ -46,20 +58,22 @@ def main() -> None:
     if args.subset:
         images, y = images[: args.subset], y[: args.subset]
     base = FitConfig(device="cpu", **DATASET_DEFAULTS.get(args.dataset, {}))
+    overrides = {k: _value(v) for k, v in (item.split("=", 1) for item in args.set)}
     results: dict = {}
     for recipe in args.recipes:
         for guide in args.guides:
             name = f"{guide}/{recipe}"
             rows = []
-            for seed in range(args.seeds):
-                config = base.replace(guide=guide, seed=seed, **RECIPES[recipe])
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
+                config = base.replace(guide=guide, seed=seed, **{**RECIPES[recipe], **overrides})
                 row = run_varclust(images, y, config,
                                    measure=lambda vc: {"agreement_q_p": agreement(vc, images)})
                 rows.append(row)
                 print(f"{name:22s} seed {seed}: ACC {row['acc']:.3f} NMI {row['nmi']:.3f} "
                       f"agree {row['agreement_q_p']:.3f} ({row['seconds']:.0f} s)", flush=True)
             results[name] = {"runs": rows, **summarise(rows),
-                             "config": base.replace(guide=guide, **RECIPES[recipe]).to_dict()}
+                             "config": base.replace(
+                                 guide=guide, **{**RECIPES[recipe], **overrides}).to_dict()}
             if args.json:
                 write_json(args.json, args, len(y), base, results)
     columns = ("ACC", "NMI", "ARI")
