@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from datetime import datetime, timezone
@@ -47,6 +48,19 @@ def run_seed(images: torch.Tensor, y: np.ndarray, config: FitConfig, grid: Path 
     return row
 
 
+def write_results(out: Path, args, images: torch.Tensor, config: FitConfig,
+                  rows: list[dict]) -> None:
+    """The JSON of the seeds run so far: settings, machine, load, summary and every row."""
+    out.write_text(json.dumps({
+        "dataset": args.dataset, "num_data": len(images), "subset": args.subset,
+        "seeds": len(rows), "config": config.to_dict(), "machine": platform.platform(),
+        "cpu_threads": torch.get_num_threads(), "load_average": list(os.getloadavg()),
+        "device": "cuda" if config.device != "cpu" and torch.cuda.is_available() else "cpu",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "summary": summarise(rows), "runs": rows,
+    }, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", default="fashion-mnist")
@@ -69,6 +83,10 @@ def main() -> None:
     parser.add_argument("--e-step", default="clusterddpm", choices=("clusterddpm", "vade", "means"))
     parser.add_argument("--ddpm-pretrain", default="autoencoder",
                         choices=("autoencoder", "diffusion"))
+    parser.add_argument("--diffusion-pretrain-epochs", type=int, default=100,
+                        help="ddpm: most epochs of the generator on the frozen codes")
+    parser.add_argument("--pretrain-reliance", type=float, default=0.5,
+                        help="ddpm: stop the generator's pretraining at this latent reliance")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--diffusion-steps", type=int, default=400)
     parser.add_argument("--diffusion-width", type=int, default=32)
@@ -94,6 +112,8 @@ def main() -> None:
         e_step_iterations=args.e_step_iterations, learning_rate=args.lr,
         pretrain_lr=args.lr, lr_decay=args.lr_decay, em_lr_decay=args.lr_decay,
         e_step=args.e_step, ddpm_pretrain=args.ddpm_pretrain, batch_size=args.batch_size,
+        diffusion_pretrain_epochs=args.diffusion_pretrain_epochs,
+        pretrain_reliance=args.pretrain_reliance,
         diffusion_steps=args.diffusion_steps, diffusion_width=args.diffusion_width,
         diffusion_weight=args.diffusion_weight,
         sample_steps=args.sample_steps, device=args.device,
@@ -109,6 +129,7 @@ def main() -> None:
                                              args.per_cluster)})
         print(f"  seed {seed}: " + ", ".join(f"{k} {rows[-1][k]:.4f}" for k in
                                              ("acc", "nmi", "ari", "seconds")), flush=True)
+        write_results(out, args, images, config, rows)  # after every seed: nothing lost
 
     summary = summarise(rows)
     label = f"{args.method.upper()}, {args.network} encoder, {args.generator} generator"
@@ -119,14 +140,6 @@ def main() -> None:
     cells = [f"{summary[k]['mean']:.3f} +- {summary[k]['std']:.3f}" for k in ("acc", "nmi", "ari")]
     print(f"{label:<40} {cells[0]:>15} {cells[1]:>15} {cells[2]:>15} "
           f"{summary['seconds']['mean']:>10.1f}")
-    out.write_text(json.dumps({
-        "dataset": args.dataset, "num_data": len(images), "subset": args.subset,
-        "seeds": args.seeds, "config": config.to_dict(), "machine": platform.platform(),
-        "cpu_threads": torch.get_num_threads(),
-        "device": "cuda" if config.device != "cpu" and torch.cuda.is_available() else "cpu",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "summary": summary, "runs": rows,
-    }, indent=2))
     print(f"wrote {out}")
 
 

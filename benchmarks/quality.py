@@ -59,6 +59,8 @@ VARIANTS: dict[str, dict] = {
     "relaxed": {"guide": "relaxed"},
     "bayes-gmm-30": {"prior": "bayes-gmm", "num_clusters": 30, "dirichlet_concentration": 0.05,
                      "global_guide": "mean-field"},
+    # the truncated Dirichlet-process prior, truncation 30 (issue 17)
+    "dp-30": {"prior": "dp", "num_clusters": 30},
     # ClusterDDPM's loop on the same networks: one M-step epoch + one E-step per iteration
     "em": {"method": "em", "m_step_epochs": 1},
 }
@@ -79,8 +81,11 @@ def run_varclust(images, y: np.ndarray, config: FitConfig, pretrained: VarClust 
         "final_elbo": vc.history[-1]["elbo"] if vc.history else None,
         # clusters holding at least 0.5% of the data, and (Bayesian prior) weights > 1/(10K)
         "clusters_used": int((counts >= 0.005 * len(y)).sum()),
+        # clusters holding at least 1 % of the data (issue 17's measure for the DP prior)
+        "clusters_in_use": int((counts >= 0.01 * len(y)).sum()),
         "clusters_weighted": (prior.weights_in_use() if hasattr(prior, "weights_in_use")
                               else None),
+        "prior_summary": prior.epoch_summary(),  # e.g. the DP's weights in use and alpha
         "acc_per_epoch": [h["acc"] for h in vc.history],
         "seconds_per_epoch": [h["seconds"] for h in vc.history],
         **(measure(vc) if measure is not None else {}),
