@@ -198,7 +198,7 @@ def test_inference_data_of_a_ddpm_fit_is_refused_with_a_reason():
 
     vc = VarClust(2, generator="ddpm", network="conv", latent_dim=2, diffusion_steps=4,
                   diffusion_width=8, sample_steps=0, device="cpu")
-    vc._build(SHAPE)
+    vc.build(SHAPE)
     with pytest.raises(ValueError, match="not a density"):
         to_inference_data(vc, tiny_images(4))
 

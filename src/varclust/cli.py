@@ -9,7 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
-from . import __version__
+from ._version import __version__
 from .analysis.plots import plot_cluster_samples, plot_training_curve
 from .analysis.run_data import load_run
 from .cli_support import (

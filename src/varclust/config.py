@@ -6,12 +6,18 @@ import json
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FitConfig", "STRUCTURAL_KEYS"]
+__all__ = ["FitConfig", "NAME_CHECKS", "STRUCTURAL_KEYS"]
+
+#: checks of the names of registered components (prior, guide, likelihood, generator), each
+#: ``check(config)`` raising ValueError; :mod:`varclust.registry` adds its own when imported
+#: (the registry imports this module, never the other way round)
+NAME_CHECKS: list[Callable[[Any], None]] = []
 
 #: keys that fix the shapes of parameters: a checkpoint only loads into a model that agrees on them
 STRUCTURAL_KEYS = ("num_clusters", "latent_dim", "network", "hidden", "likelihood", "generator",
@@ -143,10 +149,8 @@ class FitConfig:
         self.hidden = tuple(int(h) for h in self.hidden)
         if self.network not in ("mlp", "conv"):
             raise ValueError(f"network must be 'mlp' or 'conv', got {self.network!r}")
-        from .registry import check_name
-
-        for kind in ("prior", "guide", "likelihood"):
-            check_name(kind, getattr(self, kind))
+        for check in NAME_CHECKS:  # the registry's names
+            check(self)
         if self.global_guide not in ("map", "mean-field"):
             raise ValueError(
                 f"global_guide must be 'map' or 'mean-field', got {self.global_guide!r}"
@@ -213,11 +217,6 @@ class FitConfig:
     def _check_em_settings(self) -> None:
         if self.method not in ("svi", "em"):
             raise ValueError(f"method must be 'svi' or 'em', got {self.method!r}")
-        if self.generator not in (None, "mlp", "conv", "ddpm"):
-            raise ValueError(
-                f"generator must be 'mlp', 'conv' or 'ddpm' (or None: the network's decoder), "
-                f"got {self.generator!r}"
-            )
         if self.diffusion_schedule not in ("linear", "clusterddpm", "cosine"):
             raise ValueError(f"diffusion_schedule must be 'linear', 'clusterddpm' or 'cosine', "
                              f"got {self.diffusion_schedule!r}")

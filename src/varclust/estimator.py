@@ -18,12 +18,10 @@ import torch
 from numpy.typing import ArrayLike
 from torch import Tensor
 
-from . import __version__
+from ._version import __version__
 from .config import STRUCTURAL_KEYS, FitConfig
 from .data.validation import as_image_tensor, check_num_clusters
 from .guides.base import ClusterGuide
-from .guides.encoders import make_encoder, set_initial_scale
-from .guides.marginal import MarginalGuide
 from .inference.batching import batched_apply
 from .inference.checkpoint import (
     CheckpointError,
@@ -36,16 +34,7 @@ from .inference.checkpoint import (
 )
 from .inference.collapse import cluster_usage, collapse_warning
 from .inference.distributed import DistributedContext, DistributedSVITrainer
-from .inference.em import fit_em, frozen, kl_warmup, make_e_step
-from .inference.init import (
-    AutoencoderLoss,
-    DiffusionAutoencoderLoss,
-    align_to_labels,
-    fit_mixture_to_codes,
-    pretrain_autoencoder,
-    pretrain_diffusion_autoencoder,
-    reliance_reached,
-)
+from .inference.em import fit_em, kl_warmup, make_e_step
 from .inference.kl_warmup import KLScale, kl_warmup_weight
 from .inference.pretrain import Pretrainer
 from .inference.progress import Progress
@@ -63,12 +52,10 @@ from .inference.run_folder import (
 from .inference.speed import configure_fast_math, scaled_learning_rate
 from .inference.svi import SVITrainer
 from .metrics import clustering_scores
-from .model.decoders import make_decoder
-from .model.diffusion import ConditionalDDPM, DiffusionClusteringModel, check_unit_interval
 from .model.generative import ClusteringModel
 from .model.likelihoods import Likelihood
-from .model.priors import GaussianMixturePrior
-from .registry import CUSTOM, build_likelihood, build_model_and_guide
+from .model.mixture_fit import align_to_labels, fit_mixture_to_codes
+from .registry import CUSTOM, build_likelihood, build_model_and_guide, check_data, generator_of
 from .summaries import cluster_means, describe, mean_elbo, mixture_parameters
 
 __all__ = ["ClusterPrediction", "VarClust", "resolve_device"]
@@ -174,23 +161,10 @@ class VarClust:
         self.latent_reliance: float | None = None
 
     # ------------------------------------------------------------------ building
-    def _build(self, data_shape: tuple[int, ...]) -> None:
-        c = self.config
-        if c.generator_name == "ddpm":  # the diffusion generator (issue 4): gmm + marginal only
-            if c.prior != "gmm" or c.guide != "marginal" or self.components:
-                raise ValueError(
-                    "the ddpm generator works with prior='gmm' and guide='marginal' only"
-                )
-            prior = GaussianMixturePrior(c.num_clusters, c.latent_dim)
-            generator = ConditionalDDPM(
-                data_shape, c.latent_dim, c.diffusion_steps, c.diffusion_schedule,
-                c.diffusion_width, c.latent_dropout,
-            )
-            self.model = DiffusionClusteringModel(prior, generator, c.diffusion_weight)
-            self.guide = MarginalGuide(make_encoder(c.network, data_shape, c.latent_dim,
-                                                    c.hidden))
-        else:
-            self.model, self.guide = build_model_and_guide(c, data_shape, self.components)
+    def build(self, data_shape: tuple[int, ...]) -> None:
+        """Build the model and guide for data of ``data_shape`` (one datum, e.g. (1, 28, 28))
+        from the registry (:func:`varclust.registry.build_model_and_guide`), untrained."""
+        self.model, self.guide = build_model_and_guide(self.config, data_shape, self.components)
         self.model.to(self.device)
         self.guide.to(self.device)
         self.data_shape = tuple(data_shape)
@@ -212,13 +186,11 @@ class VarClust:
         return x.to(self.device)
 
     def _check_data(self, x: Tensor) -> None:
-        """The generator's support: [0, 1] pixels for ddpm, else the likelihood's."""
-        if self.config.generator_name == "ddpm":
-            check_unit_interval(x)
-        elif self.model is not None:
-            self.model.likelihood.check_data(x)
+        """The generator's support (for a decoder, the likelihood's)."""
+        if self.model is not None:
+            self.model.check_data(x)
         else:
-            build_likelihood(self.config, self.components.get("likelihood")).check_data(x)
+            check_data(self.config, x, self.components)
 
     # ------------------------------------------------------------------ fitting
     def fit(
@@ -338,7 +310,7 @@ class VarClust:
         if distributed is not None:
             distributed.barrier()  # every rank has read the checkpoint before rank 0 writes one
         pyro.set_rng_seed(c.seed)
-        self._build(tuple(x.shape[1:]))
+        self.build(tuple(x.shape[1:]))
         trainer = self._make_trainer(distributed)
         start_epoch = 0
 
@@ -446,8 +418,7 @@ class VarClust:
         """Log the collapse guard's warning when the last epoch's clusters collapsed; kept as
         ``collapse_warning_`` (None when the fit did not collapse)."""
         last = self.history[-1] if self.history else {}
-        # a custom prior may be any PyroModule; MixturePrior defines prunes_clusters
-        prunes = getattr(self.model.prior, "prunes_clusters", False)
+        prunes = self.model.prior.prunes_clusters
         self.collapse_warning_ = (collapse_warning(last, self.config.num_clusters, prunes)
                                   if "clusters_used" in last else None)
         if self.collapse_warning_:
@@ -455,7 +426,7 @@ class VarClust:
 
     def _refit_clusters(self, x: Tensor) -> None:
         """For priors whose clusters are fitted to the codes (the standard normal): refit."""
-        if hasattr(self.model.prior, "fit_to_codes"):
+        if self.model.prior.fits_clusters_to_codes:
             self.guide.eval()
             codes = batched_apply(lambda b: self.guide.encode(b)[0], x)
             self.model.prior.fit_to_codes(codes, self.config.seed)
@@ -464,8 +435,7 @@ class VarClust:
         """Per-epoch facts of the components: the relaxed guide's temperature, the clusters a
         Bayesian prior keeps in use, the DP's concentration."""
         out: dict[str, float] = dict(self.guide.epoch_summary())
-        # a custom prior may be any PyroModule; MixturePrior defines epoch_summary
-        out.update(getattr(self.model.prior, "epoch_summary", dict)())
+        out.update(self.model.prior.epoch_summary())
         return out
 
     def _fit_em(
@@ -544,8 +514,10 @@ class VarClust:
             bar.set_postfix(loss=f"{loss:.2f}")
             show.line("pretrain epoch", epoch + 1, c.pretrain_epochs, {"loss": loss})
 
-        if c.generator_name == "ddpm":  # two stages, each until the generator relies on z
-            self.pretrain_losses = self._pretrain_ddpm(x, on_epoch, bar, dist_kw)
+        own_pretraining = generator_of(c).pretrain
+        if own_pretraining is not None:  # e.g. the diffusion generator's two stages
+            self.pretrain_losses = own_pretraining(self.model, self.guide, x, c, on_epoch, bar,
+                                                   dist_kw)
         else:
             def checkpoint(state: dict) -> None:
                 self.pretrain_losses = list(pretrainer.losses)
@@ -558,65 +530,12 @@ class VarClust:
         self._init_mixture(x, supervision)
 
     def _pretrain_loss(self) -> torch.nn.Module:
-        """What pretraining minimises: the autoencoder's reconstruction loss, or the diffusion
-        autoencoder's noise loss."""
-        if self.config.generator_name == "ddpm":
-            return DiffusionAutoencoderLoss(self.guide.encoder, self.model.generator)
-        return AutoencoderLoss(self.guide.encoder, self.model.decoder, self.model.likelihood)
-
-    def _pretrain_ddpm(self, x: Tensor, on_epoch, bar, dist_kw: dict) -> list[float]:
-        """Pretraining of the diffusion generator and the encoder (``ddpm_pretrain``):
-
-        - "autoencoder": ``pretrain_epochs`` of a plain autoencoder (the encoder with a
-          temporary ``network`` decoder and the ``likelihood``, discarded afterwards), so the
-          codes cluster; then the generator alone (encoder frozen) on those codes, for at most
-          ``diffusion_pretrain_epochs``.
-        - "diffusion": ClusterDDPM's: encoder and generator as a diffusion autoencoder, for at
-          most ``pretrain_epochs``.
-
-        The diffusion stage stops once ``latent_reliance`` on the first 512 images reaches
-        ``pretrain_reliance`` (measured every :data:`RELIANCE_CHECK_EVERY` epochs; 0: never).
-        Returns the losses of every epoch of both stages.
-        """
-        c = self.config
-        encoder, generator = self.guide.encoder, self.model.generator
-
-        def measured(epoch: int, reliance: float) -> None:
-            bar.set_postfix(reliance=f"{reliance:.3f}")
-            log.info("diffusion pretraining epoch %d: latent reliance %.4f", epoch + 1, reliance)
-
-        stop = None
-        if c.pretrain_reliance > 0:
-            stop = reliance_reached(encoder, generator, x[:512], c.pretrain_reliance,
-                                    RELIANCE_CHECK_EVERY, c.seed, measured)
-        if c.ddpm_pretrain == "diffusion":
-            return pretrain_diffusion_autoencoder(
-                encoder, generator, x, c.pretrain_epochs, c.batch_size, c.pretrain_lr, c.seed,
-                on_epoch, stop=stop, **dist_kw)
-        likelihood = build_likelihood(c).to(self.device)
-        try:
-            decoder = make_decoder(c.network, c.latent_dim,
-                                   likelihood.decoder_shape(tuple(x.shape[1:])), c.hidden)
-        except ValueError as err:
-            raise ValueError(f"{err}; or pretrain as a diffusion autoencoder, which needs no "
-                             "decoder: ddpm_pretrain='diffusion' (--ddpm-pretrain diffusion)"
-                             ) from None
-        losses = pretrain_autoencoder(encoder, decoder.to(self.device), likelihood, x,
-                                      c.pretrain_epochs, c.batch_size, c.pretrain_lr, c.seed,
-                                      on_epoch, **dist_kw)
-        bar.total = c.pretrain_epochs + c.diffusion_pretrain_epochs
-        with frozen(encoder):
-            losses += pretrain_diffusion_autoencoder(
-                encoder, generator, x, c.diffusion_pretrain_epochs, c.batch_size, c.pretrain_lr,
-                c.seed + 1, on_epoch, stop=stop, **dist_kw)
-        return losses
+        """What pretraining minimises: the model's pretraining loss with the guide's encoder."""
+        return self.model.pretraining_loss(self.guide.encoder)
 
     def _autoencoder_modules(self) -> list[torch.nn.Module]:
-        """What autoencoder pretraining trains: the encoder, and the decoder and likelihood
-        (or the diffusion generator)."""
-        if self.config.generator_name == "ddpm":
-            return [self.guide.encoder, self.model.generator]
-        return [self.guide.encoder, self.model.decoder, self.model.likelihood]
+        """What autoencoder pretraining trains: the encoder and the generator's modules."""
+        return [self.guide.encoder, *self.model.generator_modules()]
 
     def _start_from(
         self, pretrained: VarClust | str | os.PathLike, x: Tensor, supervision: dict | None
@@ -646,25 +565,20 @@ class VarClust:
         heads) at it; q(z | x) starts narrow beside the components."""
         c = self.config
         codes = batched_apply(lambda b: self.guide.encode(b)[0], x)
-        if c.generator_name == "ddpm":
-            self._check_latent_reliance(x[:512], codes[:512])
+        self._check_latent_reliance(x[:512], codes[:512])
         weights, loc, scale = fit_mixture_to_codes(codes, c.num_clusters, c.seed)
         if supervision:
             weights, loc, scale = align_to_labels(weights, loc, scale, codes, **supervision)
-        if hasattr(self.model.prior, "set_mixture"):
-            self.model.prior.set_mixture(weights, loc, scale)
-        # a custom prior may be any PyroModule; MixturePrior defines settle_on_codes
-        getattr(self.model.prior, "settle_on_codes", lambda codes, seed: None)(codes, c.seed)
-        if hasattr(self.guide, "init_from_mixture"):
-            self.guide.init_from_mixture(weights, loc, scale)
-        if hasattr(getattr(self.guide, "encoder", None), "head"):
-            set_initial_scale(self.guide.encoder, 0.1 * float(scale.median()))
+        self.model.prior.set_mixture(weights, loc, scale)
+        self.model.prior.settle_on_codes(codes, c.seed)
+        self.guide.init_from_mixture(weights, loc, scale)
+        self.guide.set_initial_code_scale(0.1 * float(scale.median()))
 
     def _check_latent_reliance(self, x: Tensor, codes: Tensor) -> None:
         """Warn when the pretrained diffusion generator ignores the codes (see
         :meth:`ConditionalDDPM.latent_reliance`): the EM/SVI fit would collapse them."""
-        self.latent_reliance = self.model.generator.latent_reliance(x, codes, self.config.seed)
-        if self.latent_reliance < LATENT_RELIANCE_WARNING:
+        self.latent_reliance = self.model.latent_reliance(x, codes, self.config.seed)
+        if self.latent_reliance is not None and self.latent_reliance < LATENT_RELIANCE_WARNING:
             log.warning(
                 "the pretrained diffusion generator hardly uses the codes (noise loss %+.2f%% "
                 "with another datum's code, below %.0f%%): the prior term will then pull the "
@@ -706,10 +620,8 @@ class VarClust:
         if num_samples < 1:
             raise ValueError(f"num_samples must be at least 1, got {num_samples}")
         z = self.model.prior.sample_component(cluster, num_samples)
-        if self.config.generator_name == "ddpm":
-            steps = self.config.sample_steps or None
-            return self.model.generate(z, steps=steps, guidance=self.config.guidance).cpu()
-        return self.model.decode_mean(z).cpu()
+        steps = self.config.sample_steps or None
+        return self.model.generate(z, steps=steps, guidance=self.config.guidance).cpu()
 
     def score(self, X: ArrayLike | Tensor, y: ArrayLike | None = None) -> float | dict:
         """Without y: the mean ELBO per datum of X (N, ...) (held-out data: higher is better;
@@ -852,7 +764,7 @@ class VarClust:
             raise CheckpointError(f"{path} holds an invalid config: {err}") from None
         vc = cls(config=config)
         vc.components.update(components)
-        vc._build(tuple(state["data_shape"]))
+        vc.build(tuple(state["data_shape"]))
         vc._load_modules(state)
         vc.history = list(state["history"])
         vc.pretrain_losses = list(state["pretrain_losses"])
