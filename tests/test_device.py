@@ -10,6 +10,7 @@ from pyro import poutine
 
 from varclust import FitConfig, VarClust
 from varclust.inference import SVITrainer
+from varclust.inference.loop import make_trainer
 from varclust.inference.speed import configure_fast_math, scaled_learning_rate
 
 HAS_CUDA = torch.cuda.is_available()
@@ -70,5 +71,5 @@ def test_learning_rate_scales_with_the_batch():
         FitConfig(lr_scaling="cubic")
     vc = VarClust(3, batch_size=1024, lr_scaling="sqrt", device="cpu")
     vc.build((4,))
-    trainer = vc._make_trainer(None)
+    trainer = make_trainer(vc.model, vc.guide, vc.config)
     assert math.isclose(trainer.optimizer.param_groups[0]["lr"], 2 * vc.config.learning_rate)

@@ -11,11 +11,11 @@ from pyro.infer import TraceEnum_ELBO
 
 from varclust import VarClust
 from varclust.cli import main
-from varclust.estimator import LATENT_RELIANCE_WARNING
 from varclust.guides.encoders import MLPEncoder
 from varclust.guides.marginal import MarginalGuide
 from varclust.inference.em import VaDEEStep, fit_em
 from varclust.inference.svi import SVITrainer
+from varclust.inference.warm_start import LATENT_RELIANCE_WARNING
 from varclust.model.diffusion import ConditionalDDPM, DiffusionClusteringModel, noise_schedule
 from varclust.model.priors import GaussianMixturePrior
 

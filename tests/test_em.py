@@ -13,6 +13,7 @@ from sklearn.mixture import GaussianMixture
 
 from varclust import VarClust, cluster_accuracy
 from varclust.inference.em import ClusterDDPMEStep, VaDEEStep, e_step, fit_em, make_e_step
+from varclust.inference.loop import make_trainer
 from varclust.model.gmm import DiagonalMixture, diagonal_mixture_em, mixture_log_likelihood
 from varclust.model.priors import GaussianMixturePrior
 
@@ -288,7 +289,7 @@ def test_em_keeps_the_learning_rate_constant_unless_told_and_svi_decays_it():
     def trainer_of(**settings):
         vc = VarClust(2, **common, **settings)
         vc.build((16,))
-        return vc._make_trainer(None)
+        return make_trainer(vc.model, vc.guide, vc.config)
 
     assert trainer_of(method="svi").scheduler.gamma == 0.97
     assert trainer_of(method="em", em_lr_decay=0.5).scheduler.gamma == 0.5
