@@ -67,7 +67,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     hidden = tuple(int(h) for h in args.hidden.split(","))
     vc = VarClust(num_clusters=10, hidden=hidden, device=args.device)
-    vc._build((784,))
+    vc.build((784,))
     device = vc.device
     x = torch.rand(4096, 784, generator=torch.Generator().manual_seed(0)).to(device)
     trainer = SVITrainer(vc.model, vc.guide, 2e-3)

@@ -25,7 +25,8 @@ import torch
 
 from varclust import FitConfig, VarClust, clustering_scores, load_dataset
 from varclust.inference.batching import batched_apply
-from varclust.inference.init import fit_mixture_to_codes, pretrain_autoencoder
+from varclust.inference.init import pretrain_autoencoder
+from varclust.model.mixture_fit import fit_mixture_to_codes
 
 
 def main() -> None:
@@ -47,7 +48,7 @@ def main() -> None:
     vc = VarClust(config=FitConfig(num_clusters=args.clusters, network=args.network,
                                    likelihood=args.likelihood, seed=args.seed, device="cpu"))
     pyro.set_rng_seed(args.seed)
-    vc._build(tuple(x.shape[1:]))  # the networks a fit would pretrain
+    vc.build(tuple(x.shape[1:]))  # the networks a fit would pretrain
     encoder, decoder, likelihood = vc.guide.encoder, vc.model.decoder, vc.model.likelihood
     rows = []
     t0 = time.perf_counter()

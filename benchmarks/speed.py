@@ -121,7 +121,7 @@ def build(num_clusters: int, device: torch.device, guide: str = "marginal", seed
         settings["guide"] = guide
     pyro.set_rng_seed(seed)
     vc = VarClust(**settings)
-    vc._build(IMAGE_SHAPE)
+    vc.build(IMAGE_SHAPE)
     return vc
 
 

@@ -56,7 +56,7 @@ def one_step_problem():
     noise = torch.randn(NUM_DATA, D, generator=g, dtype=torch.float64)
     pyro.set_rng_seed(0)
     vc = VarClust(K, latent_dim=D, hidden=(16,), pretrain_epochs=0, device="cpu")
-    vc._build((DATA_DIM,))
+    vc.build((DATA_DIM,))
     guide = FixedNoiseGuide(vc.guide.encoder, noise)
     return vc.model, guide, x
 

@@ -10,6 +10,7 @@ from pyro import poutine
 
 from varclust import FitConfig, VarClust
 from varclust.inference import SVITrainer
+from varclust.inference.loop import make_trainer
 from varclust.inference.speed import configure_fast_math, scaled_learning_rate
 
 HAS_CUDA = torch.cuda.is_available()
@@ -22,8 +23,8 @@ def test_model_guide_parameters_and_data_follow_the_device(device):
     seen: set[str] = set()  # devices of the tensors the networks were called on
 
     class RecordingVarClust(VarClust):
-        def _build(self, data_shape):
-            super()._build(data_shape)
+        def build(self, data_shape):
+            super().build(data_shape)
             for net in (self.guide.encoder, self.model.decoder):
                 net.register_forward_pre_hook(lambda m, inputs: seen.add(inputs[0].device.type))
 
@@ -69,6 +70,6 @@ def test_learning_rate_scales_with_the_batch():
     with pytest.raises(ValueError, match="lr_scaling"):
         FitConfig(lr_scaling="cubic")
     vc = VarClust(3, batch_size=1024, lr_scaling="sqrt", device="cpu")
-    vc._build((4,))
-    trainer = vc._make_trainer(None)
+    vc.build((4,))
+    trainer = make_trainer(vc.model, vc.guide, vc.config)
     assert math.isclose(trainer.optimizer.param_groups[0]["lr"], 2 * vc.config.learning_rate)

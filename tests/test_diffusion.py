@@ -11,11 +11,11 @@ from pyro.infer import TraceEnum_ELBO
 
 from varclust import VarClust
 from varclust.cli import main
-from varclust.estimator import LATENT_RELIANCE_WARNING
 from varclust.guides.encoders import MLPEncoder
 from varclust.guides.marginal import MarginalGuide
 from varclust.inference.em import VaDEEStep, fit_em
 from varclust.inference.svi import SVITrainer
+from varclust.inference.warm_start import LATENT_RELIANCE_WARNING
 from varclust.model.diffusion import ConditionalDDPM, DiffusionClusteringModel, noise_schedule
 from varclust.model.priors import GaussianMixturePrior
 
@@ -198,7 +198,7 @@ def test_inference_data_of_a_ddpm_fit_is_refused_with_a_reason():
 
     vc = VarClust(2, generator="ddpm", network="conv", latent_dim=2, diffusion_steps=4,
                   diffusion_width=8, sample_steps=0, device="cpu")
-    vc._build(SHAPE)
+    vc.build(SHAPE)
     with pytest.raises(ValueError, match="not a density"):
         to_inference_data(vc, tiny_images(4))
 

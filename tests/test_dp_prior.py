@@ -14,13 +14,13 @@ from sklearn.mixture import BayesianGaussianMixture
 
 from varclust import FitConfig
 from varclust.cli import main
-from varclust.inference.init import fit_mixture_to_codes
-from varclust.inference.prior_fit import fit_prior_to_codes
 from varclust.model.dp_prior import (
     DirichletProcessPrior,
     stick_breaking_log_weights,
     sticks_from_weights,
 )
+from varclust.model.mixture_fit import fit_mixture_to_codes
+from varclust.model.prior_fit import fit_prior_to_codes
 from varclust.registry import build_model_and_guide
 
 GLOBALS = ("dp_concentration", "sticks", "loc", "scale")

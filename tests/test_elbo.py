@@ -25,7 +25,7 @@ def build(likelihood: str = "bernoulli"):
     vc = VarClust(
         K, latent_dim=D, hidden=(8,), pretrain_epochs=0, likelihood=likelihood, device="cpu"
     )
-    vc._build((DATA_DIM,))
+    vc.build((DATA_DIM,))
     prior = vc.model.prior
     # a mixture whose weights, means and scales all differ, so every term matters
     prior.set_mixture(

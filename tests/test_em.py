@@ -13,7 +13,8 @@ from sklearn.mixture import GaussianMixture
 
 from varclust import VarClust, cluster_accuracy
 from varclust.inference.em import ClusterDDPMEStep, VaDEEStep, e_step, fit_em, make_e_step
-from varclust.inference.gmm import DiagonalMixture, diagonal_mixture_em, mixture_log_likelihood
+from varclust.inference.loop import make_trainer
+from varclust.model.gmm import DiagonalMixture, diagonal_mixture_em, mixture_log_likelihood
 from varclust.model.priors import GaussianMixturePrior
 
 
@@ -142,7 +143,7 @@ def test_the_m_step_trains_the_networks_and_leaves_the_prior_alone():
     x, _ = binary_prototypes(3, 40, 16, seed=4)
     vc = VarClust(3, method="em", latent_dim=2, hidden=(16,), pretrain_epochs=0, device="cpu")
     data = torch.from_numpy(x)
-    vc._build((16,))
+    vc.build((16,))
     prior = vc.model.prior
     from varclust.inference.svi import SVITrainer
 
@@ -171,7 +172,7 @@ def heterogeneous_variances(codes: torch.Tensor, seed: int) -> torch.Tensor:
 
 
 def vade_bound(codes, var, weights, loc, scale, resp):
-    """L(theta, r) of inference/gmm.py's docstring, mean per datum, written out."""
+    """L(theta, r) of model/gmm.py's docstring, mean per datum, written out."""
     mix_var = scale**2
     expected_log_n = -0.5 * (((codes[:, None] - loc[None]) ** 2 + var[:, None]) / mix_var[None]
                              + mix_var.log()[None] + math.log(2 * math.pi)).sum(-1)
@@ -287,8 +288,8 @@ def test_em_keeps_the_learning_rate_constant_unless_told_and_svi_decays_it():
 
     def trainer_of(**settings):
         vc = VarClust(2, **common, **settings)
-        vc._build((16,))
-        return vc._make_trainer(None)
+        vc.build((16,))
+        return make_trainer(vc.model, vc.guide, vc.config)
 
     assert trainer_of(method="svi").scheduler.gamma == 0.97
     assert trainer_of(method="em", em_lr_decay=0.5).scheduler.gamma == 0.5
@@ -343,7 +344,7 @@ def test_the_kl_warm_up_scales_the_latent_terms_and_not_the_data_term():
 
     x, _ = binary_prototypes(3, 10, 16, seed=11)
     vc = VarClust(3, latent_dim=2, hidden=(16,), device="cpu")
-    vc._build((16,))
+    vc.build((16,))
     data = torch.from_numpy(x)
     loss = TraceEnum_ELBO(max_plate_nesting=1).differentiable_loss
 

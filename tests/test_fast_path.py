@@ -14,7 +14,7 @@ from varclust.inference.elbo import SyncFreeTraceEnum_ELBO
 def small_problem():
     pyro.set_rng_seed(0)
     vc = VarClust(3, latent_dim=2, hidden=(16,), pretrain_epochs=0, device="cpu")
-    vc._build((6,))
+    vc.build((6,))
     x = torch.rand(10, 6, generator=torch.Generator().manual_seed(1))
     return vc, x, torch.arange(10) * 3
 

@@ -21,7 +21,7 @@ def build(guide: str) -> tuple[VarClust, torch.Tensor]:
     """A tiny model whose mixture and guide heads all differ, so every term matters."""
     pyro.set_rng_seed(123)
     vc = VarClust(K, latent_dim=D, hidden=(8,), pretrain_epochs=0, guide=guide, device="cpu")
-    vc._build((DATA_DIM,))
+    vc.build((DATA_DIM,))
     weights = torch.tensor([0.5, 0.3, 0.2])
     loc = torch.tensor([[-1.0, 0.5], [0.7, -0.3], [0.2, 1.2]])
     scale = torch.tensor([[0.8, 1.3], [0.5, 0.9], [1.5, 0.6]])
@@ -173,7 +173,7 @@ def test_the_relaxed_model_tends_to_the_mixture_at_a_corner():
 def test_relaxed_guide_refuses_a_prior_without_a_relaxed_form():
     vc = VarClust(3, latent_dim=2, hidden=(8,), guide="relaxed", prior="normal", device="cpu")
     with pytest.raises(ValueError, match="no relaxed form.*prior='gmm'"):
-        vc._build((4,))
+        vc.build((4,))
 
 
 def test_relaxed_temperature_follows_the_schedule_and_samples_lie_on_the_simplex():

@@ -71,9 +71,9 @@ def test_pretraining_is_checkpointed_every_epoch(tmp_path, monkeypatch):
         phases.append((payload["phase"], payload["pretrainer"].get("epoch")))
         return real(path, payload, *a, **kw)
 
-    import varclust.estimator as estimator
+    import varclust.inference.persistence as persistence
 
-    monkeypatch.setattr(estimator, "save_checkpoint", spy)
+    monkeypatch.setattr(persistence, "save_checkpoint", spy)
     settings = {**child.SETTINGS, "checkpoint_every_steps": 0, "epochs": 1}
     VarClust(**settings).fit(resume_child.data(), out_dir=tmp_path / "r", progress=False)
     assert phases == [("pretrain", 1), ("pretrain", 2), ("pretrain", 3), ("pretrain", 4),

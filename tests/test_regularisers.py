@@ -52,7 +52,7 @@ def test_kl_warmup_weight_schedule():
 
 def test_kl_weight_scales_every_latent_site_and_leaves_the_likelihood():
     vc = VarClust(3, latent_dim=2, hidden=(8,), guide="relaxed", device="cpu")
-    vc._build((4,))
+    vc.build((4,))
     x = torch.rand(5, 4)
     with KLScale(0.25):
         guide_trace = poutine.trace(vc.guide).get_trace(x)
@@ -87,7 +87,7 @@ def test_the_terms_move_the_parameters_but_not_the_reported_elbo(guide):
     for terms in ([], [ClusterInformation(5.0), AugmentationConsistency(5.0)]):
         pyro.set_rng_seed(0)
         vc = VarClust(3, latent_dim=2, hidden=(8,), guide=guide, device="cpu")
-        vc._build((1, 6, 6))
+        vc.build((1, 6, 6))
         trainer = SVITrainer(vc.model, vc.guide, 1e-2, regularisers=terms)
         pyro.set_rng_seed(5)
         loss = trainer.step(x, torch.arange(16), 16)
@@ -99,7 +99,7 @@ def test_the_terms_move_the_parameters_but_not_the_reported_elbo(guide):
 
 def test_augmentation_consistency_refuses_flat_data():
     vc = VarClust(3, latent_dim=2, hidden=(8,), device="cpu")
-    vc._build((4,))
+    vc.build((4,))
     with pytest.raises(ValueError, match=r"shape \(N, C, H, W\).*augmentation_consistency=0"):
         AugmentationConsistency(1.0).loss(vc.guide, vc.model.prior, torch.rand(3, 4), 3,
                                           torch.zeros(3, 3))

@@ -36,7 +36,7 @@ def test_one_percent_of_labels_beats_unsupervised_on_digits():
 @pytest.mark.parametrize("guide", ["marginal", "mixture", "relaxed"])
 def test_labelled_clusters_are_observed_and_the_rest_enumerated(guide):
     vc = VarClust(3, latent_dim=2, hidden=(8,), guide=guide, pretrain_epochs=0, device="cpu")
-    vc._build((4,))
+    vc.build((4,))
     x = torch.rand(6, 4)
     cluster = torch.tensor([2, 0, 0, 1, 0, 0])
     mask = torch.tensor([True, False, False, True, False, False])

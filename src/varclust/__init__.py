@@ -7,7 +7,7 @@ ordinary ``torch.nn.Parameter`` objects trained by ``torch.optim`` (Pyro's svi_t
 
 import pyro
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 pyro.settings.set(module_local_params=True)
 

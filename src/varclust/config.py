@@ -6,12 +6,18 @@ import json
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FitConfig", "STRUCTURAL_KEYS"]
+__all__ = ["FitConfig", "NAME_CHECKS", "STRUCTURAL_KEYS"]
+
+#: checks of the names of registered components (prior, guide, likelihood, generator), each
+#: ``check(config)`` raising ValueError; :mod:`varclust.registry` adds its own when imported
+#: (the registry imports this module, never the other way round)
+NAME_CHECKS: list[Callable[[Any], None]] = []
 
 #: keys that fix the shapes of parameters: a checkpoint only loads into a model that agrees on them
 STRUCTURAL_KEYS = ("num_clusters", "latent_dim", "network", "hidden", "likelihood", "generator",
@@ -20,133 +26,146 @@ STRUCTURAL_KEYS = ("num_clusters", "latent_dim", "network", "hidden", "likelihoo
 STRUCTURAL_KEYS += ("prior", "guide", "global_guide")
 
 
+SCRATCH = "relaxed guide and training from scratch"
+EM = "EM and generator (ClusterDDPM)"
+
+
+def setting(default: Any, help: str, *, flag: str | None = "", choices: tuple | None = None,
+            group: str | None = None) -> Any:
+    """A :class:`FitConfig` field that carries its command line: ``help`` (argparse's, may
+    hold ``%(default)s``), ``flag`` ("": ``--`` and the name with dashes; None: no flag of its
+    own), fixed ``choices`` and the help ``group`` (None: the command's own options)."""
+    return field(default=default, metadata={"help": help, "flag": flag, "choices": choices,
+                                            "group": group})
+
+
 @dataclass
 class FitConfig:
-    """Every setting of a fit. Defaults follow VaDE (MLP 500-500-2000, D=10, Adam 2e-3).
+    """Every setting of a fit, each field with its help (``fields(FitConfig)[i].metadata``,
+    shown by ``varclust fit --help``, whose flags are built from them). Defaults follow VaDE
+    (MLP 500-500-2000, D=10, Adam 2e-3). The components (``prior``, ``guide``, ``likelihood``,
+    ``generator``) are names of :mod:`varclust.registry` ("custom" when an object was given).
 
-    Model: ``num_clusters`` K >= 2, ``latent_dim`` D, ``network`` ("mlp" or "conv"; the conv nets
-    take 28x28 or 32x32 images), ``hidden`` (encoder layer widths, mirrored by the decoder),
-    ``likelihood`` ("bernoulli", "cbernoulli", "gaussian", "laplace", "categorical256"; see
-    :mod:`varclust.registry`).
-    Components (:mod:`varclust.registry`): ``prior`` ("gmm", "normal", "bayes-gmm", "dp"), ``guide``
-    ("marginal", "mixture", "relaxed"); "custom" when an object was passed instead of a name.
-    ``dirichlet_concentration`` (per cluster; < 1 is sparse) and ``global_guide`` ("map" or
-    "mean-field") set up "bayes-gmm"; ``temperature`` T0, ``temperature_decay`` and
-    ``temperature_min`` the relaxed guide's schedule T_e = max(T_min, T0 * decay^e), and
-    ``prior_temperature`` T_p the fixed temperature of the relaxed model's p(w).
-    Semi-supervised fits add ``label_weight`` * log p(c = label | z) for the labelled data.
-    Training: ``epochs`` of SVI after ``pretrain_epochs`` of autoencoder pretraining (then a
-    GaussianMixture fitted to the codes initialises the prior; 0 skips both), Adam with learning
-    rate ``learning_rate`` multiplied by ``lr_decay`` after every epoch, gradients clipped to
-    norm ``clip_norm``, mini-batches of ``batch_size``, ``seed`` for every random draw,
-    ``device`` "auto", "cpu" or "cuda"; ``lr_scaling`` ("none", "sqrt", "linear") scales
-    ``learning_rate`` from batch 256 to ``batch_size`` for large-batch training.
-
-    EM (``method="em"``, ClusterDDPM's loop; ``epochs`` is then unused): ``em_iterations`` of
-    ``m_step_epochs`` SVI epochs on the networks (prior frozen) followed by an E-step of
-    ``e_step_iterations`` closed-form mixture EM steps on the codes (weights floored at
-    ``e_step_min_weight``, variances plus ``e_step_reg_covar``). ``e_step`` picks the E-step
-    (:data:`varclust.inference.em.E_STEPS`): "clusterddpm" (scikit-learn's GaussianMixture
-    refitted to convergence on codes sampled from q, warm-started, as ClusterDDPM's code),
-    "vade" (closed-form coordinate ascent on VaDE's bound with q's variances, never decreasing)
-    or "means" (the closed form on q's means only; it contracts). Old configs'
-    ``e_step_code_variance`` True / False load as "vade" / "means". ``em_lr_decay``: the
-    learning rate's factor per M-step epoch (1: constant, as ClusterDDPM; ``lr_decay`` is SVI's).
-    ``kl_warmup_iterations``: the M-step's KL weight rises linearly from 1 / (W + 1) to 1 over
-    the first W EM iterations.
-    Generator: ``generator`` None uses the decoder of ``network``; "mlp" or "conv" picks a
-    decoder; "ddpm" the conditional diffusion model (images only, H and W divisible by 4) with
-    ``diffusion_steps`` T, ``diffusion_schedule`` ("linear": Ho's 1e-4 .. 0.02 scaled
-    by 1000 / T; "clusterddpm": 1e-4 .. 0.02 at any T; "cosine"), U-Net base width
-    ``diffusion_width``, ``latent_dropout`` (classifier-free guidance), the noise loss weighted
-    by ``diffusion_weight`` against the KL, and ``sample_steps`` (0: the ancestral sampler over
-    all T steps; else the strided DDIM sampler with that many steps), ``guidance`` w.
-    Its pretraining (``ddpm_pretrain``): "autoencoder" trains the encoder with a temporary
-    ``network`` decoder for ``pretrain_epochs``, then the generator on the frozen codes for at
-    most ``diffusion_pretrain_epochs``; "diffusion" trains both as a diffusion autoencoder for
-    at most ``pretrain_epochs`` (ClusterDDPM). Either diffusion stage stops once the generator's
-    ``latent_reliance`` reaches ``pretrain_reliance`` (0: runs all its epochs).
-    Reliability: with an output folder, a checkpoint is also written every
-    ``checkpoint_every_steps`` mini-batches inside an epoch (0: only after each epoch);
-    ``max_bad_steps`` steps in a row with a non-finite loss or gradient stop the run (fewer are
-    skipped and counted).
-    From scratch (``pretrain_epochs=0``; :mod:`varclust.inference.regularisers`):
-    ``cluster_information`` lambda >= 0 adds lambda * N * I_q(c; x) (the batch mutual information
-    of q(c | x)) to the objective, a term outside the ELBO; ``kl_warmup_epochs`` E scales the
-    latent terms of the ELBO (all but log p(x | z)) by min(1, (e + 1) / E) in epoch e
-    (Bowman et al. 2016; Sonderby et al. 2016); 0 turns the warm-up off;
-    ``augmentation_consistency`` gamma >= 0 adds gamma * N * KL(q(c | x) || q(c | shifted x)) for
-    images shifted by one pixel (outside the ELBO).
-    Dirichlet process (``prior="dp"``, :mod:`varclust.model.dp_prior`; ``num_clusters`` is then
-    the truncation): ``dp_concentration`` alpha > 0 of the sticks Beta(1, alpha), fixed, or with
-    ``dp_learn_concentration`` the mean of a Gamma(1, 1/alpha) hyperprior with a learned
-    LogNormal posterior; ``dp_settle_steps`` SVI steps fit the DP's globals alone to the
-    pretrained codes before the joint fit (0: none). The DP's globals always have a mean-field
-    guide (``global_guide`` is bayes-gmm's setting).
+    Training: autoencoder pretraining (``pretrain_epochs``), a GaussianMixture fitted to the
+    codes starts the prior, then ``epochs`` of SVI; or with ``method="em"`` (ClusterDDPM's
+    loop; ``epochs`` unused) ``em_iterations`` of ``m_step_epochs`` SVI epochs on the networks
+    (prior frozen) each followed by a closed-form E-step (:data:`varclust.inference.em.E_STEPS`).
+    The diffusion generator (:mod:`varclust.model.diffusion`) takes the
+    ``diffusion_*`` settings, ``sample_steps`` and ``guidance``. From scratch
+    (``pretrain_epochs=0``): the terms outside the ELBO of :mod:`varclust.inference.regularisers`
+    and the KL warm-up. The Dirichlet process (``prior="dp"``): ``num_clusters`` is the
+    truncation, ``dp_*`` its settings.
     """
 
-    num_clusters: int = 10
-    latent_dim: int = 10
-    network: str = "mlp"
-    hidden: tuple[int, ...] = field(default=(500, 500, 2000))
-    likelihood: str = "bernoulli"
-    epochs: int = 50
-    batch_size: int = 256
-    learning_rate: float = 2e-3
-    lr_decay: float = 0.97
-    clip_norm: float = 10.0
-    pretrain_epochs: int = 10
-    pretrain_lr: float = 1e-3
-    seed: int = 0
-    device: str = "auto"
-    prior: str = "gmm"
-    guide: str = "marginal"
-    dirichlet_concentration: float = 1.0
-    global_guide: str = "map"
-    temperature: float = 1.0
-    temperature_decay: float = 0.93
-    temperature_min: float = 0.5
-    prior_temperature: float = 0.01
-    label_weight: float = 300.0
-    method: str = "svi"
-    generator: str | None = None
-    em_iterations: int = 20
-    m_step_epochs: int = 1
-    e_step_iterations: int = 10
-    e_step_min_weight: float = 1e-4
-    e_step_reg_covar: float = 1e-6
-    e_step: str = "clusterddpm"
-    em_lr_decay: float = 1.0
-    kl_warmup_iterations: int = 0
-    diffusion_steps: int = 1000
-    diffusion_schedule: str = "linear"
-    diffusion_width: int = 64
-    latent_dropout: float = 0.1
-    diffusion_weight: float = 10.0
-    ddpm_pretrain: str = "autoencoder"
-    diffusion_pretrain_epochs: int = 100
-    pretrain_reliance: float = 0.5
-    sample_steps: int = 100
-    guidance: float = 0.0
-    checkpoint_every_steps: int = 0
-    max_bad_steps: int = 10
-    lr_scaling: str = "none"
-    cluster_information: float = 0.0
-    kl_warmup_epochs: int = 0
-    augmentation_consistency: float = 0.0
-    dp_concentration: float = 1.0
-    dp_learn_concentration: bool = False
-    dp_settle_steps: int = 1000
+    num_clusters: int = setting(10, "K, the number of clusters (dp: the truncation)",
+                                flag="--clusters")
+    latent_dim: int = setting(10, "D, the dimension of the codes z")
+    network: str = setting("mlp", "the encoder (and the decoder unless --generator); conv takes "
+                           "28x28 or 32x32 images", choices=("mlp", "conv"))
+    hidden: tuple[int, ...] = setting((500, 500, 2000),
+                                      "encoder widths, mirrored by the decoder")
+    likelihood: str = setting("bernoulli", "p(x|z) of the decoder's output")
+    epochs: int = setting(50, "SVI epochs")
+    batch_size: int = setting(256, "default: %(default)s; the mini-batch (the global batch "
+                              "under --distributed)")
+    learning_rate: float = setting(2e-3, "Adam learning rate", flag="--lr")
+    lr_decay: float = setting(0.97, "the learning rate's factor per SVI epoch (--lr-decay)",
+                              flag=None)
+    clip_norm: float = setting(10.0, "gradients clipped to this norm")
+    pretrain_epochs: int = setting(10, "autoencoder epochs before the mixture is fitted")
+    pretrain_lr: float = setting(1e-3, "the autoencoder pretraining's learning rate")
+    seed: int = setting(0, "seeds every random draw")
+    device: str = setting("auto", "auto, cpu or cuda")
+    prior: str = setting("gmm", "gmm (learned mixture), normal (plain VAE + mixture fitted to "
+                         "the codes), bayes-gmm (Dirichlet/Normal/LogNormal priors on the "
+                         "mixture), dp (Dirichlet process: --clusters is the truncation, unused "
+                         "clusters switch off)")
+    guide: str = setting("marginal", "marginal q(z|x), mixture q(c|x)q(z|x,c), relaxed "
+                         "(Gumbel-softmax)")
+    dirichlet_concentration: float = setting(
+        1.0, "bayes-gmm: Dirichlet concentration per cluster (< 1 is sparse)",
+        flag="--concentration")
+    global_guide: str = setting("map", "bayes-gmm: guide of the mixture's weights, means and "
+                                "scales", choices=("map", "mean-field"))
+    temperature: float = setting(1.0, "relaxed guide: the Concrete temperature T0 of the first "
+                                 "epoch", group=SCRATCH)
+    temperature_decay: float = setting(0.93, "relaxed guide: per-epoch factor of the "
+                                       "temperature, T_e = max(T_min, T0 * decay^e)",
+                                       group=SCRATCH)
+    temperature_min: float = setting(0.5, "relaxed guide: the temperature's floor",
+                                     group=SCRATCH)
+    prior_temperature: float = setting(0.01, "relaxed model: the fixed temperature of p(w)",
+                                       group=SCRATCH)
+    label_weight: float = setting(300.0, "semi-supervised: alpha of alpha * log p(c = label "
+                                  "| z) for the labelled data")
+    method: str = setting("svi", "svi: joint SVI; em: M-steps with the prior frozen + "
+                          "closed-form E-steps", choices=("svi", "em"), group=EM)
+    generator: str | None = setting(None, "p(x|z): a decoder or the conditional diffusion model "
+                                    "(default: the --network decoder)", group=EM)
+    em_iterations: int = setting(20, "EM iterations", group=EM)
+    m_step_epochs: int = setting(1, "SVI epochs of each M-step", group=EM)
+    e_step_iterations: int = setting(10, "closed-form E-steps (vade, means): EM steps on the "
+                                     "codes", group=EM)
+    e_step_min_weight: float = setting(1e-4, "E-step: the floor of a component's weight",
+                                       group=EM)
+    e_step_reg_covar: float = setting(1e-6, "E-step: added to every variance", group=EM)
+    e_step: str = setting("clusterddpm", "clusterddpm: scikit-learn's GaussianMixture refitted "
+                          "to convergence on codes sampled from q, warm-started (ClusterDDPM); "
+                          "vade: closed form with q's variances (VaDE's bound, never "
+                          "decreasing); means: q's means only",
+                          choices=("clusterddpm", "vade", "means"), group=EM)
+    em_lr_decay: float = setting(1.0, "the learning rate's factor per M-step epoch (1: "
+                                 "constant, as ClusterDDPM; --lr-decay)", flag=None)
+    kl_warmup_iterations: int = setting(0, "EM iterations over which the M-step's KL weight "
+                                        "rises to 1", flag="--kl-warmup", group=EM)
+    diffusion_steps: int = setting(1000, "diffusion generator: T, its noise steps", group=EM)
+    diffusion_schedule: str = setting("linear", "linear: betas 1e-4..0.02 scaled by 1000/T; "
+                                      "clusterddpm: 1e-4..0.02 at any T (ClusterDDPM); cosine",
+                                      choices=("linear", "clusterddpm", "cosine"), group=EM)
+    diffusion_width: int = setting(64, "U-Net base width", group=EM)
+    latent_dropout: float = setting(0.1, "diffusion generator: probability of dropping z in "
+                                    "training (classifier-free guidance)", group=EM)
+    diffusion_weight: float = setting(10.0, "the noise loss's weight against the KL (10: "
+                                      "ClusterDDPM's 1 : 0.1)", group=EM)
+    ddpm_pretrain: str = setting("autoencoder", "autoencoder: a plain autoencoder, then the "
+                                 "generator on its frozen codes; diffusion: both as a diffusion "
+                                 "autoencoder (ClusterDDPM)",
+                                 choices=("autoencoder", "diffusion"), group=EM)
+    diffusion_pretrain_epochs: int = setting(100, "autoencoder pretraining: the most epochs of "
+                                             "the generator stage", group=EM)
+    pretrain_reliance: float = setting(0.5, "end the diffusion pretraining once the "
+                                       "generator's latent reliance reaches this (0: run all "
+                                       "its epochs)", group=EM)
+    sample_steps: int = setting(100, "diffusion sampling: strided steps, 0 for the full "
+                                "ancestral chain", group=EM)
+    guidance: float = setting(0.0, "diffusion sampling: classifier-free guidance w", group=EM)
+    checkpoint_every_steps: int = setting(0, "also checkpoint every N mini-batches inside an "
+                                          "epoch (0: per epoch)", flag="--checkpoint-every")
+    max_bad_steps: int = setting(10, "stop after this many steps in a row with a non-finite "
+                                 "loss")
+    lr_scaling: str = setting("none", "scale --lr from batch 256 to --batch-size (large "
+                              "batches)", choices=("none", "sqrt", "linear"))
+    cluster_information: float = setting(0.0, "lambda of lambda * N * I_q(c; x), a term "
+                                         "outside the ELBO", group=SCRATCH)
+    kl_warmup_epochs: int = setting(0, "scale the latent terms of the ELBO up from 1/E to 1 "
+                                    "over E epochs", group=SCRATCH)
+    augmentation_consistency: float = setting(0.0, "gamma of gamma * N * KL(q(c|x) || "
+                                              "q(c|shifted x)), outside the ELBO (images only)",
+                                              group=SCRATCH)
+    dp_concentration: float = setting(1.0, "dp: concentration alpha of the sticks Beta(1, "
+                                      "alpha) (small: few clusters)")
+    dp_learn_concentration: bool = setting(False, "dp: a Gamma hyperprior on alpha (mean "
+                                           "--dp-concentration), learned")
+    dp_settle_steps: int = setting(1000, "dp: SVI steps of the prior alone on the pretrained "
+                                   "codes (0: none)")
 
     def __post_init__(self) -> None:
         check_field_types(self)
         self.hidden = tuple(int(h) for h in self.hidden)
         if self.network not in ("mlp", "conv"):
             raise ValueError(f"network must be 'mlp' or 'conv', got {self.network!r}")
-        from .registry import check_name
-
-        for kind in ("prior", "guide", "likelihood"):
-            check_name(kind, getattr(self, kind))
+        for check in NAME_CHECKS:  # the registry's names
+            check(self)
         if self.global_guide not in ("map", "mean-field"):
             raise ValueError(
                 f"global_guide must be 'map' or 'mean-field', got {self.global_guide!r}"
@@ -213,11 +232,6 @@ class FitConfig:
     def _check_em_settings(self) -> None:
         if self.method not in ("svi", "em"):
             raise ValueError(f"method must be 'svi' or 'em', got {self.method!r}")
-        if self.generator not in (None, "mlp", "conv", "ddpm"):
-            raise ValueError(
-                f"generator must be 'mlp', 'conv' or 'ddpm' (or None: the network's decoder), "
-                f"got {self.generator!r}"
-            )
         if self.diffusion_schedule not in ("linear", "clusterddpm", "cosine"):
             raise ValueError(f"diffusion_schedule must be 'linear', 'clusterddpm' or 'cosine', "
                              f"got {self.diffusion_schedule!r}")

@@ -4,18 +4,15 @@ the ELBO per datum, a one-line description."""
 from __future__ import annotations
 
 from functools import singledispatch
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from .inference.elbo import SyncFreeTraceEnum_ELBO
+from .inference.persistence import FitRecord
 from .model.normal_prior import StandardNormalPrior
 from .model.priors import MixturePrior
-
-if TYPE_CHECKING:
-    from .estimator import VarClust
 
 __all__ = ["cluster_means", "describe", "mean_elbo", "mixture_parameters"]
 
@@ -77,7 +74,7 @@ def mean_elbo(model, guide, x: Tensor, batch_size: int = 512) -> float:
     return -total / len(x)
 
 
-def describe(vc: VarClust) -> str:
+def describe(vc: FitRecord) -> str:
     """One line naming the model and, when fitted, its data, its epochs and its last scores."""
     c = vc.config
     head = (f"VarClust(K={c.num_clusters}, prior={c.prior!r}, guide={c.guide!r}, "

@@ -83,12 +83,7 @@ def _cluster_logits(
         dim = joint.dim() + site["infer"]["_enumerate_dim"]
         moved = joint.movedim(dim, 0)
         return moved.reshape(moved.shape[0], -1, *joint.shape[-2:]).logsumexp(1)
-    if hasattr(prior, "log_joint"):
-        return prior.log_joint(z).movedim(-1, 0)
-    raise ValueError(
-        f"cannot compute responsibilities: the model does not enumerate the {cluster_site!r} "
-        "site and its prior has no log_joint(z) method"
-    )
+    return prior.log_joint(z).movedim(-1, 0)  # every MixturePrior has log_joint
 
 
 @torch.no_grad()

@@ -104,10 +104,11 @@ def to_inference_data(
         ``idata.to_netcdf(path)``, reload with ``az.from_netcdf(path)``.
     """
     fit._require_fitted()
-    if fit.config.generator_name == "ddpm":
+    if not fit.model.scores_with_likelihood:
         raise ValueError(
-            "to_inference_data needs a decoder with a likelihood: the ddpm generator scores x by "
-            "its noise-prediction loss, which is not a density of x; use an mlp or conv generator"
+            f"to_inference_data needs a decoder with a likelihood: the {fit.config.generator} "
+            "generator scores x by a training loss, which is not a density of x; use an mlp or "
+            "conv generator"
         )
     if num_samples < 2:
         raise ValueError(f"num_samples must be at least 2 for az.loo/az.waic, got {num_samples}")
@@ -187,15 +188,13 @@ def to_inference_data(
 def _mixture_point_estimates(prior: torch.nn.Module) -> dict[str, Tensor]:
     """The prior's mixture weights (K,), loc and scale (K, D) as point estimates, or {} (e.g. a
     standard normal prior). A prior whose parameters are random (``bayes-gmm``) gives its global
-    guide's point estimates through ``point_parameters()``; otherwise its attributes are read."""
-    if hasattr(prior, "point_parameters"):
-        with torch.no_grad():
-            params = prior.point_parameters()
-        if {"log_weights", "loc", "scale"} <= params.keys():
-            return {"weights": params["log_weights"].exp(), "loc": params["loc"],
-                    "scale": params["scale"]}
-    return {name: getattr(prior, name) for name in ("weights", "loc", "scale")
-            if hasattr(prior, name)}
+    guide's point estimates through ``point_parameters()``."""
+    with torch.no_grad():
+        params = prior.point_parameters()
+    if {"log_weights", "loc", "scale"} <= params.keys():
+        return {"weights": params["log_weights"].exp(), "loc": params["loc"],
+                "scale": params["scale"]}
+    return {}
 
 
 def _add_elbo_trace(idata: az.InferenceData, history: list[dict]) -> None:

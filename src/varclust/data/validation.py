@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["as_image_tensor", "check_num_clusters"]
+__all__ = [
+    "as_image_tensor",
+    "check_fit_input",
+    "check_labels",
+    "check_num_clusters",
+    "supervision_of",
+]
 
 
 def as_image_tensor(x: np.ndarray | Tensor, *, name: str = "X") -> Tensor:
@@ -57,3 +66,57 @@ def check_num_clusters(num_clusters: int, num_data: int | None = None) -> None:
             f"num_clusters={num_clusters} exceeds the number of data points ({num_data}); "
             "use fewer clusters or more data"
         )
+
+
+def check_labels(y: np.ndarray | None, num_data: int) -> np.ndarray | None:
+    """Labels y of N data (for scores): an (N,) integer array, or None when not given."""
+    if y is None:
+        return None
+    labels = np.asarray(y)
+    if labels.shape != (num_data,):
+        raise ValueError(f"y must have shape ({num_data},), got {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise TypeError(f"y must hold integer class labels, got dtype {labels.dtype}")
+    return labels
+
+
+def supervision_of(
+    labels: np.ndarray | None, labelled: np.ndarray | None, num_clusters: int, num_data: int,
+    device: torch.device,
+) -> dict[str, Tensor]:
+    """The semi-supervised arguments of the trainer: cluster (N,) long, cluster_mask (N,) bool;
+    empty without ``labelled`` (an (N,) bool array marking the data whose label is given)."""
+    if labelled is None:
+        return {}
+    mask = np.asarray(labelled)
+    if mask.dtype != bool or mask.shape != (num_data,):
+        raise ValueError(
+            f"labelled must be a boolean array of shape ({num_data},) marking the labelled data, "
+            f"got dtype {mask.dtype} and shape {mask.shape}"
+        )
+    if labels is None:
+        raise ValueError("labelled=... needs the labels: pass y as well")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"semi-supervised labels must be integers, got dtype {labels.dtype}")
+    given = labels[mask]
+    if given.size and (given.min() < 0 or given.max() >= num_clusters):
+        raise ValueError(
+            f"labels of the labelled data must lie in [0, {num_clusters - 1}] (cluster k is "
+            f"label k), got values in [{given.min()}, {given.max()}]"
+        )
+    cluster = torch.as_tensor(np.where(mask, labels, 0), dtype=torch.long, device=device)
+    return {"cluster": cluster, "cluster_mask": torch.as_tensor(mask, device=device)}
+
+
+def check_fit_input(
+    X: Any, y: Any, labelled: Any, num_clusters: int, check_data: Callable[[Tensor], None],
+    device: torch.device,
+) -> tuple[Tensor, np.ndarray | None, dict[str, Tensor]]:
+    """What a fit is given, checked: data X (N, ...) as a float tensor (on the CPU), the data
+    themselves by ``check_data`` (the generator's support), labels y (N,) or None, and the
+    semi-supervised arguments of ``labelled`` (:func:`supervision_of`, on ``device``)."""
+    x = as_image_tensor(X if isinstance(X, Tensor) else np.asarray(X))
+    check_num_clusters(num_clusters, len(x))
+    check_data(x)
+    labels = check_labels(y, len(x))
+    return x, labels, supervision_of(labels, labelled, num_clusters, len(x), device)

@@ -63,6 +63,14 @@ class ClusterGuide(PyroModule):
         """Numbers recorded with each epoch's history (e.g. a temperature). Default: none."""
         return {}
 
+    def init_from_mixture(self, weights: Tensor, loc: Tensor, scale: Tensor) -> None:
+        """Start the guide's own cluster parameters at the mixture fitted to the pretrained
+        codes: weights (K,), loc (K, D), scale (K, D). Default: nothing (no such parameters)."""
+
+    def set_initial_code_scale(self, scale: float) -> None:
+        """Make q(z | x) start with this scale for every x after pretraining (which trains
+        only the means), leaving the means as they are. Default: nothing."""
+
     def local(self, x: Tensor, cluster: Tensor | None, cluster_mask: Tensor | None) -> None:
         """The per-datum sites, inside the data plate."""
         raise NotImplementedError

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import ClusterGuide
+from .encoders import set_initial_scale
 
 __all__ = ["ClusterHeads", "PerClusterGuide", "prior_uses_fitted_mixture"]
 
@@ -13,7 +14,7 @@ __all__ = ["ClusterHeads", "PerClusterGuide", "prior_uses_fitted_mixture"]
 def prior_uses_fitted_mixture(prior: nn.Module) -> bool:
     """True for priors whose clusters are a mixture fitted to the codes after the fact (the
     standard-normal prior): the guide's own cluster heads then carry no cluster information."""
-    return hasattr(prior, "fit_to_codes")
+    return prior.fits_clusters_to_codes
 
 
 class ClusterHeads(nn.Module):
@@ -73,3 +74,6 @@ class PerClusterGuide(ClusterGuide):
     def init_from_mixture(self, weights: Tensor, loc: Tensor, scale: Tensor) -> None:
         """Start the cluster heads at the mixture fitted to the pretrained codes."""
         self.heads.init_from_mixture(weights, loc, scale)
+
+    def set_initial_code_scale(self, scale: float) -> None:
+        set_initial_scale(self.encoder, scale)

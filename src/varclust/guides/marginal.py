@@ -7,6 +7,7 @@ import pyro.distributions as dist
 from torch import Tensor, nn
 
 from .base import ClusterGuide
+from .encoders import set_initial_scale
 
 __all__ = ["MarginalGuide"]
 
@@ -24,6 +25,9 @@ class MarginalGuide(ClusterGuide):
     def __init__(self, encoder: nn.Module) -> None:
         super().__init__()
         self.encoder = encoder
+
+    def set_initial_code_scale(self, scale: float) -> None:
+        set_initial_scale(self.encoder, scale)
 
     def local(self, x: Tensor, cluster: Tensor | None, cluster_mask: Tensor | None) -> None:
         loc, scale = self.encoder(x)

@@ -1,7 +1,8 @@
 """Training: SVI with enumeration, initialisation, checkpoints."""
 
+from ..model.mixture_fit import fit_mixture_to_codes
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .init import fit_mixture_to_codes, pretrain_autoencoder
+from .init import pretrain_autoencoder
 from .svi import SVITrainer
 
 __all__ = [

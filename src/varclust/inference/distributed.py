@@ -27,7 +27,7 @@ Launch (CPU: backend ``gloo``; GPU: ``nccl``, one GPU per process)::
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +46,6 @@ __all__ = [
     "init_distributed",
     "launched_by_torchrun",
     "rank_batches",
-    "run_distributed_fit",
     "shutdown_distributed",
 ]
 
@@ -147,15 +146,6 @@ def init_distributed(device: str = "auto") -> DistributedContext:
 def shutdown_distributed() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
-
-
-def run_distributed_fit(args: Any, config: Any, fit: Callable[..., int]) -> int:
-    """Join the process group, call ``fit(args, config, context)`` and leave the group."""
-    context = init_distributed(config.device)
-    try:
-        return fit(args, config, context)
-    finally:
-        shutdown_distributed()
 
 
 def rank_batches(

@@ -22,7 +22,7 @@ Each EM iteration is
     convergence, started from the current mixture (``weights_init``, ``means_init``,
     ``precisions_init``). The sampled codes keep the mixture at least as wide as q.
   - ``vade``: coordinate ascent on VaDE's bound in closed form, with q's variances in the
-    responsibilities and in the variance update (:func:`~varclust.inference.gmm.diagonal_mixture_em`
+    responsibilities and in the variance update (:func:`~varclust.model.gmm.diagonal_mixture_em`
     with ``code_var``); its objective never decreases.
   - ``means``: the closed form on the means alone (q's variances ignored); the mixture then
     shrinks to the codes' spread each iteration and the loop tends to contract. Kept for runs
@@ -44,8 +44,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 from torch import Tensor, nn
 
-from .batching import batched_apply
-from .gmm import (
+from ..model.gmm import (
     DiagonalMixture,
     check_min_weight,
     diagonal_mixture_em,
@@ -53,6 +52,7 @@ from .gmm import (
     mixture_log_likelihood,
     warn_floored,
 )
+from .batching import batched_apply
 from .kl_warmup import KLScale, kl_warmup
 from .svi import SVITrainer
 
@@ -239,7 +239,7 @@ def e_step(
 ) -> list[float]:
     """Refit the prior's mixture to codes (N, D) by ``iterations`` closed-form EM steps, starting
     from the prior's current values, and write the result into the prior in place
-    (``code_var``: see :func:`~varclust.inference.gmm.diagonal_mixture_em`).
+    (``code_var``: see :func:`~varclust.model.gmm.diagonal_mixture_em`).
 
     Returns the objective per datum before and after every step.
     """

@@ -4,20 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
-from sklearn.mixture import GaussianMixture
 from torch import Tensor, nn
 
 from ..model.likelihoods import Likelihood
+from ..model.pretraining_losses import AutoencoderLoss, DiffusionAutoencoderLoss
 from .batching import epoch_batches
 
 __all__ = [
     "AutoencoderLoss",
-    "align_to_labels",
     "DiffusionAutoencoderLoss",
-    "fit_mixture_to_codes",
     "minimise_over_epochs",
     "pretrain_autoencoder",
     "pretrain_diffusion_autoencoder",
@@ -25,30 +21,6 @@ __all__ = [
 ]
 
 Batches = Callable[[int, int, int, int, torch.device], Iterable[Tensor]]
-
-
-class AutoencoderLoss(nn.Module):
-    """x (B, *data_shape) -> the mean over the batch of -log p(x | z = loc(x)) (a scalar)."""
-
-    def __init__(self, encoder: nn.Module, decoder: nn.Module, likelihood: Likelihood) -> None:
-        super().__init__()
-        self.encoder, self.decoder, self.likelihood = encoder, decoder, likelihood
-
-    def forward(self, x: Tensor) -> Tensor:
-        loc, _ = self.encoder(x)
-        return -self.likelihood(self.decoder(loc), x.dim() - 1).log_prob(x).mean()
-
-
-class DiffusionAutoencoderLoss(nn.Module):
-    """x (B, C, H, W) -> the mean noise-prediction loss of x given z = loc(x) (ClusterDDPM's
-    pretraining: a diffusion autoencoder, no prior term). ``generator.noise_loss(x, z) -> (B,)``."""
-
-    def __init__(self, encoder: nn.Module, generator: nn.Module) -> None:
-        super().__init__()
-        self.encoder, self.generator = encoder, generator
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.generator.noise_loss(x, self.encoder(x)[0]).mean()
 
 
 def pretrain_autoencoder(
@@ -180,46 +152,3 @@ def minimise_over_epochs(
         if stop is not None and stop(epoch, losses[-1]):
             break
     return losses
-
-
-def fit_mixture_to_codes(
-    codes: Tensor, num_clusters: int, seed: int, n_init: int = 10
-) -> tuple[Tensor, Tensor, Tensor]:
-    """A diagonal GaussianMixture (scikit-learn) on codes (N, D).
-
-    Returns weights (K,), means (K, D) and scales (K, D) as float32 tensors.
-    """
-    gmm = GaussianMixture(
-        num_clusters, covariance_type="diag", n_init=n_init, random_state=seed, reg_covar=1e-4
-    )
-    gmm.fit(codes.detach().cpu().double().numpy())
-    return (
-        torch.from_numpy(gmm.weights_.astype(np.float32)),
-        torch.from_numpy(gmm.means_.astype(np.float32)),
-        torch.from_numpy(np.sqrt(gmm.covariances_).astype(np.float32)),
-    )
-
-
-
-def align_to_labels(
-    weights: Tensor, loc: Tensor, scale: Tensor, codes: Tensor, cluster: Tensor,
-    cluster_mask: Tensor,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Reorder a mixture's components so that component k is the one the labelled codes of
-    class k fall in (Hungarian matching on the summed log responsibilities, scipy).
-
-    Args:
-        weights (K,), loc (K, D), scale (K, D): the mixture; codes (N, D); cluster (N,) labels
-        read where cluster_mask (N,) is true.
-    Returns:
-        weights, loc, scale reordered.
-    """
-    mask = cluster_mask.cpu()
-    z, labels = codes.detach().cpu()[mask], cluster.cpu()[mask]
-    log_joint = torch.distributions.Normal(loc, scale).log_prob(z[:, None]).sum(-1) + weights.log()
-    log_resp = log_joint - log_joint.logsumexp(-1, keepdim=True)  # (L, K)
-    k = len(weights)
-    score = torch.zeros(k, k, dtype=log_resp.dtype).index_add_(0, labels, log_resp)
-    _, order = linear_sum_assignment(score.numpy(), maximize=True)  # class -> component
-    order = torch.as_tensor(order)
-    return weights[order], loc[order], scale[order]

@@ -31,6 +31,7 @@ __all__ = [
     "RunFolderError",
     "RunLock",
     "check_resume_record",
+    "check_writable",
     "clear_derived",
     "data_fingerprint",
     "holds_run",
@@ -163,6 +164,19 @@ def clear_derived(folder: Path) -> list[str]:
 def run_artefacts(folder: Path) -> list[Path]:
     """The entries of ``folder`` that a varclust command wrote (sorted)."""
     return sorted({p for pattern in ARTEFACT_PATTERNS for p in folder.glob(pattern)})
+
+
+def check_writable(out: Path) -> None:
+    """Create the folder ``out`` for a run; an error naming the fix when it cannot be written."""
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"the output path {out} is a file, not a folder; choose a "
+                                 "folder path for the run (--out)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OSError(f"cannot create the output folder {out}: {err.strerror}") from None
+    if not os.access(out, os.W_OK):
+        raise PermissionError(f"the output folder {out} is not writable; choose another --out")
 
 
 def prepare_run_folder(folder: Path, *, resume: bool, overwrite: bool) -> None:

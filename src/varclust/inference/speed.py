@@ -1,4 +1,5 @@
-"""Settings that make training fast on its device without changing what is computed."""
+"""The training device, and settings that make training fast on it without changing what is
+computed."""
 
 from __future__ import annotations
 
@@ -6,7 +7,13 @@ import math
 
 import torch
 
-__all__ = ["LR_SCALING_RULES", "REFERENCE_BATCH", "configure_fast_math", "scaled_learning_rate"]
+__all__ = [
+    "LR_SCALING_RULES",
+    "REFERENCE_BATCH",
+    "configure_fast_math",
+    "resolve_device",
+    "scaled_learning_rate",
+]
 
 #: the batch size at which ``learning_rate`` is taken as given (the default batch)
 REFERENCE_BATCH = 256
@@ -40,3 +47,14 @@ def configure_fast_math(device: torch.device) -> bool:
     torch.set_float32_matmul_precision("high")
     torch.backends.cudnn.allow_tf32 = True
     return True
+
+
+def resolve_device(device: str) -> torch.device:
+    """"auto" picks CUDA when available; "cuda" without a GPU is an error, not a silent CPU run."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(
+            "device='cuda' was asked for but PyTorch sees no GPU; use 'cpu' or 'auto'"
+        )
+    return torch.device(device)

@@ -155,6 +155,9 @@ class GlobalGuidedMixture(DiagonalGaussianMixture):
 
     global_guide: PyroModule
 
+    def globals_guide(self) -> PyroModule:
+        return self.global_guide
+
     def point_parameters(self) -> dict[str, Tensor]:
         point = self.global_guide.point_estimates()
         return {

@@ -35,7 +35,8 @@ from pyro.nn import PyroModule
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .generative import data_plate
+from .generative import GenerativeModel, data_plate
+from .pretraining_losses import DiffusionAutoencoderLoss
 
 __all__ = [
     "ConditionalDDPM",
@@ -327,7 +328,7 @@ class ConditionalDDPM(nn.Module):
         return x
 
 
-class DiffusionClusteringModel(PyroModule):
+class DiffusionClusteringModel(GenerativeModel):
     """p(c) p(z | c) with the diffusion generator: c and z as in :class:`ClusteringModel`, and
     the datum scored by the log-factor ``x`` = -weight * L(x, z) (see the module docstring).
 
@@ -337,6 +338,9 @@ class DiffusionClusteringModel(PyroModule):
         weight: the factor's scale; 10 reproduces ClusterDDPM's 1 : 0.1 weighting of noise loss
             and KL.
     """
+
+    #: the factor ``x`` is a noise-prediction loss, not a density of x
+    scores_with_likelihood = False
 
     def __init__(self, prior: PyroModule, generator: ConditionalDDPM, weight: float = 10.0
                  ) -> None:
@@ -358,3 +362,18 @@ class DiffusionClusteringModel(PyroModule):
     def generate(self, z: Tensor, steps: int | None = None, guidance: float = 0.0) -> Tensor:
         """Run the reverse chain for codes z (B, D): images (B, C, H, W) in [0, 1]."""
         return self.generator.sample(z, steps=steps, guidance=guidance)
+
+    def check_data(self, x: Tensor) -> None:
+        """Pixels in [0, 1]."""
+        check_unit_interval(x)
+
+    def generator_modules(self) -> list[nn.Module]:
+        return [self.generator]
+
+    def pretraining_loss(self, encoder: nn.Module) -> nn.Module:
+        """The diffusion autoencoder's noise loss given z = loc(x)."""
+        return DiffusionAutoencoderLoss(encoder, self.generator)
+
+    def latent_reliance(self, x: Tensor, codes: Tensor, seed: int) -> float:
+        """:meth:`ConditionalDDPM.latent_reliance` of the generator."""
+        return self.generator.latent_reliance(x, codes, seed)

@@ -56,7 +56,7 @@ about alpha / N_last.
 Settling. The globals learn at the networks' learning rate in the joint fit, far too slowly to
 switch clusters off in a few epochs; :meth:`DirichletProcessPrior.settle_on_codes` (called once
 by the fit after :meth:`~DirichletProcessPrior.set_mixture`) first fits them alone to the
-pretrained codes by SVI (:func:`~varclust.inference.prior_fit.fit_prior_to_codes`).
+pretrained codes by SVI (:func:`~varclust.model.prior_fit.fit_prior_to_codes`).
 
 Point estimates (``point_parameters``, used by ``predict``): the posterior-mean weights
 E[pi_k] = E[v_k] prod_{j<k} E[1 - v_j] (exact for independent sticks; scikit-learn's
@@ -72,7 +72,6 @@ from pyro.distributions import constraints
 from pyro.nn import PyroModule, PyroParam
 from torch import Tensor
 
-from ..inference.prior_fit import fit_prior_to_codes
 from .bayesian_prior import (
     GlobalGuidedMixture,
     add_component_posteriors,
@@ -81,6 +80,7 @@ from .bayesian_prior import (
     normalised_mixture,
     sample_component_posteriors,
 )
+from .prior_fit import fit_prior_to_codes
 from .priors import assign_param
 
 __all__ = ["DirichletProcessPrior", "StickBreakingGlobals", "stick_breaking_log_weights",
@@ -247,7 +247,7 @@ class DirichletProcessPrior(GlobalGuidedMixture):
 
     def settle_on_codes(self, codes: Tensor, seed: int) -> None:
         """Fit the global posterior alone to the pretrained codes (N, D) before the joint fit
-        (:func:`~varclust.inference.prior_fit.fit_prior_to_codes`: ``settle_steps`` steps, Adam
+        (:func:`~varclust.model.prior_fit.fit_prior_to_codes`: ``settle_steps`` steps, Adam
         0.05 decayed to 0.005, mini-batches of up to 2048): switching clusters off takes
         hundreds of steps at a larger learning rate than the networks train with."""
         if self.settle_steps:

@@ -9,8 +9,9 @@ from pyro.nn import PyroModule
 from torch import Tensor, nn
 
 from .likelihoods import Likelihood
+from .pretraining_losses import AutoencoderLoss
 
-__all__ = ["ClusteringModel", "data_plate"]
+__all__ = ["ClusteringModel", "GenerativeModel", "data_plate"]
 
 
 def data_plate(x: Tensor, indices: Tensor | None = None, num_data: int | None = None):
@@ -28,7 +29,40 @@ def data_plate(x: Tensor, indices: Tensor | None = None, num_data: int | None = 
     return pyro.plate("data", size, subsample=indices, device=x.device)
 
 
-class ClusteringModel(PyroModule):
+class GenerativeModel(PyroModule):
+    """What every model of a fit shares, whatever its generator p(x | z): a ``prior``, the
+    Pyro model ``forward(x, indices, num_data, cluster, cluster_mask)`` and the methods below,
+    so the fit never asks which generator it holds (registered in :mod:`varclust.registry`).
+    """
+
+    #: True when the model scores x by a likelihood, a density of x (a decoder's); False for a
+    #: generator whose ``x`` factor is a training loss (the diffusion generator)
+    scores_with_likelihood: bool = True
+
+    def check_data(self, x: Tensor) -> None:
+        """Raise ValueError when data x (N, ...) lie outside what the generator models."""
+        raise NotImplementedError
+
+    def generator_modules(self) -> list[nn.Module]:
+        """The modules autoencoder pretraining trains with the guide's encoder."""
+        raise NotImplementedError
+
+    def pretraining_loss(self, encoder: nn.Module) -> nn.Module:
+        """x (B, ...) -> the scalar autoencoder pretraining minimises with ``encoder``."""
+        raise NotImplementedError
+
+    def generate(self, z: Tensor, steps: int | None = None, guidance: float = 0.0) -> Tensor:
+        """Data for codes z (B, D): (B, *data_shape). ``steps`` and ``guidance`` concern
+        generators that sample by a reverse chain; others ignore them."""
+        raise NotImplementedError
+
+    def latent_reliance(self, x: Tensor, codes: Tensor, seed: int) -> float | None:
+        """How much the generator uses the codes (B, D) of data x (B, ...), or None when the
+        generator does not measure it. Default: None."""
+        return None
+
+
+class ClusteringModel(GenerativeModel):
     """p(x, z, c) = p(c) p(z | c) p(x | z), the prior, decoder and likelihood swappable.
 
     Args:
@@ -117,3 +151,18 @@ class ClusteringModel(PyroModule):
     def decode_mean(self, z: Tensor) -> Tensor:
         """Expected datum for codes z (..., D) -> (..., *data_shape)."""
         return self.likelihood.mean(self.decoder(z))
+
+    def check_data(self, x: Tensor) -> None:
+        """The likelihood's support."""
+        self.likelihood.check_data(x)
+
+    def generator_modules(self) -> list[nn.Module]:
+        return [self.decoder, self.likelihood]
+
+    def pretraining_loss(self, encoder: nn.Module) -> nn.Module:
+        """The reconstruction loss -log p(x | z = loc(x)) with the decoder and likelihood."""
+        return AutoencoderLoss(encoder, self.decoder, self.likelihood)
+
+    def generate(self, z: Tensor, steps: int | None = None, guidance: float = 0.0) -> Tensor:
+        """The expected datum (:meth:`decode_mean`): (B, *data_shape)."""
+        return self.decode_mean(z)

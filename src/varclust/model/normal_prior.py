@@ -6,7 +6,7 @@ import pyro.distributions as dist
 import torch
 from torch import Tensor
 
-from ..inference.init import fit_mixture_to_codes
+from .mixture_fit import fit_mixture_to_codes
 from .priors import MixturePrior, diagonal_normal_component
 
 __all__ = ["StandardNormalPrior"]
@@ -23,6 +23,8 @@ class StandardNormalPrior(MixturePrior):
     ``predict``) and :meth:`sample_component` use that mixture. ``VarClust.fit`` refits it after
     every epoch.
     """
+
+    fits_clusters_to_codes = True
 
     def __init__(self, num_clusters: int, latent_dim: int, n_init: int = 3) -> None:
         super().__init__(num_clusters, latent_dim)

@@ -21,6 +21,8 @@ one code per component.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pyro
 import pyro.distributions as dist
 import torch
@@ -75,6 +77,23 @@ class MixturePrior(PyroModule):
     def sample_parameters(self) -> dict[str, Tensor]:
         """The parameters for one run of the model, called outside the data plate."""
         return self.point_parameters()
+
+    #: True for a prior whose clusters are a mixture fitted to the codes after each epoch
+    #: (:meth:`fit_to_codes`; the standard normal) rather than parameters of the model
+    fits_clusters_to_codes: bool = False
+
+    def set_mixture(self, weights: Tensor, loc: Tensor, scale: Tensor) -> None:
+        """Start the prior at the mixture fitted to the pretrained codes: weights (K,), loc
+        (K, D), scale (K, D). Default: nothing (a prior without a learned mixture)."""
+
+    def fit_to_codes(self, codes: Tensor, seed: int) -> None:
+        """Refit the clusters to the codes (N, D); called after every epoch when
+        :attr:`fits_clusters_to_codes`. Default: nothing."""
+
+    def globals_guide(self) -> Callable[[], None] | None:
+        """The guide of the prior's global sites, which the amortized guide runs before its
+        local sites (a Bayesian prior's), or None for point-estimated globals. Default: None."""
+        return None
 
     def settle_on_codes(self, codes: Tensor, seed: int) -> None:
         """Called once after :meth:`set_mixture` at the start of a fit with the pretrained codes

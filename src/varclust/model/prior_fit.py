@@ -12,7 +12,7 @@ from pyro import poutine
 from pyro.infer import TraceEnum_ELBO
 from torch import Tensor
 
-from ..model.priors import MixturePrior
+from .priors import MixturePrior
 
 __all__ = ["fit_prior_to_codes"]
 

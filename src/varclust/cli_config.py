@@ -1,0 +1,159 @@
+"""The settings of ``varclust fit``: its flags, generated from the fields of
+:class:`~varclust.config.FitConfig` (each carries its help, flag, choices and group), and the
+config they make with the data set's and generator's presets, the ``--recipe``, a ``--config``
+file and ``--resume``. A new FitConfig field is a new flag, with no edit here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import Field, fields
+from pathlib import Path
+from typing import Any
+
+from .config import EM, SCRATCH, FitConfig, upgrade_legacy_keys
+from .inference.checkpoint import load_latest_checkpoint
+from .registry import GENERATORS, GUIDES, LIKELIHOODS, PRIORS
+
+__all__ = [
+    "DATASET_DEFAULTS",
+    "FLAG_FIELDS",
+    "RECIPES",
+    "add_config_flags",
+    "config_from_args",
+    "typed_fields",
+    "with_config_file",
+    "with_resumed_settings",
+]
+
+#: per-dataset defaults for settings the user does not give (small data need more epochs;
+#: on Fashion-MNIST the codes cluster better with longer pretraining, and 30 SVI epochs add
+#: about 0.01 ACC over 15: benchmarks/pretraining.py and BENCHMARKS.md)
+DATASET_DEFAULTS: dict[str, dict] = {
+    "digits": {"epochs": 60, "pretrain_epochs": 100, "em_iterations": 60,
+               "diffusion_width": 16},
+    "fashion-mnist": {"epochs": 30, "pretrain_epochs": 40},
+}
+
+#: --recipe: settings a recipe picks, unless typed on the command line. "scratch" trains end to
+#: end with no autoencoder pretraining: the best from-scratch settings measured on the digits
+#: (BENCHMARKS.md; ACC still below the pretrained recipe), cluster_information being a term
+#: outside the ELBO
+RECIPES: dict[str, dict] = {
+    "pretrained": {},
+    "scratch": {"pretrain_epochs": 0, "epochs": 120, "cluster_information": 3.0,
+                "kl_warmup_epochs": 20, "batch_size": 64, "lr_decay": 1.0},
+}
+
+#: the FitConfig field that --lr-decay sets, per method
+LR_DECAY_FIELD = {"svi": "lr_decay", "em": "em_lr_decay"}
+
+#: the registered names a component field takes
+_REGISTERED = {"prior": PRIORS, "guide": GUIDES, "likelihood": LIKELIHOODS,
+               "generator": GENERATORS}
+_TYPES = {"int": int, "float": float, "str": str, "str | None": str}
+
+
+def flag_of(f: Field) -> str | None:
+    """The flag of a FitConfig field: its own, else ``--`` and the name with dashes."""
+    flag = f.metadata.get("flag", "")
+    return None if flag is None else flag or "--" + f.name.replace("_", "-")
+
+
+#: flag -> FitConfig field, for every field with a flag
+FLAG_FIELDS = {flag_of(f): f.name for f in fields(FitConfig) if flag_of(f) is not None}
+
+
+def _presets(name: str) -> dict[str, Any]:
+    """Defaults of a field per generator and per data set (label -> value)."""
+    tables = {**{g: e.defaults for g, e in GENERATORS.items()}, **DATASET_DEFAULTS}
+    return {label: values[name] for label, values in tables.items() if name in values}
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, float) and 0 < abs(value) < 1e-2:
+        return f"{value:.0e}".replace("e-0", "e-")
+    return str(value)
+
+
+def _hidden(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(h) for h in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--hidden takes widths like 500,500,2000, not {text!r}"
+        ) from None
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> dict[str | None, Any]:
+    """One flag per FitConfig field with a flag, in the field's help group. A field with
+    presets (:data:`DATASET_DEFAULTS`, a generator's defaults) parses to None when not typed
+    and names them in its help. Returns the groups by title (None: the parser)."""
+    groups = {None: parser, SCRATCH: parser.add_argument_group(SCRATCH),
+              EM: parser.add_argument_group(EM)}
+    for f in fields(FitConfig):
+        flag = flag_of(f)
+        if flag is None:
+            continue
+        kw: dict[str, Any] = {"dest": f.name, "help": f.metadata["help"] or None,
+                              "default": f.default}
+        if f.type == "bool":
+            kw["action"] = "store_true"
+        else:
+            kw["type"] = _hidden if f.name == "hidden" else _TYPES[f.type]
+        choices = f.metadata.get("choices") or _REGISTERED.get(f.name)
+        if choices is not None:
+            kw["choices"] = sorted(choices)
+        elif f.type != "bool":
+            kw["metavar"] = flag[2:].upper().replace("-", "_")
+        presets = _presets(f.name)
+        if presets:
+            kw["default"] = None
+            kw["help"] = f"{kw['help']} (default {_shown(f.default)}; " + ", ".join(
+                f"{label}: {_shown(value)}" for label, value in presets.items()) + ")"
+        groups[f.metadata.get("group")].add_argument(flag, **kw)
+    return groups
+
+
+def config_from_args(args: argparse.Namespace) -> FitConfig:
+    """The FitConfig of a parsed ``fit`` command: flags, data set and generator presets, the
+    --recipe (for the settings not typed), --config file, --lr-decay."""
+    generator = GENERATORS[args.generator].defaults if args.generator else {}
+    preset = {**generator, **DATASET_DEFAULTS.get(args.dataset, {})}
+    values = {}
+    for name in FLAG_FIELDS.values():
+        value = getattr(args, name)
+        values[name] = value if value is not None else preset.get(
+            name, FitConfig.__dataclass_fields__[name].default)
+    config = FitConfig(**values)
+    typed = typed_fields(args.argv)
+    config = config.replace(**{k: v for k, v in RECIPES[args.recipe].items() if k not in typed})
+    if args.config is not None:
+        config = with_config_file(config, args.config, args.argv)
+    if args.lr_decay is not None:  # the decay of the loop that runs
+        config = config.replace(**{LR_DECAY_FIELD[config.method]: args.lr_decay})
+    return config
+
+
+def typed_fields(argv: list[str]) -> set[str]:
+    """The FitConfig fields of the flags typed in argv."""
+    return {FLAG_FIELDS[a.split("=")[0]] for a in argv if a.split("=")[0] in FLAG_FIELDS}
+
+
+def with_config_file(flags: FitConfig, path: Path, argv: list[str]) -> FitConfig:
+    """The settings of a --config file over the flags' defaults, under the flags typed in argv."""
+    typed = typed_fields(argv)
+    from_file = FitConfig.from_json(path).to_dict()
+    given = upgrade_legacy_keys(json.loads(path.read_text()))
+    return flags.replace(**{k: from_file[k] for k in given if k not in typed})
+
+
+def with_resumed_settings(flags: FitConfig, out: Path, argv: list[str]) -> FitConfig:
+    """--resume: the run's own settings (from its checkpoint), under the flags typed in argv; a
+    typed flag that changes a run-defining setting is then refused by the fit."""
+    if not any((out / n).exists() for n in ("checkpoint.pt", "checkpoint.prev.pt")):
+        return flags
+    saved, _ = load_latest_checkpoint(out / "checkpoint.pt")
+    typed = typed_fields(argv)
+    ours = flags.to_dict()
+    return FitConfig.from_dict({**saved["config"], **{k: ours[k] for k in typed}})

@@ -1,0 +1,48 @@
+"""What a fitted model and guide say about data: the codes and the cluster posterior."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .batching import batched_apply
+
+__all__ = ["ClusterPrediction", "encode_means", "predict_clusters"]
+
+
+@dataclass
+class ClusterPrediction:
+    """Cluster assignments of N data points under K clusters.
+
+    Attributes:
+        labels: (N,) the posterior mode of the cluster.
+        responsibilities: (N, K) the cluster posterior, rows sum to 1.
+        entropy: (N,) the posterior's entropy in nats (0: certain, log K: undecided).
+    """
+
+    labels: np.ndarray
+    responsibilities: np.ndarray
+    entropy: np.ndarray
+
+
+def encode_means(guide: nn.Module, x: Tensor) -> Tensor:
+    """The means of q(z | x) of data x (N, ...), in batches: (N, D)."""
+    return batched_apply(lambda b: guide.encode(b)[0], x)
+
+
+@torch.no_grad()
+def predict_clusters(model: nn.Module, guide: nn.Module, x: Tensor) -> ClusterPrediction:
+    """The guide's cluster posterior of data x (N, ...) under the model's prior (guide in eval
+    mode)."""
+    guide.eval()
+    log_resp = batched_apply(lambda b: guide.cluster_logits(b, model.prior), x)
+    resp = log_resp.exp()
+    entropy = -(resp * log_resp).sum(-1)
+    return ClusterPrediction(
+        labels=log_resp.argmax(-1).cpu().numpy(),
+        responsibilities=resp.cpu().numpy(),
+        entropy=entropy.cpu().numpy(),
+    )
