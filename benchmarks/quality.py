@@ -83,8 +83,8 @@ def run_varclust(images, y: np.ndarray, config: FitConfig, pretrained: VarClust 
         "clusters_used": int((counts >= 0.005 * len(y)).sum()),
         # clusters holding at least 1 % of the data (issue 17's measure for the DP prior)
         "clusters_in_use": int((counts >= 0.01 * len(y)).sum()),
-        "clusters_weighted": (prior.weights_in_use() if hasattr(prior, "weights_in_use")
-                              else None),
+        # the Bayesian priors' weights in use (None for the point-estimate priors)
+        "clusters_weighted": prior.epoch_summary().get("clusters_in_use"),
         "prior_summary": prior.epoch_summary(),  # e.g. the DP's weights in use and alpha
         "acc_per_epoch": [h["acc"] for h in vc.history],
         "seconds_per_epoch": [h["seconds"] for h in vc.history],
