@@ -15,10 +15,14 @@ from sklearn.datasets import make_blobs
 
 from varclust import VarClust
 from varclust.analysis import (
+    PointEstimateWarning,
+    heldout_log_likelihood,
+    heldout_pointwise,
     plot_cluster_samples,
     plot_compare,
     plot_confusion_matrix,
     plot_entropy_histogram,
+    plot_heldout,
     plot_latent_map,
     plot_training_curve,
     to_inference_data,
@@ -30,18 +34,24 @@ torch.set_num_threads(1)
 TRUE_K = 4
 
 
-def blob_images(num_data: int = 800, dim: int = 16, seed: int = 0):
+def blob_images(num_data: int = 800, dim: int = 16, seed: int = 0,
+                sample_seed: int | None = None):
     """Four well separated 2-D blobs (scikit-learn's make_blobs, centres on a circle of radius 4,
     spread 0.3) through a fixed random tanh layer and a sigmoid to ``dim`` grey levels, plus a
-    little noise, clipped to [0, 1]."""
+    little noise, clipped to [0, 1]. ``seed`` fixes the layer; ``sample_seed`` (default
+    ``seed``) the blobs' points and the noise, so other sample seeds give new data of the same
+    distribution (held-out data)."""
+    sample_seed = seed if sample_seed is None else sample_seed
     angles = np.arange(TRUE_K) * 2 * np.pi / TRUE_K
     centres = 4 * np.stack([np.cos(angles), np.sin(angles)], 1)
     codes, y = make_blobs(num_data, n_features=2, centers=centres, cluster_std=0.3,
-                          random_state=seed)
+                          random_state=sample_seed)
     rng = np.random.default_rng(seed)
     hidden = np.tanh(codes @ rng.normal(size=(2, 32)) + rng.normal(size=32))
     x = 1 / (1 + np.exp(-(hidden @ rng.normal(size=(32, dim)) + rng.normal(size=dim))))
-    x = np.clip(x + 0.05 * rng.normal(size=x.shape), 0, 1).astype(np.float32)
+    noise = rng.normal(size=x.shape) if sample_seed == seed else (
+        np.random.default_rng([seed, sample_seed]).normal(size=x.shape))
+    x = np.clip(x + 0.05 * noise, 0, 1).astype(np.float32)
     return x, y
 
 
@@ -66,8 +76,15 @@ def fits(blobs):
 @pytest.fixture(scope="module")
 def idatas(fits, blobs):
     x, y = blobs
-    return {name: to_inference_data(vc, x, 30, importance_samples=8, labels=y, seed=1)
-            for name, vc in fits.items()}
+    with pytest.warns(PointEstimateWarning, match="not a posterior"):
+        return {name: to_inference_data(vc, x, 30, importance_samples=8, labels=y, seed=1)
+                for name, vc in fits.items()}
+
+
+@pytest.fixture(scope="module")
+def heldout():
+    """400 new data of the same distribution as ``blobs`` (same map, other points)."""
+    return blob_images(400, seed=1, sample_seed=7)
 
 
 def test_groups_dims_and_shapes(idatas, fits, blobs):
@@ -157,6 +174,43 @@ def test_loo_and_compare_rank_the_true_k_first(idatas):
     assert worse["elpd_diff"] > 4 * worse["dse"]
 
 
+def test_point_estimate_fits_say_what_their_draws_are(idatas):
+    idata = idatas["K=2"]
+    assert idata.attrs["draws"] == "point estimate"
+    assert "NOT posterior draws" in idata.attrs["log_likelihood"]
+
+
+def test_heldout_log_likelihood_ranks_the_true_k_first(fits, heldout, tmp_path):
+    """On new data of the same distribution, the K=4 fit predicts better than K=2 by many
+    paired standard errors; every per-datum estimate is finite; same seed, same numbers."""
+    x_new, _ = heldout
+    table = heldout_log_likelihood(fits, x_new, num_particles=32)
+    assert list(table.columns) == ["rank", "mean", "se", "diff", "diff_se", "num_data"]
+    assert np.isfinite(table[["mean", "se", "diff", "diff_se"]].values).all()
+    assert table.index[0] == "K=4 (true)"
+    assert table.loc["K=4 (true)", "diff"] == 0 and table.loc["K=4 (true)", "diff_se"] == 0
+    worse = table.loc["K=2"]
+    assert worse["diff"] > 4 * worse["diff_se"]
+    # the paired se is the narrower one: the fits agree on which data are hard
+    assert worse["diff_se"] < np.hypot(worse["se"], table.loc["K=4 (true)", "se"])
+    pointwise = heldout_pointwise(fits, x_new, num_particles=32)
+    assert all(v.shape == (400,) and np.isfinite(v).all() for v in pointwise.values())
+    np.testing.assert_allclose(pointwise["K=2"].mean(), worse["mean"])
+    plot_heldout(table, tmp_path / "heldout.png", title="held-out blobs")
+    _assert_png(tmp_path / "heldout.png")
+
+
+def test_heldout_refuses_fits_of_different_likelihoods(fits, blobs):
+    x, _ = blobs
+    bernoulli = VarClust(2, latent_dim=2, hidden=(8,), epochs=1, pretrain_epochs=1,
+                         batch_size=64, likelihood="bernoulli", seed=0, device="cpu")
+    bernoulli.fit(x[:100], progress=False)
+    with pytest.raises(ValueError, match="likelihoods differ"):
+        heldout_log_likelihood({"gaussian": fits["K=2"], "bernoulli": bernoulli}, x[:10])
+    with pytest.raises(ValueError, match="num_particles"):
+        heldout_log_likelihood({"gaussian": fits["K=2"]}, x[:10], num_particles=0)
+
+
 def test_bad_arguments_are_refused(fits, blobs):
     x, _ = blobs
     vc = fits["K=2"]
@@ -217,7 +271,11 @@ def test_swapped_guide_and_prior(swap, blobs):
     weights = idata.posterior["mixture_weights"].values
     assert weights.shape == (1, 6, TRUE_K)
     np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-4)
-    point = vc.model.prior.point_parameters()
-    np.testing.assert_allclose(idata.posterior["mixture_loc"].values[0, 0],
-                               point["loc"].detach().numpy(), rtol=1e-6)
     assert idata.posterior["mixture_scale"].values.shape == (1, 6, TRUE_K, 2)
+    point = vc.model.prior.point_parameters()
+    if swap.get("prior") == "dp":  # a posterior over the globals: draws from it (test_posterior)
+        assert idata.attrs["draws"] == "posterior"
+    else:  # point estimates, repeated over the draws
+        assert idata.attrs["draws"] == "point estimate"
+        np.testing.assert_allclose(idata.posterior["mixture_loc"].values[0, 0],
+                                   point["loc"].detach().numpy(), rtol=1e-6)

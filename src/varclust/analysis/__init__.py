@@ -1,20 +1,27 @@
-"""Analysis of fits: ArviZ InferenceData, plots and the HTML report."""
+"""Analysis of fits: ArviZ InferenceData, held-out comparison, plots and the HTML report."""
 
-from .inference_data import to_inference_data
+from .heldout import heldout_log_likelihood, heldout_pointwise, heldout_table
+from .inference_data import PointEstimateWarning, to_inference_data
 from .plots import (
     plot_cluster_samples,
     plot_compare,
     plot_confusion_matrix,
     plot_entropy_histogram,
+    plot_heldout,
     plot_latent_map,
     plot_training_curve,
 )
 
 __all__ = [
+    "PointEstimateWarning",
+    "heldout_log_likelihood",
+    "heldout_pointwise",
+    "heldout_table",
     "plot_cluster_samples",
     "plot_compare",
     "plot_confusion_matrix",
     "plot_entropy_histogram",
+    "plot_heldout",
     "plot_latent_map",
     "plot_training_curve",
     "to_inference_data",

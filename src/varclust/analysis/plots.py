@@ -22,6 +22,7 @@ __all__ = [
     "plot_compare",
     "plot_confusion_matrix",
     "plot_entropy_histogram",
+    "plot_heldout",
     "plot_latent_map",
     "plot_training_curve",
 ]
@@ -242,5 +243,30 @@ def plot_compare(comparison, path: str | os.PathLike | None = None, title: str =
     az.plot_compare(comparison, insample_dev=False, plot_ic_diff=True, ax=ax)
     if title:
         ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return _finish(fig, path)
+
+
+def plot_heldout(table, path: str | os.PathLike | None = None, title: str = "") -> Figure:
+    """A :func:`~varclust.analysis.heldout_log_likelihood` table (several fits, best on top).
+
+    Left: each fit's held-out log-likelihood per datum, ``mean`` +- ``se``. Right: its
+    difference to the best, ``diff`` +- ``diff_se`` (paired), 0 for the best: a fit whose bar
+    stays clear of 0 is worse on these data by more than the held-out sample explains.
+    """
+    names = list(table.index)
+    rows = np.arange(len(names))[::-1]  # best on top
+    fig = Figure(figsize=(8, 1.2 + 0.4 * len(names)))
+    left, right = fig.subplots(1, 2, sharey=True)
+    left.errorbar(table["mean"], rows, xerr=table["se"], fmt="o", color="C0", capsize=3)
+    left.set_xlabel("held-out log-likelihood per datum (nats)")
+    left.set_yticks(rows, names)
+    right.errorbar(-table["diff"], rows, xerr=table["diff_se"], fmt="^", color="C1", capsize=3)
+    right.axvline(0, color="grey", lw=0.8, ls="--")
+    right.set_xlabel("difference to the best (nats per datum)")
+    for ax in (left, right):
+        ax.grid(axis="x", alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return _finish(fig, path)

@@ -214,8 +214,8 @@ class DirichletProcessPrior(GlobalGuidedMixture):
         alpha = self.concentration
         if self.learn_concentration:
             alpha = pyro.sample("dp_concentration", dist.Gamma(alpha.new_ones(()), 1 / alpha))
-        ones = alpha.new_ones(self.num_clusters - 1)
-        sticks = pyro.sample("sticks", dist.Beta(ones, alpha * ones).to_event(1))
+        ones = alpha.new_ones(self.num_clusters - 1)  # alpha[..., None]: alpha may be batched
+        sticks = pyro.sample("sticks", dist.Beta(ones, alpha[..., None] * ones).to_event(1))
         shape = (self.num_clusters, self.latent_dim)
         loc = pyro.sample("loc", dist.Normal(self.loc_prior_loc, self.loc_prior_scale)
                           .expand(shape).to_event(2))
