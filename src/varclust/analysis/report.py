@@ -11,24 +11,35 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import arviz as az
+import numpy as np
 import torch
+from numpy.typing import ArrayLike
 
 from ..estimator import VarClust
 from ..inference.checkpoint import write_atomic
 from ..metrics import clustering_scores
+from .global_posterior import global_posterior
+from .heldout import heldout_pointwise, heldout_table
 from .inference_data import to_inference_data
 from .plots import (
     plot_cluster_samples,
     plot_compare,
     plot_confusion_matrix,
     plot_entropy_histogram,
+    plot_heldout,
     plot_latent_map,
     plot_training_curve,
 )
-from .report_tables import cluster_members, cluster_rows, comparison_rows, html_table
+from .report_tables import (
+    cluster_members,
+    cluster_rows,
+    comparison_rows,
+    heldout_rows,
+    html_table,
+)
 from .run_data import load_run
 
-__all__ = ["Figure", "write_report"]
+__all__ = ["Figure", "has_global_posterior", "write_report"]
 
 REPORT_DIR = "report"
 PAGE_NAME = "index.html"
@@ -41,6 +52,14 @@ class Figure:
 
     file: str
     caption: str
+
+
+def has_global_posterior(vc: VarClust) -> bool:
+    """Whether a fit has a posterior over its global parameters (so that
+    :func:`~varclust.analysis.to_inference_data` gives posterior draws and PSIS-LOO is valid),
+    as :func:`~varclust.analysis.global_posterior.global_posterior` finds it; a point-estimate
+    fit has none."""
+    return global_posterior(vc.model.prior) is not None
 
 
 def _run_data(run: Path, data_root: Path | None, arrays=None):
@@ -61,6 +80,7 @@ def write_report(
     data_root: str | os.PathLike | None = None,
     seed: int = 0,
     arrays: Sequence[str | os.PathLike | None] | None = None,
+    heldout: ArrayLike | torch.Tensor | None = None,
 ) -> Path:
     """Write the report of a run folder (``varclust fit --out RUN``) and return its page.
 
@@ -69,9 +89,19 @@ def write_report(
     confusion matrix, the entropy histogram and the InferenceData use ``num_data`` data points
     drawn at random (seeded), and the page says so. Also drawn: samples per cluster beside
     real members, the training curve, and, when ``compare`` names other run folders fitted to
-    the same data set, ``az.plot_compare`` of their importance-weighted LOO (see
-    :mod:`varclust.analysis.inference_data` for the caveat) with a table of ELPD, ACC/NMI and
-    clusters in use per run.
+    the same data set, a ranking of the runs with ACC/NMI and clusters in use per run:
+
+    - when every run has a posterior over its global parameters (:func:`has_global_posterior`:
+      ``dp``, mean-field ``bayes-gmm``), ``az.compare`` of their InferenceData on the drawn
+      data, which is PSIS-LOO (ELPD and SE; ``az.plot_compare``);
+    - otherwise (any point-estimate fit: ``gmm``, ``normal``, MAP ``bayes-gmm``) LOO over its
+      draws would not be leave-one-out (see :mod:`varclust.analysis.inference_data`), so the
+      runs are ranked by the importance-weighted log-likelihood per datum
+      (:func:`~varclust.analysis.heldout.heldout_table`: mean, se, diff to the best and its
+      paired diff_se; :func:`~varclust.analysis.plot_heldout`) with
+      ``num_samples * importance_samples`` proposals per datum. On ``heldout`` data when given;
+      else on the drawn data, which the runs were trained on, and the page says that this is
+      in-sample, not leave-one-out.
 
     Args:
         run: the run folder. out: where to write (default ``RUN/report``).
@@ -80,6 +110,8 @@ def write_report(
         method: "pca" or "tsne" for the latent map.
         arrays: (X.npy, y.npy or None), the data of runs that record none (see
             :func:`varclust.analysis.run_data.load_run`).
+        heldout: (M, ...) data none of the runs was trained on, for the importance-weighted
+            comparison (unused when every run has a global posterior: that is PSIS-LOO).
     """
     run = Path(run)
     out_dir = Path(out) if out is not None else run / REPORT_DIR
@@ -129,7 +161,7 @@ def write_report(
                               labels=y, seed=seed)
     idata.to_netcdf(str(out_dir / IDATA_NAME))
     if compare:
-        fits = {run.name: idata}
+        fits = {run.name: vc}
         assigned = {run.name: (pred_all.labels, k)}
         for other in map(Path, compare):
             other_vc, other_dataset, _ = _run_data(other, root, arrays)
@@ -139,25 +171,88 @@ def write_report(
                     "only fits to the same data set can be compared"
                 )
             name = other.name if other.name not in fits else str(other)
-            fits[name] = to_inference_data(other_vc, x, num_samples,
-                                           importance_samples=importance_samples, seed=seed)
+            fits[name] = other_vc
             assigned[name] = (other_vc.predict(data.images).labels,
                               other_vc.config.num_clusters)
-        comparison = az.compare(fits)
-        plot_compare(comparison, out_dir / "compare.png",
-                     title="importance-weighted PSIS-LOO (higher is better)")
-        tables.append((f"Comparison (ELPD on the {len(x)} drawn data; ACC, NMI and clusters "
-                       "in use on all data)", html_table(
-                           ["run", "rank", "ELPD (LOO)", "SE", "ACC", "NMI", "clusters in use"],
-                           comparison_rows(comparison, assigned, y_all))))
-        figures.append(Figure("compare.png", "az.plot_compare of the runs: ELPD from "
-                              "importance-weighted estimates of log p(x_i) (estimates, see "
-                              "the caveat in varclust.analysis.inference_data)."))
+        if all(map(has_global_posterior, fits.values())):
+            table, figure = _compare_loo(fits, idata, x, assigned, y_all, out_dir,
+                                         num_samples, importance_samples, seed)
+        else:
+            table, figure = _compare_iwll(fits, x, heldout, assigned, y_all, out_dir,
+                                          num_samples * importance_samples, seed)
+        tables.append(table)
+        figures.append(figure)
 
     page = out_dir / PAGE_NAME
     page_text = _html(run, dataset, (len(x), len(data)), vc, scores, figures, tables)
     write_atomic(page, page_text.encode())
     return page
+
+
+def _compare_loo(fits: dict[str, VarClust], idata: az.InferenceData, x: torch.Tensor,
+                 assigned: dict[str, tuple[np.ndarray, int]], y_all: np.ndarray | None,
+                 out_dir: Path, num_samples: int, importance_samples: int, seed: int
+                 ) -> tuple[tuple[str, str], Figure]:
+    """PSIS-LOO of runs that all have posterior draws of their globals: ``az.compare`` of their
+    InferenceData on the drawn data ``x`` (the first run's is ``idata``)."""
+    first, *others = fits
+    idatas = {first: idata}
+    for name in others:
+        idatas[name] = to_inference_data(fits[name], x, num_samples,
+                                         importance_samples=importance_samples, seed=seed)
+    comparison = az.compare(idatas)
+    plot_compare(comparison, out_dir / "compare.png",
+                 title="PSIS-LOO over posterior draws of the globals (higher is better)")
+    note = (f"<p>Every run has a posterior over its global parameters, so each of its "
+            f"{num_samples} draws is a draw of them and <code>az.compare</code> is PSIS-LOO: "
+            f"the expected log predictive density of each of the {len(x)} drawn data left out "
+            f"(ELPD, its SE; each log p(x_i | g) an importance-weighted estimate from "
+            f"{importance_samples} proposals).</p>")
+    title = (f"Comparison by PSIS-LOO (ELPD on the {len(x)} drawn data; ACC, NMI and clusters "
+             "in use on all data)")
+    table = note + html_table(
+        ["run", "rank", "ELPD (LOO)", "SE", "ACC", "NMI", "clusters in use"],
+        comparison_rows(comparison, assigned, y_all))
+    figure = Figure("compare.png", "az.plot_compare of the runs: PSIS-LOO over posterior draws "
+                    "of the global parameters, each log p(x_i | g) an importance-weighted "
+                    "estimate (see varclust.analysis.inference_data).")
+    return (title, table), figure
+
+
+def _compare_iwll(fits: dict[str, VarClust], x: torch.Tensor, heldout: ArrayLike | None,
+                  assigned: dict[str, tuple[np.ndarray, int]], y_all: np.ndarray | None,
+                  out_dir: Path, num_particles: int, seed: int
+                  ) -> tuple[tuple[str, str], Figure]:
+    """The importance-weighted log-likelihood per datum of runs among which at least one is a
+    point estimate, on ``heldout`` data when given, else on the drawn data ``x``."""
+    in_sample = heldout is None
+    scored = x if in_sample else heldout
+    comparison = heldout_table(heldout_pointwise(fits, scored, num_particles, seed=seed))
+    num_data = int(comparison["num_data"].iloc[0])
+    what = (f"importance-weighted log-likelihood of the {num_data} drawn data (in-sample, not "
+            "leave-one-out)" if in_sample else
+            f"importance-weighted log-likelihood of {num_data} held-out data")
+    plot_heldout(comparison, out_dir / "compare.png", title=what + ", per datum")
+    point = [name for name, vc in fits.items() if not has_global_posterior(vc)]
+    note = (f"<p>Not PSIS-LOO: {', '.join(point)} "
+            f"{'has' if len(point) == 1 else 'have'} point estimates of the global parameters, "
+            "not a posterior, so LOO over their draws would measure Monte Carlo noise. Each run "
+            f"is scored by log p(x_i | fit), estimated with {num_particles} proposals of its "
+            "guide per datum (a lower bound that rises with the proposals): the mean per datum "
+            "(nats) and its se, and the difference to the best run with the se of the paired "
+            "per-datum differences (diff_se). "
+            + ("The runs were trained on these data, so this measures how well they fit them, "
+               "not how well they predict new data; pass held-out data for that."
+               if in_sample else "None of the runs was trained on these data.")
+            + "</p>")
+    title = f"Comparison by {what} (ACC, NMI and clusters in use on all data)"
+    table = note + html_table(
+        ["run", "rank", "mean per datum", "se", "diff", "diff_se", "ACC", "NMI",
+         "clusters in use"],
+        heldout_rows(comparison, assigned, y_all))
+    figure = Figure("compare.png", f"The runs ranked by the {what}: mean +- se per datum "
+                    "(left), difference to the best +- its paired se (right).")
+    return (title, table), figure
 
 
 def _html(run: Path, dataset: str, num_data: tuple[int, int], vc: VarClust,

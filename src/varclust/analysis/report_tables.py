@@ -12,7 +12,7 @@ from torch import Tensor
 from ..inference.collapse import cluster_usage
 from ..metrics import clustering_scores
 
-__all__ = ["cluster_members", "cluster_rows", "comparison_rows", "html_table"]
+__all__ = ["cluster_members", "cluster_rows", "comparison_rows", "heldout_rows", "html_table"]
 
 
 def cluster_members(images: Tensor, labels: np.ndarray, responsibilities: np.ndarray,
@@ -41,21 +41,34 @@ def cluster_rows(labels: np.ndarray, weights: np.ndarray) -> list[list[str]]:
             for k, (n, w) in enumerate(zip(counts, weights))]
 
 
+def _run_scores(assigned: np.ndarray, k: int, labels: np.ndarray | None) -> list[str]:
+    """ACC and NMI (given labels, else "-") and the clusters in use of a run's assigned
+    clusters (N,) among its K."""
+    scores = clustering_scores(labels, assigned) if labels is not None else {}
+    used = cluster_usage(assigned, k)["clusters_used"]
+    return [*(f"{scores[s]:.4f}" if s in scores else "-" for s in ("acc", "nmi")),
+            f"{used} / {k}"]
+
+
 def comparison_rows(comparison, runs: dict[str, tuple[np.ndarray, int]],
                     labels: np.ndarray | None) -> list[list[str]]:
     """One row per run of an ``az.compare`` table (its rank order): rank, ELPD (LOO) and its
     standard error, then ACC and NMI (given labels (N,)) and the clusters in use, from each
     run's assigned clusters (N,) and K in ``runs``."""
-    rows = []
-    for name, entry in comparison.iterrows():
-        assigned, k = runs[name]
-        scores = clustering_scores(labels, assigned) if labels is not None else {}
-        used = cluster_usage(assigned, k)["clusters_used"]
-        rows.append([str(name), str(int(entry["rank"])), f"{entry['elpd_loo']:.1f}",
-                     f"{entry['se']:.1f}",
-                     *(f"{scores[s]:.4f}" if s in scores else "-" for s in ("acc", "nmi")),
-                     f"{used} / {k}"])
-    return rows
+    return [[str(name), str(int(entry["rank"])), f"{entry['elpd_loo']:.1f}",
+             f"{entry['se']:.1f}", *_run_scores(*runs[name], labels)]
+            for name, entry in comparison.iterrows()]
+
+
+def heldout_rows(table, runs: dict[str, tuple[np.ndarray, int]],
+                 labels: np.ndarray | None) -> list[list[str]]:
+    """One row per run of a :func:`~varclust.analysis.heldout.heldout_table` (its rank order):
+    rank, the importance-weighted log-likelihood per datum (``mean``) and its ``se``, ``diff``
+    to the best and its paired ``diff_se`` (nats per datum), then ACC, NMI and the clusters in
+    use as in :func:`comparison_rows`."""
+    return [[str(name), str(int(entry["rank"])), f"{entry['mean']:.2f}", f"{entry['se']:.2f}",
+             f"{entry['diff']:.2f}", f"{entry['diff_se']:.2f}", *_run_scores(*runs[name], labels)]
+            for name, entry in table.iterrows()]
 
 
 def html_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
