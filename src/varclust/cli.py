@@ -109,7 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run", type=Path, help="run folder written by `varclust fit`")
     report.add_argument("--out", type=Path, help="report folder (default RUN/report)")
     report.add_argument("--compare", type=Path, nargs="+", default=[], metavar="RUN",
-                        help="other run folders on the same data set to rank by az.compare")
+                        help="other run folders on the same data set to rank: PSIS-LOO when "
+                        "every run has a posterior over its globals, else importance-weighted "
+                        "log-likelihood per datum")
     report.add_argument("--num-data", type=int, default=1000,
                         help="data points drawn at random for the figures")
     report.add_argument("--num-samples", type=int, default=50,
