@@ -1,7 +1,7 @@
 """A fit's posterior over its global parameters, where it has one, and draws from it.
 
 A Bayesian prior (``bayes-gmm`` with ``global_guide="mean-field"``, ``dp``) owns a Pyro guide
-over its global sites (``prior.global_guide``: the weights or the DP's sticks, the components'
+over its global sites (``prior.globals_guide()``: the weights or the DP's sticks, the components'
 ``loc`` and ``scale``, the DP's ``dp_concentration`` when learned): a mean-field variational
 posterior q(g). A point-estimate fit has none: the ``gmm`` and ``normal`` priors have learned
 parameters, not sites, and ``bayes-gmm``'s default MAP guide is point masses (``Delta``).
@@ -29,7 +29,7 @@ __all__ = ["draw_globals", "global_posterior", "mixture_at_draws"]
 def global_posterior(prior: PyroModule) -> PyroModule | None:
     """The prior's guide over its global sites when it is a distribution, else None (no global
     guide, or one whose every site is a point mass, as a MAP guide's are)."""
-    guide = getattr(prior, "global_guide", None)
+    guide = prior.globals_guide()  # a MixturePrior hook: None for point-estimated globals
     if guide is None:
         return None
     trace = poutine.trace(guide).get_trace()
