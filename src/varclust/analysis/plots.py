@@ -259,11 +259,11 @@ def plot_heldout(table, path: str | os.PathLike | None = None, title: str = "") 
     fig = Figure(figsize=(8, 1.2 + 0.4 * len(names)))
     left, right = fig.subplots(1, 2, sharey=True)
     left.errorbar(table["mean"], rows, xerr=table["se"], fmt="o", color="C0", capsize=3)
-    left.set_xlabel("held-out log-likelihood per datum (nats)")
+    left.set_xlabel("log-likelihood per datum\n(nats)")
     left.set_yticks(rows, names)
     right.errorbar(-table["diff"], rows, xerr=table["diff_se"], fmt="^", color="C1", capsize=3)
     right.axvline(0, color="grey", lw=0.8, ls="--")
-    right.set_xlabel("difference to the best (nats per datum)")
+    right.set_xlabel("difference to the best\n(nats per datum)")
     for ax in (left, right):
         ax.grid(axis="x", alpha=0.3)
     if title:
