@@ -87,6 +87,8 @@ def main() -> None:
                         help="ddpm: most epochs of the generator on the frozen codes")
     parser.add_argument("--pretrain-reliance", type=float, default=0.5,
                         help="ddpm: stop the generator's pretraining at this latent reliance")
+    parser.add_argument("--kl-warmup-iterations", type=int, default=0,
+                        help="EM iterations over which the M-step's KL weight rises to 1")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--diffusion-steps", type=int, default=400)
     parser.add_argument("--diffusion-width", type=int, default=32)
@@ -114,6 +116,7 @@ def main() -> None:
         e_step=args.e_step, ddpm_pretrain=args.ddpm_pretrain, batch_size=args.batch_size,
         diffusion_pretrain_epochs=args.diffusion_pretrain_epochs,
         pretrain_reliance=args.pretrain_reliance,
+        kl_warmup_iterations=args.kl_warmup_iterations,
         diffusion_steps=args.diffusion_steps, diffusion_width=args.diffusion_width,
         diffusion_weight=args.diffusion_weight,
         sample_steps=args.sample_steps, device=args.device,
