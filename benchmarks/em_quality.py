@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="fashion-mnist")
     parser.add_argument("--subset", type=int, default=0, help="first N images only (0: all)")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--clusters", type=int, default=10)
     parser.add_argument("--network", default="conv", help="encoder (and default decoder)")
     parser.add_argument("--generator", default="conv", choices=("mlp", "conv", "ddpm"))
@@ -126,7 +127,7 @@ def main() -> None:
     out = args.json or RESULTS / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         grid = out.with_name(f"{out.stem}_samples.png") if seed == 0 else None
         rows.append({"seed": seed, **run_seed(images, y, config.replace(seed=seed), grid,
                                              args.per_cluster)})
