@@ -63,17 +63,17 @@ def main() -> None:
     for recipe in args.recipes:
         for guide in args.guides:
             name = f"{guide}/{recipe}"
+            settings = {**RECIPES[recipe], **overrides}
             rows = []
             for seed in range(args.first_seed, args.first_seed + args.seeds):
-                config = base.replace(guide=guide, seed=seed, **{**RECIPES[recipe], **overrides})
+                config = base.replace(guide=guide, seed=seed, **settings)
                 row = run_varclust(images, y, config,
                                    measure=lambda vc: {"agreement_q_p": agreement(vc, images)})
                 rows.append(row)
                 print(f"{name:22s} seed {seed}: ACC {row['acc']:.3f} NMI {row['nmi']:.3f} "
                       f"agree {row['agreement_q_p']:.3f} ({row['seconds']:.0f} s)", flush=True)
             results[name] = {"runs": rows, **summarise(rows),
-                             "config": base.replace(
-                                 guide=guide, **{**RECIPES[recipe], **overrides}).to_dict()}
+                             "config": base.replace(guide=guide, **settings).to_dict()}
             if args.json:
                 write_json(args.json, args, len(y), base, results)
     columns = ("ACC", "NMI", "ARI")

@@ -74,7 +74,7 @@ def run_varclust(images, y: np.ndarray, config: FitConfig, pretrained: VarClust 
     vc = VarClust(config=config).fit(images, y, progress=False, pretrained=pretrained)
     pred = vc.predict(images)
     counts = np.bincount(pred.labels, minlength=config.num_clusters)
-    prior = vc.model.prior
+    prior_summary = vc.model.prior.epoch_summary()  # e.g. the DP's weights in use and alpha
     return {
         **clustering_scores(y, pred.labels),
         "seconds": time.perf_counter() - t0,
@@ -84,8 +84,8 @@ def run_varclust(images, y: np.ndarray, config: FitConfig, pretrained: VarClust 
         # clusters holding at least 1 % of the data (issue 17's measure for the DP prior)
         "clusters_in_use": int((counts >= 0.01 * len(y)).sum()),
         # the Bayesian priors' weights in use (None for the point-estimate priors)
-        "clusters_weighted": prior.epoch_summary().get("clusters_in_use"),
-        "prior_summary": prior.epoch_summary(),  # e.g. the DP's weights in use and alpha
+        "clusters_weighted": prior_summary.get("clusters_in_use"),
+        "prior_summary": prior_summary,
         "acc_per_epoch": [h["acc"] for h in vc.history],
         "seconds_per_epoch": [h["seconds"] for h in vc.history],
         **(measure(vc) if measure is not None else {}),
