@@ -144,6 +144,7 @@ def test_the_lock_is_reentrant_in_one_process(tmp_path):
 @pytest.mark.parametrize("change, named", [
     ({"batch_size": 16}, "batch_size"), ({"seed": 5}, "seed"),
     ({"learning_rate": 0.05}, "learning_rate"), ({"pretrain_epochs": 3}, "pretrain_epochs"),
+    ({"precision": "bfloat16"}, "precision"),
 ])
 def test_resume_refuses_run_defining_changes(run, tmp_path, change, named):
     copy = copy_run(run, tmp_path / "copy")

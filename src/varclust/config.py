@@ -12,7 +12,7 @@ from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FitConfig", "NAME_CHECKS", "STRUCTURAL_KEYS"]
+__all__ = ["FitConfig", "NAME_CHECKS", "PRECISIONS", "STRUCTURAL_KEYS"]
 
 #: checks of the names of registered components (prior, guide, likelihood, generator), each
 #: ``check(config)`` raising ValueError; :mod:`varclust.registry` adds its own when imported
@@ -24,6 +24,9 @@ STRUCTURAL_KEYS = ("num_clusters", "latent_dim", "network", "hidden", "likelihoo
                    "diffusion_width")
 #: keys of the swappable components (issue 3); they fix parameter shapes too
 STRUCTURAL_KEYS += ("prior", "guide", "global_guide")
+
+#: the networks' arithmetic (:mod:`varclust.model.precision`)
+PRECISIONS = ("float32", "bfloat16")
 
 
 SCRATCH = "relaxed guide and training from scratch"
@@ -76,6 +79,11 @@ class FitConfig:
     pretrain_lr: float = setting(1e-3, "the autoencoder pretraining's learning rate")
     seed: int = setting(0, "seeds every random draw")
     device: str = setting("auto", "auto, cpu or cuda")
+    precision: str = setting("float32", "bfloat16: the networks' matrix products and "
+                             "convolutions under bfloat16 autocast, a speed setting (CPUs with "
+                             "bfloat16 instructions, GPUs) whose results differ slightly; their "
+                             "outputs, the parameters and the ELBO stay float32 (the diffusion "
+                             "U-Net runs in bfloat16 on CUDA either way)", choices=PRECISIONS)
     prior: str = setting("gmm", "gmm (learned mixture), normal (plain VAE + mixture fitted to "
                          "the codes), bayes-gmm (Dirichlet/Normal/LogNormal priors on the "
                          "mixture), dp (Dirichlet process: --clusters is the truncation, unused "
@@ -190,6 +198,9 @@ class FitConfig:
             raise ValueError(f"prior_temperature must be > 0, got {self.prior_temperature}")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be {' or '.join(map(repr, PRECISIONS))}, got "
+                             f"{self.precision!r}")
         for name in ("latent_dim", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")

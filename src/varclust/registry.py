@@ -19,7 +19,8 @@ its own pretraining if any). The registry checks the names of every
 :class:`~varclust.config.FitConfig` (it adds :func:`check_config_names` to
 :data:`varclust.config.NAME_CHECKS`). Built-in factories receive the
 :class:`~varclust.config.FitConfig` settings that concern them (Dirichlet concentration, global
-guide, the DP's concentration and settling steps, temperature schedule) as keyword arguments.
+guide, the DP's concentration and settling steps, temperature schedule) as keyword arguments;
+the networks built here (encoder, decoder, U-Net) compute in the config's ``precision``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from .config import NAME_CHECKS, FitConfig
@@ -51,6 +53,7 @@ from .model.likelihoods import (
     Likelihood,
 )
 from .model.normal_prior import StandardNormalPrior
+from .model.precision import COMPUTE_DTYPES
 from .model.priors import GaussianMixturePrior, MixturePrior
 
 __all__ = [
@@ -96,6 +99,11 @@ LIKELIHOODS: dict[str, Callable[..., Likelihood]] = {
 _TABLES = {"prior": PRIORS, "guide": GUIDES, "likelihood": LIKELIHOODS}
 
 
+def _compute_dtype(config: FitConfig) -> torch.dtype:
+    """The dtype the networks compute in: the config's ``precision``."""
+    return COMPUTE_DTYPES[config.precision]
+
+
 @dataclass(frozen=True)
 class GeneratorEntry:
     """A generator p(x | z): how the model around it is built, and what it needs.
@@ -127,7 +135,7 @@ def _decoder_entry(network: str) -> GeneratorEntry:
     def build(config: FitConfig, data_shape: tuple[int, ...], prior: nn.Module,
               likelihood: Likelihood) -> ClusteringModel:
         decoder = make_decoder(network, config.latent_dim, likelihood.decoder_shape(data_shape),
-                               config.hidden)
+                               config.hidden, _compute_dtype(config))
         model = ClusteringModel(prior, decoder, likelihood, data_shape)
         model.label_weight = config.label_weight
         return model
@@ -139,7 +147,7 @@ def _diffusion_model(config: FitConfig, data_shape: tuple[int, ...], prior: nn.M
                      likelihood: Likelihood) -> DiffusionClusteringModel:
     generator = ConditionalDDPM(data_shape, config.latent_dim, config.diffusion_steps,
                                 config.diffusion_schedule, config.diffusion_width,
-                                config.latent_dropout)
+                                config.latent_dropout, _compute_dtype(config))
     return DiffusionClusteringModel(prior, generator, config.diffusion_weight)
 
 
@@ -156,7 +164,8 @@ def _pretrain_diffusion(model, guide, x, config, on_epoch, bar, dist_kw) -> list
         likelihood = build_likelihood(config).to(x.device)
         try:
             decoder = make_decoder(config.network, config.latent_dim,
-                                   likelihood.decoder_shape(tuple(x.shape[1:])), config.hidden)
+                                   likelihood.decoder_shape(tuple(x.shape[1:])), config.hidden,
+                                   _compute_dtype(config))
         except ValueError as err:
             raise ValueError(f"{err}; or pretrain as a diffusion autoencoder, which needs no "
                              "decoder: ddpm_pretrain='diffusion' (--ddpm-pretrain diffusion)"
@@ -309,7 +318,7 @@ def build_model_and_guide(
     prior = _make("prior", config.prior, custom.get("prior"), config, num_clusters=k, latent_dim=d)
     likelihood = build_likelihood(config, custom.get("likelihood"))
     model = generator.build(config, tuple(data_shape), prior, likelihood)
-    encoder = make_encoder(config.network, data_shape, d, config.hidden)
+    encoder = make_encoder(config.network, data_shape, d, config.hidden, _compute_dtype(config))
     guide = _make("guide", config.guide, custom.get("guide"), config,
                   encoder=encoder, num_clusters=k, latent_dim=d)
     guide.bind_model(model)

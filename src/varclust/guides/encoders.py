@@ -1,4 +1,5 @@
-"""Encoders x -> (loc, scale) of a diagonal Gaussian q(z | x)."""
+"""Encoders x -> (loc, scale) of a diagonal Gaussian q(z | x), computing in their
+``compute_dtype`` (:mod:`varclust.model.precision`) and returning float32."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from torch import Tensor, nn
 from torch.nn.functional import softplus
 
 from ..model.decoders import mlp
+from ..model.precision import MixedPrecisionNetwork
 
-__all__ = ["ConvEncoder", "MLPEncoder", "make_encoder", "set_initial_scale"]
+__all__ = ["ConvEncoder", "GaussianEncoder", "MLPEncoder", "make_encoder", "set_initial_scale"]
 
 
 @torch.no_grad()
@@ -27,29 +29,48 @@ def set_initial_scale(encoder: nn.Module, scale: float) -> None:
     head.bias[latent_dim:].fill_(float(torch.tensor(max(scale, 2e-4) - 1e-4).expm1().log()))
 
 
-class MLPEncoder(nn.Module):
+class GaussianEncoder(MixedPrecisionNetwork):
+    """x -> loc, scale of q(z | x), each (B, D) float32: the subclass's :meth:`features`
+    (B, F) under autocast, then its linear ``head`` (F -> 2D) and the softplus of the scale
+    half in float32 (the codes keep float32 resolution; the head is a small part of the
+    work)."""
+
+    head: nn.Linear
+
+    def features(self, x: Tensor) -> Tensor:
+        """The body's features (B, F) of x (B, *data_shape)."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        with self.autocast(x):
+            h = self.features(x)
+        loc, raw_scale = self.head(h.float()).chunk(2, dim=-1)
+        return loc, softplus(raw_scale) + 1e-4
+
+
+class MLPEncoder(GaussianEncoder):
     """x (B, *data_shape) -> loc, scale, each (B, D); default P-500-500-2000-D (VaDE/DEC)."""
 
     def __init__(
-        self, data_shape: Sequence[int], latent_dim: int, hidden: Sequence[int] = (500, 500, 2000)
+        self, data_shape: Sequence[int], latent_dim: int, hidden: Sequence[int] = (500, 500, 2000),
+        compute_dtype: torch.dtype = torch.float32,
     ) -> None:
-        super().__init__()
+        super().__init__(compute_dtype)
         in_dim = int(torch.tensor(tuple(data_shape)).prod())
         self.body = mlp([in_dim, *hidden], final_activation=True)
         self.head = nn.Linear(hidden[-1], 2 * latent_dim)
         self.data_dims = len(data_shape)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        h = self.body(x.flatten(-self.data_dims))
-        loc, raw_scale = self.head(h).chunk(2, dim=-1)
-        return loc, softplus(raw_scale) + 1e-4
+    def features(self, x: Tensor) -> Tensor:
+        return self.body(x.flatten(-self.data_dims))
 
 
-class ConvEncoder(nn.Module):
+class ConvEncoder(GaussianEncoder):
     """x (B, C, S, S) -> loc, scale, each (B, D): two stride-2 convolutions and a linear head."""
 
-    def __init__(self, data_shape: Sequence[int], latent_dim: int, width: int = 32) -> None:
-        super().__init__()
+    def __init__(self, data_shape: Sequence[int], latent_dim: int, width: int = 32,
+                 compute_dtype: torch.dtype = torch.float32) -> None:
+        super().__init__(compute_dtype)
         if len(data_shape) != 3:
             raise ValueError(f"the conv encoder needs (C, H, W) images, not {tuple(data_shape)}")
         channels, h, w = data_shape
@@ -62,16 +83,17 @@ class ConvEncoder(nn.Module):
         )
         self.head = nn.Linear(256, 2 * latent_dim)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        loc, raw_scale = self.head(self.body(x)).chunk(2, dim=-1)
-        return loc, softplus(raw_scale) + 1e-4
+    def features(self, x: Tensor) -> Tensor:
+        return self.body(x)
 
 
 def make_encoder(
-    network: str, data_shape: Sequence[int], latent_dim: int, hidden: Sequence[int]
+    network: str, data_shape: Sequence[int], latent_dim: int, hidden: Sequence[int],
+    compute_dtype: torch.dtype = torch.float32,
 ) -> nn.Module:
+    """The ``network`` encoder (widths ``hidden`` for the MLP) computing in ``compute_dtype``."""
     if network == "mlp":
-        return MLPEncoder(data_shape, latent_dim, hidden)
+        return MLPEncoder(data_shape, latent_dim, hidden, compute_dtype)
     if network == "conv":
-        return ConvEncoder(data_shape, latent_dim)
+        return ConvEncoder(data_shape, latent_dim, compute_dtype=compute_dtype)
     raise ValueError(f"unknown network {network!r}; choose 'mlp' or 'conv'")

@@ -20,7 +20,8 @@ and ``TraceEnum_ELBO`` train encoder and generator.
 During training the latent is dropped (replaced by zeros, with a learned "no latent" flag) with
 probability ``latent_dropout``, so sampling can use classifier-free guidance:
 eps = (1 + w) eps(x_t, t, z) - w eps(x_t, t, none). On CUDA the U-Net runs under bfloat16
-autocast (mixed precision; the loss is taken in float32).
+autocast whatever the ``precision`` setting, on the CPU when it is "bfloat16" (mixed precision,
+:mod:`varclust.model.precision`; the loss is taken in float32).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .generative import GenerativeModel, data_plate
+from .precision import MixedPrecisionNetwork
 from .pretraining_losses import DiffusionAutoencoderLoss
 
 __all__ = [
@@ -114,9 +116,9 @@ class ResidualBlock(nn.Module):
         return self.conv2(out) + self.skip(h)
 
 
-class ConditionalUNet(nn.Module):
+class ConditionalUNet(MixedPrecisionNetwork):
     """eps_theta(x_t, t, z): images (B, C, H, W) with H, W divisible by 4, steps (B,), codes
-    (B, D) -> predicted noise (B, C, H, W).
+    (B, D) -> predicted noise (B, C, H, W), float32.
 
     Two resolutions down (stride-2 convolutions) and up (nearest upsampling + convolution),
     widths ``width`` and ``2 * width``, one residual block per level with skip connections.
@@ -124,8 +126,9 @@ class ConditionalUNet(nn.Module):
     (then a learned "no latent" vector stands in), for classifier-free guidance.
     """
 
-    def __init__(self, channels: int, latent_dim: int, width: int = 64) -> None:
-        super().__init__()
+    def __init__(self, channels: int, latent_dim: int, width: int = 64,
+                 compute_dtype: torch.dtype = torch.float32) -> None:
+        super().__init__(compute_dtype)
         emb = 4 * width
         self.width = width
         self.time_mlp = nn.Sequential(nn.Linear(width, emb), nn.SiLU(), nn.Linear(emb, emb))
@@ -145,7 +148,15 @@ class ConditionalUNet(nn.Module):
         self.head = nn.Sequential(_norm(width), nn.SiLU(), nn.Conv2d(width, channels, 3,
                                                                      padding=1))
 
+    def compute_dtype_on(self, device: torch.device) -> torch.dtype:
+        """bfloat16 on CUDA (as the U-Net has always run there), else :attr:`compute_dtype`."""
+        return torch.bfloat16 if device.type == "cuda" else self.compute_dtype
+
     def forward(self, x: Tensor, t: Tensor, z: Tensor, keep: Tensor | None = None) -> Tensor:
+        with self.autocast(x):
+            return self._predict_noise(x, t, z, keep).float()
+
+    def _predict_noise(self, x: Tensor, t: Tensor, z: Tensor, keep: Tensor | None) -> Tensor:
         latent = self.latent_mlp(z)
         if keep is not None:
             k = keep.to(latent.dtype)[:, None]
@@ -171,6 +182,7 @@ class ConditionalDDPM(nn.Module):
         schedule: one of :data:`SCHEDULES` (see :func:`noise_schedule`).
         width: the U-Net's base width.
         latent_dropout: probability of dropping z during training (classifier-free guidance).
+        compute_dtype: the U-Net's on the CPU (:class:`ConditionalUNet`).
     """
 
     def __init__(
@@ -181,6 +193,7 @@ class ConditionalDDPM(nn.Module):
         schedule: str = "linear",
         width: int = 64,
         latent_dropout: float = 0.1,
+        compute_dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
         if len(data_shape) != 3 or data_shape[1] % 4 or data_shape[2] % 4:
@@ -193,7 +206,7 @@ class ConditionalDDPM(nn.Module):
         self.data_shape = tuple(data_shape)
         self.num_steps = num_steps
         self.latent_dropout = latent_dropout
-        self.unet = ConditionalUNet(data_shape[0], latent_dim, width)
+        self.unet = ConditionalUNet(data_shape[0], latent_dim, width, compute_dtype)
         betas = noise_schedule(schedule, num_steps)
         abar = torch.cumprod(1 - betas, 0)
         abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
@@ -219,12 +232,6 @@ class ConditionalDDPM(nn.Module):
         finally:
             self.train(was_training)
 
-    def _eps(self, x_t: Tensor, t: Tensor, z: Tensor, keep: Tensor | None = None) -> Tensor:
-        if x_t.is_cuda:
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                return self.unet(x_t, t, z, keep).float()
-        return self.unet(x_t, t, z, keep)
-
     def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
         """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise; x0 (B, C, H, W) in [-1, 1], t (B,)."""
         abar = self.alpha_bar[t].view(-1, 1, 1, 1)
@@ -248,8 +255,8 @@ class ConditionalDDPM(nn.Module):
         keep = None
         if self.training and self.latent_dropout > 0:
             keep = torch.rand(x.shape[0], device=x.device) >= self.latent_dropout
-        eps = self._eps(self.q_sample(x0, t, noise), t, z, keep)
-        return (noise - eps.float()).pow(2).flatten(1).sum(-1)
+        eps = self.unet(self.q_sample(x0, t, noise), t, z, keep)
+        return (noise - eps).pow(2).flatten(1).sum(-1)
 
     @torch.no_grad()
     def latent_reliance(self, x: Tensor, z: Tensor, seed: int = 0) -> float:
@@ -270,10 +277,10 @@ class ConditionalDDPM(nn.Module):
         return float((other - own) / own)
 
     def _guided_eps(self, x_t: Tensor, t: Tensor, z: Tensor, guidance: float) -> Tensor:
-        eps = self._eps(x_t, t, z)
+        eps = self.unet(x_t, t, z)
         if guidance != 0:
             none = torch.zeros(len(z), dtype=torch.bool, device=z.device)
-            eps = (1 + guidance) * eps - guidance * self._eps(x_t, t, z, none)
+            eps = (1 + guidance) * eps - guidance * self.unet(x_t, t, z, none)
         return eps
 
     def _predict_x0(self, x_t: Tensor, t: Tensor, eps: Tensor) -> Tensor:
