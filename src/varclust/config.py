@@ -77,6 +77,8 @@ class FitConfig:
     clip_norm: float = setting(10.0, "gradients clipped to this norm")
     pretrain_epochs: int = setting(10, "autoencoder epochs before the mixture is fitted")
     pretrain_lr: float = setting(1e-3, "the autoencoder pretraining's learning rate")
+    pretrain_batch_size: int = setting(0, "the autoencoder pretraining's mini-batch (0: "
+                                       "--batch-size)")
     seed: int = setting(0, "seeds every random draw")
     device: str = setting("auto", "auto, cpu or cuda")
     precision: str = setting("float32", "bfloat16: the networks' matrix products and "
@@ -201,6 +203,9 @@ class FitConfig:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be {' or '.join(map(repr, PRECISIONS))}, got "
                              f"{self.precision!r}")
+        if self.pretrain_batch_size < 0:
+            raise ValueError(f"pretrain_batch_size must be >= 0 (0: batch_size), got "
+                             f"{self.pretrain_batch_size}")
         for name in ("latent_dim", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -291,6 +296,12 @@ class FitConfig:
         """The learning rate's factor per epoch of the chosen method: ``em_lr_decay`` for EM
         (per M-step epoch), ``lr_decay`` for SVI."""
         return self.em_lr_decay if self.method == "em" else self.lr_decay
+
+    @property
+    def pretraining_batch(self) -> int:
+        """The mini-batch of autoencoder pretraining: ``pretrain_batch_size``, else
+        ``batch_size``."""
+        return self.pretrain_batch_size or self.batch_size
 
     @property
     def generator_name(self) -> str:

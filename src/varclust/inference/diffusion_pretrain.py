@@ -53,14 +53,14 @@ def pretrain_diffusion_generator(
                                 RELIANCE_CHECK_EVERY, c.seed, measured)
     if c.ddpm_pretrain == "diffusion":
         return pretrain_diffusion_autoencoder(
-            encoder, generator, x, c.pretrain_epochs, c.batch_size, c.pretrain_lr, c.seed,
+            encoder, generator, x, c.pretrain_epochs, c.pretraining_batch, c.pretrain_lr, c.seed,
             on_epoch, stop=stop, **dist_kw)
     decoder, likelihood = temporary_autoencoder()
     losses = pretrain_autoencoder(encoder, decoder, likelihood, x, c.pretrain_epochs,
-                                  c.batch_size, c.pretrain_lr, c.seed, on_epoch, **dist_kw)
+                                  c.pretraining_batch, c.pretrain_lr, c.seed, on_epoch, **dist_kw)
     bar.total = c.pretrain_epochs + c.diffusion_pretrain_epochs
     with frozen(encoder):
         losses += pretrain_diffusion_autoencoder(
-            encoder, generator, x, c.diffusion_pretrain_epochs, c.batch_size, c.pretrain_lr,
+            encoder, generator, x, c.diffusion_pretrain_epochs, c.pretraining_batch, c.pretrain_lr,
             c.seed + 1, on_epoch, stop=stop, **dist_kw)
     return losses

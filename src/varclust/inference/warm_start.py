@@ -58,7 +58,7 @@ def pretrain(
     c = fit.config
     dist_kw = dict(batches=distributed.batches, wrap=distributed.wrap) if distributed else {}
     pretrainer = Pretrainer(fit.model.pretraining_loss(fit.guide.encoder), c.pretrain_lr,
-                            c.batch_size, c.seed, **dist_kw)
+                            c.pretraining_batch, c.seed, **dist_kw)
     if resume is not None:
         pretrainer.load_state_dict(resume)
     bar = show.bar(total=c.pretrain_epochs, initial=pretrainer.epoch, desc="pretrain",

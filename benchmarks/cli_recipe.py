@@ -1,0 +1,112 @@
+"""A dataset's CLI recipe over seeds, as a user runs it: ``varclust fit --dataset D --seed S``
+from a cold start (a fresh process: imports, data loading, pretraining, the mixture fit, SVI or
+EM), timed end to end, with variants of extra flags for ablations (issue 16).
+
+    python benchmarks/cli_recipe.py --dataset fashion-mnist --seeds 5 \
+        --variant recipe "" --json benchmarks/results/recipe_fashion-mnist.json
+    python benchmarks/cli_recipe.py --dataset fashion-mnist --seeds 2 \
+        --variant float32 "--precision float32" --variant svi15 "--epochs 15"
+
+Each ``--variant NAME "FLAGS"`` is a row: the dataset's defaults plus FLAGS (an empty string:
+the defaults alone). Every seed of every row is one ``varclust fit`` process into a fresh run
+folder; its ACC/NMI/ARI are the last epoch's of its ``metrics.json`` (the labels are read only
+there, to score). Prints per-seed rows and mean +- sd (ddof 1) per variant with the seconds per
+seed and the load average before and after each fit; writes all of it to JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+METRICS = ("acc", "nmi", "ari")
+
+
+def run_seed(dataset: str, seed: int, flags: str, threads: int, folder: Path) -> dict:
+    """One cold-start ``varclust fit`` of ``dataset`` at ``seed`` with ``flags`` into folder;
+    returns its scores, clusters in use, seconds and the load around it."""
+    command = [sys.executable, "-m", "varclust", "fit", "--dataset", dataset, "--seed",
+               str(seed), "--out", str(folder), "--quiet", *shlex.split(flags)]
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads)) if threads else dict(os.environ)
+    load_before = os.getloadavg()
+    start = time.perf_counter()
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"{shlex.join(command)} failed:\n{done.stderr[-3000:]}")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    last = metrics["history"][-1]
+    return {"seed": seed, **{m: last[m] for m in METRICS},
+            "clusters_used": last.get("clusters_used"), "seconds": seconds,
+            "acc_per_epoch": [h.get("acc") for h in metrics["history"]],
+            "load_before": list(load_before), "load_after": list(os.getloadavg()),
+            "command": shlex.join(command[1:])}
+
+
+def summary(rows: list[dict]) -> dict:
+    """mean and sd (ddof 1; 0 for one seed) of each metric and the seconds over the rows."""
+    out = {}
+    for key in (*METRICS, "seconds"):
+        values = np.array([r[key] for r in rows], dtype=float)
+        out[key] = {"mean": float(values.mean()),
+                    "sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="fashion-mnist")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--variant", nargs=2, action="append", metavar=("NAME", "FLAGS"),
+                        help="a row: NAME and the flags added to the defaults (repeatable)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="OMP_NUM_THREADS of each fit (0: torch's default, all cores)")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    variants = args.variant or [["defaults", ""]]
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="cli_recipe_") as tmp:
+        for name, flags in variants:
+            rows = []
+            for seed in seeds:
+                folder = Path(tmp) / f"{name}_{seed}"
+                row = run_seed(args.dataset, seed, flags, args.threads, folder)
+                rows.append(row)
+                print(f"{name} seed {seed}: ACC {row['acc']:.3f} NMI {row['nmi']:.3f} "
+                      f"ARI {row['ari']:.3f} clusters {row['clusters_used']} "
+                      f"{row['seconds']:.0f} s (load {row['load_before'][0]:.1f} -> "
+                      f"{row['load_after'][0]:.1f})", flush=True)
+            results[name] = {"flags": flags, "rows": rows, "summary": summary(rows)}
+
+    print(f"\n{args.dataset}, `varclust fit` defaults plus the flags, seeds "
+          f"{seeds.start}..{seeds.stop - 1}, mean +- sd")
+    print(f"{'variant':<16} {'ACC':>15} {'NMI':>15} {'ARI':>15} {'s / seed':>10}  flags")
+    for name, r in results.items():
+        s = r["summary"]
+        cells = " ".join(f"{s[m]['mean']:>7.3f} +- {s[m]['sd']:.3f}" for m in METRICS)
+        print(f"{name:<16} {cells} {s['seconds']['mean']:>10.0f}  {r['flags']}")
+    out = args.json or Path(__file__).parent / "results" / f"cli_recipe_{args.dataset}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "dataset": args.dataset, "seeds": list(seeds), "threads": args.threads,
+        "machine": platform.platform(), "cpu_count": os.cpu_count(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "variants": results,
+    }, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
