@@ -47,6 +47,30 @@ def test_report_writes_every_figure_the_page_and_the_inference_data(report):
     assert idata.observed_data["x"].dims == ("datum", "channel", "height", "width")
 
 
+def test_report_ranks_the_runs_on_heldout_data_from_the_command_line(report, tmp_path):
+    """`report --compare RUN --heldout NPY`: the comparison is named held-out and counts the
+    held-out data, not the drawn ones."""
+    root = report.parent.parent
+    heldout = tmp_path / "heldout.npy"
+    np.save(heldout, np.random.default_rng(1).random((40, 1, 8, 8), dtype=np.float32))
+    out = tmp_path / "report"
+    assert main(["report", str(root / "k5"), "--compare", str(root / "k3"), "--heldout",
+                 str(heldout), "--num-data", "60", "--num-samples", "6",
+                 "--importance-samples", "2", "--out", str(out)]) == 0
+    page = (out / "index.html").read_text()
+    assert "log-likelihood of 40 held-out data" in page
+    assert "None of the runs was trained on these data" in page
+
+
+def test_report_heldout_needs_compare_and_a_npy_file(report, tmp_path, capsys):
+    run = report.parent
+    assert main(["report", str(run), "--heldout", str(tmp_path / "x.npy")]) == 2
+    assert "--heldout ranks the runs of --compare" in capsys.readouterr().err
+    assert main(["report", str(run), "--compare", str(run), "--heldout",
+                 str(tmp_path / "missing.npy")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
 def test_report_refuses_a_run_without_its_data_set(tmp_path, capsys):
     x = np.random.default_rng(0).random((20, 4), dtype=np.float32)
     VarClust(2, hidden=(4,), epochs=1, pretrain_epochs=0, device="cpu").fit(

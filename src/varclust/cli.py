@@ -25,6 +25,7 @@ from .cli_support import (
     add_data_flags,
     data_arrays,
     fit_data,
+    heldout_array,
     holding_run,
     show_defaults,
 )
@@ -112,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="other run folders on the same data set to rank: PSIS-LOO when "
                         "every run has a posterior over its globals, else importance-weighted "
                         "log-likelihood per datum")
+    report.add_argument("--heldout", type=Path, metavar="NPY",
+                        help="with --compare, for runs with point estimates: a .npy of data "
+                        "(M, ...) in [0, 1] none of the runs was trained on; they are then "
+                        "ranked by their held-out importance-weighted log-likelihood")
     report.add_argument("--num-data", type=int, default=1000,
                         help="data points drawn at random for the figures")
     report.add_argument("--num-samples", type=int, default=50,
@@ -246,7 +251,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         args.run, args.out, compare=args.compare, num_data=args.num_data,
         num_samples=args.num_samples, importance_samples=args.importance_samples,
         method=args.latent_map, data_root=args.data_root, seed=args.seed,
-        arrays=data_arrays(args),
+        arrays=data_arrays(args), heldout=heldout_array(args),
     )
     print(f"varclust: wrote {page}")
     return 0

@@ -8,12 +8,14 @@ import argparse
 import contextlib
 from pathlib import Path
 
+import numpy as np
+
 from .analysis.run_data import load_arrays
 from .data.datasets import ImageDataset, load_dataset
 from .inference.run_folder import RunLock
 
-__all__ = ["HelpFormatter", "add_data_flags", "data_arrays", "fit_data", "holding_run",
-           "show_defaults"]
+__all__ = ["HelpFormatter", "add_data_flags", "data_arrays", "fit_data", "heldout_array",
+           "holding_run", "show_defaults"]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -61,6 +63,23 @@ def data_arrays(args: argparse.Namespace) -> tuple[Path, Path | None] | None:
             raise ValueError("--labels goes with --data")
         return None
     return args.data, args.labels
+
+
+def heldout_array(args: argparse.Namespace) -> np.ndarray | None:
+    """The held-out data (M, ...) of `report --heldout NPY`, or None when not given."""
+    if args.heldout is None:
+        return None
+    if not args.compare:
+        raise ValueError("--heldout ranks the runs of --compare on held-out data; give the "
+                         "runs to compare with --compare RUN ...")
+    if not args.heldout.is_file():
+        raise ValueError(f"--heldout {args.heldout}: no such file; give a .npy array of data "
+                         "none of the runs was trained on")
+    try:
+        return np.load(args.heldout, allow_pickle=False)
+    except ValueError as error:
+        raise ValueError(f"--heldout {args.heldout} is not a .npy array ({error}); save the "
+                         "held-out data with numpy.save") from error
 
 
 def holding_run(args: argparse.Namespace) -> contextlib.AbstractContextManager:
