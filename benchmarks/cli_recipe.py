@@ -73,16 +73,20 @@ def main() -> None:
                         help="a row: NAME and the flags added to the defaults (repeatable)")
     parser.add_argument("--threads", type=int, default=0,
                         help="OMP_NUM_THREADS of each fit (0: torch's default, all cores)")
+    parser.add_argument("--keep-runs", type=Path, metavar="DIR",
+                        help="write the run folders under DIR/NAME_SEED and keep them (e.g. for "
+                        "benchmarks/seed_criteria.py); default: a temporary folder, removed")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     variants = args.variant or [["defaults", ""]]
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     results = {}
     with tempfile.TemporaryDirectory(prefix="cli_recipe_") as tmp:
+        root = args.keep_runs or Path(tmp)
         for name, flags in variants:
             rows = []
             for seed in seeds:
-                folder = Path(tmp) / f"{name}_{seed}"
+                folder = root / f"{name}_{seed}"
                 row = run_seed(args.dataset, seed, flags, args.threads, folder)
                 rows.append(row)
                 print(f"{name} seed {seed}: ACC {row['acc']:.3f} NMI {row['nmi']:.3f} "

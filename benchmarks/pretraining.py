@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--network", default="mlp")
     parser.add_argument("--likelihood", default="bernoulli")
     parser.add_argument("--lr", type=float, default=1e-3, help="pretraining learning rate")
+    parser.add_argument("--precision", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--clusters", type=int, default=10)
     parser.add_argument("--n-init", type=int, default=5, help="GaussianMixture restarts")
     parser.add_argument("--seed", type=int, default=0)
@@ -46,7 +47,8 @@ def main() -> None:
     data = load_dataset(args.dataset)
     x, y = data.images, data.labels.numpy()
     vc = VarClust(config=FitConfig(num_clusters=args.clusters, network=args.network,
-                                   likelihood=args.likelihood, seed=args.seed, device="cpu"))
+                                   likelihood=args.likelihood, seed=args.seed, device="cpu",
+                                   precision=args.precision))
     pyro.set_rng_seed(args.seed)
     vc.build(tuple(x.shape[1:]))  # the networks a fit would pretrain
     encoder, decoder, likelihood = vc.guide.encoder, vc.model.decoder, vc.model.likelihood

@@ -69,6 +69,15 @@ def test_networks_compute_in_bfloat16_and_return_float32(name):
         torch.testing.assert_close(b, a, rtol=0.05, atol=0.05)  # ... close to float32
 
 
+@pytest.mark.parametrize("name", NETWORKS)
+def test_a_float64_network_returns_float64(name):
+    """A model cast with .double() (e.g. for exact comparisons) keeps float64 outputs."""
+    build, shape = NETWORKS[name]
+    network = build(torch.float32).double()
+    for out in tensors(network(torch.rand(shape, dtype=torch.float64))):
+        assert out.dtype == torch.float64
+
+
 def test_the_unet_computes_in_bfloat16_on_the_cpu_when_asked():
     x, t, z = torch.rand(2, 1, 8, 8), torch.tensor([0, 5]), torch.randn(2, 2)
     torch.manual_seed(0)

@@ -44,7 +44,7 @@ class GaussianEncoder(MixedPrecisionNetwork):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         with self.autocast(x):
             h = self.features(x)
-        loc, raw_scale = self.head(h.float()).chunk(2, dim=-1)
+        loc, raw_scale = self.head(self.leave_autocast(h)).chunk(2, dim=-1)
         return loc, softplus(raw_scale) + 1e-4
 
 

@@ -37,7 +37,7 @@ class MLPDecoder(MixedPrecisionNetwork):
     def forward(self, z: Tensor) -> Tensor:
         with self.autocast(z):
             out = self.net(z)
-        return out.float().reshape(*z.shape[:-1], *self.data_shape)
+        return self.leave_autocast(out).reshape(*z.shape[:-1], *self.data_shape)
 
 
 class ConvDecoder(MixedPrecisionNetwork):
@@ -69,7 +69,7 @@ class ConvDecoder(MixedPrecisionNetwork):
         batch = z.shape[:-1]
         with self.autocast(z):
             out = self.net(self.fc(z.reshape(-1, z.shape[-1])).reshape(-1, *self.base))
-        return out.float().reshape(*batch, *self.data_shape)
+        return self.leave_autocast(out).reshape(*batch, *self.data_shape)
 
 
 def make_decoder(

@@ -36,6 +36,11 @@ class MixedPrecisionNetwork(nn.Module):
 
     def autocast(self, x: Tensor) -> torch.autocast:
         """Autocast to the compute dtype on the device of the input x (CPU or CUDA), off when
-        that is float32; the caller casts what leaves the block with ``.float()``."""
+        that is float32; the caller casts what leaves the block with :meth:`leave_autocast`."""
         dtype = self.compute_dtype_on(x.device)
         return torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+    def leave_autocast(self, t: Tensor) -> Tensor:
+        """t, computed under :meth:`autocast`, in the dtype of this network's parameters
+        (float32, or float64 for a model cast with ``.double()``)."""
+        return t.to(next(self.parameters()).dtype)
