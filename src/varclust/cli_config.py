@@ -29,8 +29,8 @@ __all__ = [
 #: per-dataset defaults for settings the user does not give (small data need more epochs;
 #: on Fashion-MNIST the codes cluster better with longer pretraining, and 30 SVI epochs add
 #: about 0.01 ACC over 15: benchmarks/pretraining.py and BENCHMARKS.md). The 8-minute variant
-#: (--precision bfloat16 --epochs 10) was measured worse over 5 seeds (issue 16), so it is not
-#: the default.
+#: (--precision bfloat16 --epochs 10) ended lower over 5 seeds (issue 16; its pretraining alone
+#: did not), so it is not the default.
 DATASET_DEFAULTS: dict[str, dict] = {
     "digits": {"epochs": 60, "pretrain_epochs": 100, "em_iterations": 60,
                "diffusion_width": 16},
