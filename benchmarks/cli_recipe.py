@@ -10,8 +10,9 @@ EM), timed end to end, with variants of extra flags for ablations (issue 16).
 Each ``--variant NAME "FLAGS"`` is a row: the dataset's defaults plus FLAGS (an empty string:
 the defaults alone). Every seed of every row is one ``varclust fit`` process into a fresh run
 folder; its ACC/NMI/ARI are the last epoch's of its ``metrics.json`` (the labels are read only
-there, to score). Prints per-seed rows and mean +- sd (ddof 1) per variant with the seconds per
-seed and the load average before and after each fit; writes all of it to JSON.
+there, to score). Prints per-seed rows and mean +- sd (ddof 1, ``quality.summarise``) per
+variant with the seconds per seed and the load average before and after each fit; writes all
+of it to JSON.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
+from quality import summarise
 
 METRICS = ("acc", "nmi", "ari")
 
@@ -52,16 +53,6 @@ def run_seed(dataset: str, seed: int, flags: str, threads: int, folder: Path) ->
             "acc_per_epoch": [h.get("acc") for h in metrics["history"]],
             "load_before": list(load_before), "load_after": list(os.getloadavg()),
             "command": shlex.join(command[1:])}
-
-
-def summary(rows: list[dict]) -> dict:
-    """mean and sd (ddof 1; 0 for one seed) of each metric and the seconds over the rows."""
-    out = {}
-    for key in (*METRICS, "seconds"):
-        values = np.array([r[key] for r in rows], dtype=float)
-        out[key] = {"mean": float(values.mean()),
-                    "sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
-    return out
 
 
 def main() -> None:
@@ -93,14 +84,14 @@ def main() -> None:
                       f"ARI {row['ari']:.3f} clusters {row['clusters_used']} "
                       f"{row['seconds']:.0f} s (load {row['load_before'][0]:.1f} -> "
                       f"{row['load_after'][0]:.1f})", flush=True)
-            results[name] = {"flags": flags, "rows": rows, "summary": summary(rows)}
+            results[name] = {"flags": flags, "rows": rows, "summary": summarise(rows)}
 
     print(f"\n{args.dataset}, `varclust fit` defaults plus the flags, seeds "
           f"{seeds.start}..{seeds.stop - 1}, mean +- sd")
     print(f"{'variant':<16} {'ACC':>15} {'NMI':>15} {'ARI':>15} {'s / seed':>10}  flags")
     for name, r in results.items():
         s = r["summary"]
-        cells = " ".join(f"{s[m]['mean']:>7.3f} +- {s[m]['sd']:.3f}" for m in METRICS)
+        cells = " ".join(f"{s[m]['mean']:>7.3f} +- {s[m]['std']:.3f}" for m in METRICS)
         print(f"{name:<16} {cells} {s['seconds']['mean']:>10.0f}  {r['flags']}")
     out = args.json or Path(__file__).parent / "results" / f"cli_recipe_{args.dataset}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -77,15 +77,13 @@ class FitConfig:
     clip_norm: float = setting(10.0, "gradients clipped to this norm")
     pretrain_epochs: int = setting(10, "autoencoder epochs before the mixture is fitted")
     pretrain_lr: float = setting(1e-3, "the autoencoder pretraining's learning rate")
-    pretrain_batch_size: int = setting(0, "the autoencoder pretraining's mini-batch (0: "
-                                       "--batch-size)")
+    pretrain_batch_size: int = setting(0, "pretraining's mini-batch (0: --batch-size)")
     seed: int = setting(0, "seeds every random draw")
     device: str = setting("auto", "auto, cpu or cuda")
-    precision: str = setting("float32", "bfloat16: the networks' matrix products and "
-                             "convolutions under bfloat16 autocast, a speed setting (CPUs with "
-                             "bfloat16 instructions, GPUs) whose results differ slightly; their "
-                             "outputs, the parameters and the ELBO stay float32 (the diffusion "
-                             "U-Net runs in bfloat16 on CUDA either way)", choices=PRECISIONS)
+    precision: str = setting("float32", "bfloat16: the networks under bfloat16 autocast (speed; "
+                             "results differ slightly; outputs, parameters and ELBO stay "
+                             "float32; the U-Net is bfloat16 on CUDA either way)",
+                             choices=PRECISIONS)
     prior: str = setting("gmm", "gmm (learned mixture), normal (plain VAE + mixture fitted to "
                          "the codes), bayes-gmm (Dirichlet/Normal/LogNormal priors on the "
                          "mixture), dp (Dirichlet process: --clusters is the truncation, unused "
@@ -171,15 +169,10 @@ class FitConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self)
+        check_choices(self)
         self.hidden = tuple(int(h) for h in self.hidden)
-        if self.network not in ("mlp", "conv"):
-            raise ValueError(f"network must be 'mlp' or 'conv', got {self.network!r}")
         for check in NAME_CHECKS:  # the registry's names
             check(self)
-        if self.global_guide not in ("map", "mean-field"):
-            raise ValueError(
-                f"global_guide must be 'map' or 'mean-field', got {self.global_guide!r}"
-            )
         if self.label_weight < 0:
             raise ValueError(f"label_weight must be >= 0, got {self.label_weight}")
         if not self.dirichlet_concentration > 0:
@@ -200,9 +193,6 @@ class FitConfig:
             raise ValueError(f"prior_temperature must be > 0, got {self.prior_temperature}")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be {' or '.join(map(repr, PRECISIONS))}, got "
-                             f"{self.precision!r}")
         if self.pretrain_batch_size < 0:
             raise ValueError(f"pretrain_batch_size must be >= 0 (0: batch_size), got "
                              f"{self.pretrain_batch_size}")
@@ -216,10 +206,6 @@ class FitConfig:
             raise ValueError("learning rates must be positive")
         if not 0 < self.lr_decay <= 1:
             raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
-        if self.lr_scaling not in ("none", "sqrt", "linear"):
-            raise ValueError(
-                f"lr_scaling must be 'none', 'sqrt' or 'linear', got {self.lr_scaling!r}"
-            )
         if not self.hidden or min(self.hidden) < 1:
             raise ValueError(f"hidden must list positive layer widths, got {self.hidden}")
         if not (math.isfinite(self.learning_rate) and math.isfinite(self.pretrain_lr)):
@@ -246,11 +232,6 @@ class FitConfig:
         self._check_em_settings()
 
     def _check_em_settings(self) -> None:
-        if self.method not in ("svi", "em"):
-            raise ValueError(f"method must be 'svi' or 'em', got {self.method!r}")
-        if self.diffusion_schedule not in ("linear", "clusterddpm", "cosine"):
-            raise ValueError(f"diffusion_schedule must be 'linear', 'clusterddpm' or 'cosine', "
-                             f"got {self.diffusion_schedule!r}")
         for name in ("em_iterations", "m_step_epochs", "sample_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -262,9 +243,6 @@ class FitConfig:
                              f"({self.diffusion_steps}); 0 runs all of them")
         if not 0.0 <= self.latent_dropout < 1.0:
             raise ValueError(f"latent_dropout must be in [0, 1), got {self.latent_dropout}")
-        if self.ddpm_pretrain not in ("autoencoder", "diffusion"):
-            raise ValueError(f"ddpm_pretrain must be 'autoencoder' or 'diffusion', got "
-                             f"{self.ddpm_pretrain!r}")
         if self.diffusion_pretrain_epochs < 0:
             raise ValueError(f"diffusion_pretrain_epochs must be >= 0, got "
                              f"{self.diffusion_pretrain_epochs}")
@@ -277,9 +255,6 @@ class FitConfig:
         if not 0.0 <= self.e_step_min_weight < 1.0 / k:
             raise ValueError(f"e_step_min_weight must be in [0, 1/num_clusters), got "
                              f"{self.e_step_min_weight}")
-        if self.e_step not in ("clusterddpm", "vade", "means"):
-            raise ValueError(f"e_step must be 'clusterddpm', 'vade' or 'means', got "
-                             f"{self.e_step!r}")
         if not 0 < self.em_lr_decay <= 1:
             raise ValueError(f"em_lr_decay must be in (0, 1], got {self.em_lr_decay}")
         if self.kl_warmup_iterations < 0:
@@ -401,3 +376,13 @@ def check_field_types(config: Any) -> None:
                 setattr(config, f.name, cast(value))
         if not ok:
             raise TypeError(f"{f.name} must be {want}, got {value!r}")
+
+
+def check_choices(config: Any) -> None:
+    """ValueError naming the field and its choices when a value is not among the ``choices``
+    of its :func:`setting`."""
+    for f in fields(config):
+        choices, value = f.metadata.get("choices"), getattr(config, f.name)
+        if choices and value not in choices:
+            named = ", ".join(map(repr, choices[:-1])) + f" or {choices[-1]!r}"
+            raise ValueError(f"{f.name} must be {named}, got {value!r}")

@@ -154,7 +154,8 @@ class ConditionalUNet(MixedPrecisionNetwork):
 
     def forward(self, x: Tensor, t: Tensor, z: Tensor, keep: Tensor | None = None) -> Tensor:
         with self.autocast(x):
-            return self._predict_noise(x, t, z, keep).float()
+            noise = self._predict_noise(x, t, z, keep)
+        return self.leave_autocast(noise)
 
     def _predict_noise(self, x: Tensor, t: Tensor, z: Tensor, keep: Tensor | None) -> Tensor:
         latent = self.latent_mlp(z)

@@ -17,7 +17,8 @@ COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 class MixedPrecisionNetwork(nn.Module):
-    """A network whose ``forward`` computes under :meth:`autocast` and returns float32.
+    """A network whose ``forward`` computes under :meth:`autocast` and returns its outputs in
+    the parameters' dtype (:meth:`leave_autocast`; float32).
 
     Args:
         compute_dtype: one of :data:`COMPUTE_DTYPES`; float32 leaves autocast off.
