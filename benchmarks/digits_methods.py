@@ -2,6 +2,8 @@
 the ``varclust fit`` command runs it with its digits defaults.
 
     OMP_NUM_THREADS=1 python benchmarks/digits_methods.py --seeds 5 --jobs 2
+    OMP_NUM_THREADS=1 python benchmarks/digits_methods.py --methods em-ddpm \
+        --extra "--pretrain-reliance 0.8" --json benchmarks/results/NAME.json
 
 Every run is a subprocess ``python -m varclust.cli fit --dataset digits --seed S ...`` (so the
 figures are the CLI's), timed by wall clock. The conv networks take 28x28 or 32x32 images only,
@@ -16,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -37,10 +40,10 @@ METHODS = {
 }
 
 
-def run_one(method: str, seed: int, runs: Path) -> dict:
+def run_one(method: str, seed: int, runs: Path, extra: list[str]) -> dict:
     out = runs / f"{method}_seed{seed}"
     cmd = [sys.executable, "-m", "varclust.cli", "fit", "--dataset", "digits", "--seed",
-           str(seed), "--device", "cpu", "--quiet", "--out", str(out), *METHODS[method]]
+           str(seed), "--device", "cpu", "--quiet", "--out", str(out), *METHODS[method], *extra]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -64,15 +67,22 @@ def run_one(method: str, seed: int, runs: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--extra", default="", metavar="FLAGS",
+                        help="flags appended to every method's command, e.g. "
+                             "\"--pretrain-reliance 0.8\"")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time")
     parser.add_argument("--runs", type=Path, default=Path("/tmp/varclust_digits_methods"))
     parser.add_argument("--json", type=Path, default=RESULTS / "digits_methods.json")
     args = parser.parse_args()
-    tasks = [(m, s) for s in range(args.seeds) for m in args.methods]
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    tasks = [(m, s) for s in seeds for m in args.methods]
+    extra = shlex.split(args.extra)
     with ThreadPoolExecutor(args.jobs) as pool:
-        rows = list(pool.map(lambda t: run_one(*t, args.runs), tasks))
-    print(f"\nUCI digits (1797 images), {args.seeds} seed(s), mean +- sd; the CLI's defaults")
+        rows = list(pool.map(lambda t: run_one(*t, args.runs, extra), tasks))
+    print(f"\nUCI digits (1797 images), seeds {list(seeds)}, mean +- sd; the CLI's defaults "
+          f"{'and ' + args.extra if extra else ''}")
     print(f"{'method':<10} {'ACC':>15} {'NMI':>15} {'ARI':>15} {'min share':>10} "
           f"{'reliance':>9} {'seconds':>8}")
     table = {}
@@ -88,7 +98,8 @@ def main() -> None:
               f"{(f'{np.mean(rel):.2f}' if rel else '-'):>9} {summary['seconds']['mean']:>8.0f}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({
-        "seeds": args.seeds, "jobs": args.jobs, "machine": platform.platform(),
+        "seeds": list(seeds), "extra_flags": args.extra, "jobs": args.jobs,
+        "machine": platform.platform(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "summary": table, "runs": rows}, indent=2))
     print(f"wrote {args.json}")

@@ -160,6 +160,11 @@ class FitConfig:
     augmentation_consistency: float = setting(0.0, "gamma of gamma * N * KL(q(c|x) || "
                                               "q(c|shifted x)), outside the ELBO (images only)",
                                               group=SCRATCH)
+    virtual_adversarial: float = setting(0.0, "eta of eta * N * KL(q(c|x) || q(c|x + r_adv)), "
+                                         "virtual adversarial smoothing outside the ELBO",
+                                         group=SCRATCH)
+    adversarial_radius: float = setting(0.35, "L2 radius of the virtual adversarial "
+                                        "perturbation, in the data's units", group=SCRATCH)
     dp_concentration: float = setting(1.0, "dp: concentration alpha of the sticks Beta(1, "
                                       "alpha) (small: few clusters)")
     dp_learn_concentration: bool = setting(False, "dp: a Gamma hyperprior on alpha (mean "
@@ -225,6 +230,11 @@ class FitConfig:
         if self.augmentation_consistency < 0:
             raise ValueError(f"augmentation_consistency must be >= 0 (0: off), got "
                              f"{self.augmentation_consistency}")
+        if self.virtual_adversarial < 0:
+            raise ValueError(f"virtual_adversarial must be >= 0 (0: off), got "
+                             f"{self.virtual_adversarial}")
+        if not self.adversarial_radius > 0:
+            raise ValueError(f"adversarial_radius must be > 0, got {self.adversarial_radius}")
         if self.kl_warmup_epochs < 0:
             raise ValueError(f"kl_warmup_epochs must be >= 0 (0: off), got {self.kl_warmup_epochs}")
         if self.max_bad_steps < 1:

@@ -20,6 +20,16 @@ mixture weights follow the guide's assignments and the assignments follow the we
 ``max_shift`` pixels should fall in the same cluster (IMSAT's self-augmentation; the shift is
 what Hu et al. use for digits). The loss is gamma * N * (1/B) sum_b KL(q(c | x_b) || q(c | x'_b))
 with x'_b a shifted copy of x_b and q(c | x_b) held fixed (no gradient), as a target.
+
+**Virtual adversarial smoothing** (``virtual_adversarial`` = eta, radius ``adversarial_radius``
+= epsilon): q(c | x) should not change within an L2 ball of radius epsilon around each datum,
+tested in the direction where it changes most (virtual adversarial training, Miyato et al. 2018;
+IMSAT's regulariser, which it pairs with the cluster information above). The direction comes
+from one power iteration: with d_b a random unit vector and D_b(r) = KL(q(c | x_b) || q(c | x_b
++ r)) (q(c | x_b) held fixed), r_b = epsilon * g_b / ||g_b|| where g_b = grad_r D_b at r =
+epsilon d_b; the loss is eta * N * (1/B) sum_b D_b(r_b). Unlike the shift it needs no image
+structure, so it applies to flat data too. IMSAT sets epsilon to a quarter of the distance to a
+datum's 10th neighbour; on the UCI digits (pixels in [0, 1]) that distance is 1.45 on average.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ from torch import Tensor, nn
 __all__ = [
     "AugmentationConsistency",
     "ClusterInformation",
+    "VirtualAdversarialSmoothing",
     "cluster_information",
     "random_shift",
     "regularisers_of",
@@ -43,6 +54,9 @@ def regularisers_of(config) -> list:
         terms.append(ClusterInformation(config.cluster_information))
     if config.augmentation_consistency:
         terms.append(AugmentationConsistency(config.augmentation_consistency))
+    if config.virtual_adversarial:
+        terms.append(VirtualAdversarialSmoothing(config.virtual_adversarial,
+                                                 config.adversarial_radius))
     return terms
 
 
@@ -57,6 +71,11 @@ def random_shift(x: Tensor, max_shift: int) -> Tensor:
     batch = torch.arange(b, device=x.device)[:, None, None, None]
     channels = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
     return pad[batch, channels, rows, cols]
+
+
+def kl_categorical(log_p: Tensor, log_q: Tensor) -> Tensor:
+    """KL(p || q) per row of normalised log-probabilities (B, K) -> (B,)."""
+    return (log_p.exp() * (log_p - log_q)).sum(-1)
 
 
 def cluster_information(log_q: Tensor) -> Tensor:
@@ -116,5 +135,46 @@ class AugmentationConsistency:
                 f"got a batch of shape {tuple(x.shape)}; set augmentation_consistency=0")
         target = log_q.detach()
         shifted = guide.cluster_logits(random_shift(x, self.max_shift), prior)
-        kl = (target.exp() * (target - shifted)).sum(-1).mean()
-        return self.weight * num_data * kl
+        return self.weight * num_data * kl_categorical(target, shifted).mean()
+
+
+class VirtualAdversarialSmoothing:
+    """The loss term weight * N * mean_b KL(q(c | x_b) || q(c | x_b + r_b)), r_b the virtual
+    adversarial perturbation of L2 norm ``radius`` found by one power iteration (module
+    docstring). Any data shape: the norm is taken over all of a datum's entries.
+
+    Args:
+        weight: eta > 0.
+        radius: epsilon > 0, in the data's units.
+    """
+
+    name = "virtual_adversarial"
+
+    def __init__(self, weight: float, radius: float) -> None:
+        if not weight > 0:
+            raise ValueError(f"the virtual adversarial weight must be positive, got {weight}")
+        if not radius > 0:
+            raise ValueError(f"the adversarial radius must be positive, got {radius}")
+        self.weight, self.radius = weight, radius
+
+    def _unit(self, v: Tensor) -> Tensor:
+        """v (B, ...) scaled to unit L2 norm per datum."""
+        norm = v.flatten(1).norm(dim=1).clamp_min(1e-12)
+        return v / norm.view(-1, *([1] * (v.dim() - 1)))
+
+    def perturbation(self, guide: nn.Module, prior: nn.Module, x: Tensor,
+                     target: Tensor) -> Tensor:
+        """r (same shape as x), each datum's of norm ``radius``: one power-iteration step from
+        a random direction towards the largest increase of KL(target || q(c | x + r))."""
+        probe = (self.radius * self._unit(torch.randn_like(x))).requires_grad_(True)
+        divergence = kl_categorical(target, guide.cluster_logits(x + probe, prior)).sum()
+        (gradient,) = torch.autograd.grad(divergence, probe)
+        return self.radius * self._unit(gradient.detach())
+
+    def loss(self, guide: nn.Module, prior: nn.Module, x: Tensor, num_data: int,
+             log_q: Tensor) -> Tensor:
+        """As :meth:`ClusterInformation.loss`; ``log_q`` (B, K), detached, is the target."""
+        target = log_q.detach()
+        r = self.perturbation(guide, prior, x, target)
+        moved = guide.cluster_logits(x + r, prior)
+        return self.weight * num_data * kl_categorical(target, moved).mean()
