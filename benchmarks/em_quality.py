@@ -86,7 +86,7 @@ def main() -> None:
                         choices=("autoencoder", "diffusion"))
     parser.add_argument("--diffusion-pretrain-epochs", type=int, default=100,
                         help="ddpm: most epochs of the generator on the frozen codes")
-    parser.add_argument("--pretrain-reliance", type=float, default=0.5,
+    parser.add_argument("--pretrain-reliance", type=float, default=FitConfig.pretrain_reliance,
                         help="ddpm: stop the generator's pretraining at this latent reliance")
     parser.add_argument("--kl-warmup-iterations", type=int, default=0,
                         help="EM iterations over which the M-step's KL weight rises to 1")

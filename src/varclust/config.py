@@ -141,7 +141,7 @@ class FitConfig:
                                  choices=("autoencoder", "diffusion"), group=EM)
     diffusion_pretrain_epochs: int = setting(100, "autoencoder pretraining: the most epochs of "
                                              "the generator stage", group=EM)
-    pretrain_reliance: float = setting(0.5, "end the diffusion pretraining once the "
+    pretrain_reliance: float = setting(0.8, "end the diffusion pretraining once the "
                                        "generator's latent reliance reaches this (0: run all "
                                        "its epochs)", group=EM)
     sample_steps: int = setting(100, "diffusion sampling: strided steps, 0 for the full "
