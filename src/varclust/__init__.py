@@ -15,6 +15,7 @@ from .config import FitConfig  # noqa: E402
 from .data import DatasetNotFoundError, ImageDataset, load_dataset  # noqa: E402
 from .estimator import ClusterPrediction, VarClust  # noqa: E402
 from .metrics import cluster_accuracy, clustering_scores  # noqa: E402
+from .restarts import fit_restarts  # noqa: E402
 
 __all__ = [
     "ClusterPrediction",
@@ -25,5 +26,6 @@ __all__ = [
     "__version__",
     "cluster_accuracy",
     "clustering_scores",
+    "fit_restarts",
     "load_dataset",
 ]

@@ -36,6 +36,7 @@ from .inference.checkpoint import CheckpointError, write_atomic
 from .inference.distributed import init_distributed, shutdown_distributed
 from .inference.run_folder import RunLock
 from .metrics import clustering_scores
+from .restarts import RESTARTS_FILE, fit_restarts, restart_folder
 
 __all__ = ["DATASET_DEFAULTS", "RECIPES", "build_parser", "config_from_args", "main",
            "with_config_file"]
@@ -72,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--pretrained", type=Path, default=None,
                      help="start from this run folder's autoencoder instead of pretraining "
                      "(same networks; the prior, guide and K may differ)")
+    fit.add_argument("--restarts", type=int, default=1,
+                     help="fit from the seeds --seed .. --seed + R - 1, each into OUT/seed_S, "
+                     "and keep the fit with the highest ELBO (OUT/restarts.json); the labels "
+                     "never enter the choice")
     fit.add_argument("--data-root", type=Path, help="torchvision data folder")
     fit.add_argument("--download", action="store_true", help="download a missing data set")
     fit.add_argument("--quiet", action="store_true",
@@ -140,6 +145,16 @@ def _write_figures(vc: VarClust, out: Path, num: int = 8) -> None:
 
 def cmd_fit(args: argparse.Namespace) -> int:
     config = config_from_args(args)
+    if args.restarts < 1:
+        raise ValueError(f"--restarts must be at least 1, got {args.restarts}")
+    if args.restarts > 1:
+        if args.distributed:
+            raise ValueError("--restarts runs its fits one after another in one process; "
+                             "drop --distributed or --restarts")
+        if args.resume:
+            config = with_resumed_settings(config, restart_folder(args.out, config.seed),
+                                           args.argv)
+        return _fit_restarts(args, config)
     if args.resume:
         config = with_resumed_settings(config, args.out, args.argv)
     if not args.distributed:
@@ -181,6 +196,40 @@ def _fit_and_report(args: argparse.Namespace, config: FitConfig, distributed) ->
                  f"{config.num_clusters} clusters in use, the largest holds "
                  f"{last['largest_cluster']:.0%} of the data)" if vc.collapse_warning_ else "")
     print(f"varclust: done; {scores}; run folder {args.out}{collapsed}")
+    return 0
+
+
+def _fit_restarts(args: argparse.Namespace, config: FitConfig) -> int:
+    """--restarts R: R fits into OUT/seed_S, the one with the highest ELBO kept
+    (:mod:`varclust.restarts`); OUT is locked while they run."""
+    with RunLock(args.out):
+        data, metadata = fit_data(args)
+        seeds = f"{config.seed} to {config.seed + args.restarts - 1}"
+        print(f"varclust: {args.restarts} fits of K={config.num_clusters} to {data.name} "
+              f"({len(data)} x {'x'.join(map(str, data.image_shape))}), seeds {seeds}; "
+              "the highest ELBO is kept")
+        try:
+            result = fit_restarts(
+                config, data.images, data.labels, restarts=args.restarts, out_dir=args.out,
+                resume=args.resume, overwrite=args.overwrite,
+                progress="lines" if args.quiet else True, metadata=metadata,
+                labelled=_labelled_mask(args.labelled_fraction, data, args.seed),
+                pretrained=args.pretrained)
+        except KeyboardInterrupt:
+            print(f"varclust: interrupted; the finished fits and the last checkpoint are in "
+                  f"{args.out}/seed_*; continue with the same command and --resume",
+                  file=sys.stderr)
+            return 130
+        chosen = result.candidates[result.chosen]
+        _write_figures(result.best, Path(chosen.folder))
+    for c in result.candidates:
+        last = VarClust.load(c.folder, device="cpu").history[-1]
+        scores = ", ".join(f"{k.upper()} {last[k]:.4f}" for k in ("acc", "nmi", "ari")
+                           if k in last)
+        print(f"  seed {c.seed}: ELBO {c.elbo:.3f}{'; ' + scores if scores else ''}"
+              f"{'  <- kept' if c is chosen else ''}")
+    print(f"varclust: done; kept seed {chosen.seed}; run folder {chosen.folder} "
+          f"(all: {args.out / RESTARTS_FILE})")
     return 0
 
 
