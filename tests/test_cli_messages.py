@@ -34,7 +34,10 @@ def _epochs_done(run: Path) -> int:
 # ---------------------------------------------------------------- 6. Ctrl-C
 def test_ctrl_c_prints_one_line_naming_the_checkpoint_and_resume(tmp_path):
     run = tmp_path / "run"
-    proc = _cli("fit", *TINY, "--epochs", "400", "--out", str(run))
+    # a user's Ctrl-C: SIGINT at its default in the child, even where the test runner was
+    # started in the background (a shell's `&` ignores SIGINT, and children inherit that)
+    proc = _cli("fit", *TINY, "--epochs", "400", "--out", str(run),
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while _epochs_done(run) < 2:
         assert proc.poll() is None and time.time() < deadline, proc.communicate()
