@@ -191,12 +191,17 @@ def _fit_and_report(args: argparse.Namespace, config: FitConfig, distributed) ->
             return 0
         _write_figures(vc, args.out)
     last = vc.history[-1] if vc.history else {}
-    scores = ", ".join(f"{k.upper()} {last[k]:.4f}" for k in ("acc", "nmi", "ari") if k in last)
+    scores = _scores_text(last)
     collapsed = (f"; WARNING: the clustering collapsed ({last['clusters_used']} of "
                  f"{config.num_clusters} clusters in use, the largest holds "
                  f"{last['largest_cluster']:.0%} of the data)" if vc.collapse_warning_ else "")
     print(f"varclust: done; {scores}; run folder {args.out}{collapsed}")
     return 0
+
+
+def _scores_text(last: dict) -> str:
+    """'ACC a, NMI n, ARI r' of an epoch record, for the scores it has (none without labels)."""
+    return ", ".join(f"{k.upper()} {last[k]:.4f}" for k in ("acc", "nmi", "ari") if k in last)
 
 
 def _fit_restarts(args: argparse.Namespace, config: FitConfig) -> int:
@@ -222,10 +227,8 @@ def _fit_restarts(args: argparse.Namespace, config: FitConfig) -> int:
             return 130
         chosen = result.candidates[result.chosen]
         _write_figures(result.best, Path(chosen.folder))
-    for c in result.candidates:
-        last = VarClust.load(c.folder, device="cpu").history[-1]
-        scores = ", ".join(f"{k.upper()} {last[k]:.4f}" for k in ("acc", "nmi", "ari")
-                           if k in last)
+    for fit, c in zip(result.fits, result.candidates, strict=True):
+        scores = _scores_text(fit.history[-1] if fit.history else {})
         print(f"  seed {c.seed}: ELBO {c.elbo:.3f}{'; ' + scores if scores else ''}"
               f"{'  <- kept' if c is chosen else ''}")
     print(f"varclust: done; kept seed {chosen.seed}; run folder {chosen.folder} "
