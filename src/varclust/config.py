@@ -224,19 +224,12 @@ class FitConfig:
                 f"checkpoint_every_steps must be >= 0 (0: after each epoch only), "
                 f"got {self.checkpoint_every_steps}"
             )
-        if self.cluster_information < 0:
-            raise ValueError(
-                f"cluster_information must be >= 0 (0: off), got {self.cluster_information}")
-        if self.augmentation_consistency < 0:
-            raise ValueError(f"augmentation_consistency must be >= 0 (0: off), got "
-                             f"{self.augmentation_consistency}")
-        if self.virtual_adversarial < 0:
-            raise ValueError(f"virtual_adversarial must be >= 0 (0: off), got "
-                             f"{self.virtual_adversarial}")
+        for name in ("cluster_information", "augmentation_consistency", "virtual_adversarial",
+                     "kl_warmup_epochs"):  # the from-scratch terms: 0 turns one off
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0: off), got {getattr(self, name)}")
         if not self.adversarial_radius > 0:
             raise ValueError(f"adversarial_radius must be > 0, got {self.adversarial_radius}")
-        if self.kl_warmup_epochs < 0:
-            raise ValueError(f"kl_warmup_epochs must be >= 0 (0: off), got {self.kl_warmup_epochs}")
         if self.max_bad_steps < 1:
             raise ValueError(f"max_bad_steps must be at least 1, got {self.max_bad_steps}")
         self._check_em_settings()

@@ -29,6 +29,7 @@ import pyro
 
 from .config import FitConfig
 from .estimator import VarClust
+from .inference.checkpoint import write_atomic
 
 __all__ = ["RESTARTS_FILE", "Candidate", "Restarts", "fit_restarts", "restart_folder",
            "score_by_elbo"]
@@ -102,11 +103,9 @@ def fit_restarts(
     for seed in range(config.seed, config.seed + restarts):
         folder = restart_folder(out, seed) if out is not None else None
         resumable = resume and folder is not None and (folder / "checkpoint.pt").exists()
-        fit = VarClust(config=config.replace(seed=seed))
+        fit = VarClust(config=config.replace(seed=seed))  # each fit seeds itself at its start
         fit.fit(X, y, out_dir=folder, resume=resumable, overwrite=overwrite, **fit_kwargs)
         fits.append(fit)
-    for seed, fit in zip(range(config.seed, config.seed + restarts), fits, strict=True):
-        folder = restart_folder(out, seed) if out is not None else None
         candidates.append(Candidate(seed, None if folder is None else str(folder),
                                     score_by_elbo(fit, X, draws)))
     best = int(np.argmax([c.elbo for c in candidates]))
@@ -114,7 +113,5 @@ def fit_restarts(
         record = {"chosen_seed": candidates[best].seed, "chosen_folder": candidates[best].folder,
                   "criterion": f"mean ELBO per datum on the fitted data, {draws} draws",
                   "candidates": [asdict(c) for c in candidates]}
-        tmp = out / (RESTARTS_FILE + ".tmp")
-        tmp.write_text(json.dumps(record, indent=2))
-        os.replace(tmp, out / RESTARTS_FILE)
+        write_atomic(out / RESTARTS_FILE, json.dumps(record, indent=2).encode())
     return Restarts(fits, candidates, best)

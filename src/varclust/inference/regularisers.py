@@ -40,10 +40,12 @@ from torch import Tensor, nn
 __all__ = [
     "AugmentationConsistency",
     "ClusterInformation",
+    "ConsistencyTerm",
     "VirtualAdversarialSmoothing",
     "cluster_information",
     "random_shift",
     "regularisers_of",
+    "unit_norm",
 ]
 
 
@@ -110,9 +112,36 @@ class ClusterInformation:
         return -self.weight * num_data * cluster_information(log_q)
 
 
-class AugmentationConsistency:
-    """The loss term weight * N * mean_b KL(q(c | x_b) || q(c | shift(x_b))) (module docstring),
-    for image batches (B, C, H, W).
+class ConsistencyTerm:
+    """The loss term weight * N * mean_b KL(q(c | x_b) || q(c | x'_b)): q(c | x_b), held fixed,
+    is the target for a moved copy x'_b of the datum, which each subclass makes (:meth:`move`).
+
+    Args:
+        weight: the term's weight (gamma, eta) > 0.
+    """
+
+    name = ""
+
+    def __init__(self, weight: float) -> None:
+        if not weight > 0:
+            raise ValueError(f"the {self.name} weight must be positive, got {weight}")
+        self.weight = weight
+
+    def move(self, guide: nn.Module, prior: nn.Module, x: Tensor, target: Tensor) -> Tensor:
+        """x' (same shape as the batch x), given the target log q(c | x) (B, K)."""
+        raise NotImplementedError
+
+    def loss(self, guide: nn.Module, prior: nn.Module, x: Tensor, num_data: int,
+             log_q: Tensor) -> Tensor:
+        """As :meth:`ClusterInformation.loss`; ``log_q`` (B, K), detached, is the target."""
+        target = log_q.detach()
+        moved = guide.cluster_logits(self.move(guide, prior, x, target), prior)
+        return self.weight * num_data * kl_categorical(target, moved).mean()
+
+
+class AugmentationConsistency(ConsistencyTerm):
+    """x' = x shifted by at most ``max_shift`` pixels (module docstring), for image batches
+    (B, C, H, W).
 
     Args:
         weight: gamma > 0.
@@ -122,26 +151,27 @@ class AugmentationConsistency:
     name = "augmentation_consistency"
 
     def __init__(self, weight: float, max_shift: int = 1) -> None:
-        if not weight > 0:
-            raise ValueError(f"the augmentation consistency weight must be positive, got {weight}")
-        self.weight, self.max_shift = weight, max_shift
+        super().__init__(weight)
+        self.max_shift = max_shift
 
-    def loss(self, guide: nn.Module, prior: nn.Module, x: Tensor, num_data: int,
-             log_q: Tensor) -> Tensor:
-        """As :meth:`ClusterInformation.loss`; ``log_q`` (B, K), detached, is the target."""
+    def move(self, guide: nn.Module, prior: nn.Module, x: Tensor, target: Tensor) -> Tensor:
         if x.dim() != 4:
             raise ValueError(
                 "augmentation_consistency shifts images and needs data of shape (N, C, H, W), "
                 f"got a batch of shape {tuple(x.shape)}; set augmentation_consistency=0")
-        target = log_q.detach()
-        shifted = guide.cluster_logits(random_shift(x, self.max_shift), prior)
-        return self.weight * num_data * kl_categorical(target, shifted).mean()
+        return random_shift(x, self.max_shift)
 
 
-class VirtualAdversarialSmoothing:
-    """The loss term weight * N * mean_b KL(q(c | x_b) || q(c | x_b + r_b)), r_b the virtual
-    adversarial perturbation of L2 norm ``radius`` found by one power iteration (module
-    docstring). Any data shape: the norm is taken over all of a datum's entries.
+def unit_norm(v: Tensor) -> Tensor:
+    """v (B, ...) scaled to unit L2 norm per datum."""
+    norm = v.flatten(1).norm(dim=1).clamp_min(1e-12)
+    return v / norm.view(-1, *([1] * (v.dim() - 1)))
+
+
+class VirtualAdversarialSmoothing(ConsistencyTerm):
+    """x' = x + r, r the virtual adversarial perturbation of L2 norm ``radius`` found by one
+    power iteration (module docstring). Any data shape: the norm is taken over all of a datum's
+    entries.
 
     Args:
         weight: eta > 0.
@@ -151,30 +181,19 @@ class VirtualAdversarialSmoothing:
     name = "virtual_adversarial"
 
     def __init__(self, weight: float, radius: float) -> None:
-        if not weight > 0:
-            raise ValueError(f"the virtual adversarial weight must be positive, got {weight}")
+        super().__init__(weight)
         if not radius > 0:
             raise ValueError(f"the adversarial radius must be positive, got {radius}")
-        self.weight, self.radius = weight, radius
-
-    def _unit(self, v: Tensor) -> Tensor:
-        """v (B, ...) scaled to unit L2 norm per datum."""
-        norm = v.flatten(1).norm(dim=1).clamp_min(1e-12)
-        return v / norm.view(-1, *([1] * (v.dim() - 1)))
+        self.radius = radius
 
     def perturbation(self, guide: nn.Module, prior: nn.Module, x: Tensor,
                      target: Tensor) -> Tensor:
         """r (same shape as x), each datum's of norm ``radius``: one power-iteration step from
         a random direction towards the largest increase of KL(target || q(c | x + r))."""
-        probe = (self.radius * self._unit(torch.randn_like(x))).requires_grad_(True)
+        probe = (self.radius * unit_norm(torch.randn_like(x))).requires_grad_(True)
         divergence = kl_categorical(target, guide.cluster_logits(x + probe, prior)).sum()
         (gradient,) = torch.autograd.grad(divergence, probe)
-        return self.radius * self._unit(gradient.detach())
+        return self.radius * unit_norm(gradient.detach())
 
-    def loss(self, guide: nn.Module, prior: nn.Module, x: Tensor, num_data: int,
-             log_q: Tensor) -> Tensor:
-        """As :meth:`ClusterInformation.loss`; ``log_q`` (B, K), detached, is the target."""
-        target = log_q.detach()
-        r = self.perturbation(guide, prior, x, target)
-        moved = guide.cluster_logits(x + r, prior)
-        return self.weight * num_data * kl_categorical(target, moved).mean()
+    def move(self, guide: nn.Module, prior: nn.Module, x: Tensor, target: Tensor) -> Tensor:
+        return x + self.perturbation(guide, prior, x, target)
