@@ -233,14 +233,19 @@ def test_relaxed_guide_with_equal_temperatures_loses_the_pretrained_clusters():
     assert accs[0.01] >= 0.95 and accs[0.5] < accs[0.01] - 0.2, accs
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2, 3])
-def test_relaxed_guide_recovers_a_mixture_from_scratch(seed):
+@pytest.mark.parametrize("seed, extra", [
+    (0, {}), (1, {}), (2, {}), (3, {}),
+    (0, {"neighbour_consistency": 1.0, "fit_mixture_at_start": True}),
+    (1, {"neighbour_consistency": 1.0, "fit_mixture_at_start": True}),
+])
+def test_relaxed_guide_recovers_a_mixture_from_scratch(seed, extra):
     """No pretraining: KL warm-up and the cluster-information term (outside the ELBO) from a
-    random start; q(c|x) then agrees with the model's p(c|z)."""
+    random start (and, as ``--recipe scratch``, the neighbour term with the mixture started
+    at the untrained codes); q(c|x) then agrees with the model's p(c|z)."""
     x, y = synthetic_mixture(3, 150, 24, seed=3, binary=True)
     vc = VarClust(3, latent_dim=2, hidden=(32, 32), guide="relaxed", epochs=40, pretrain_epochs=0,
                   batch_size=32, lr_decay=1.0, cluster_information=3.0, kl_warmup_epochs=10,
-                  seed=seed, device="cpu")
+                  seed=seed, device="cpu", **extra)
     vc.fit(x, progress=False)
     assert cluster_accuracy(y, vc.predict(x).labels) >= 0.95
     with torch.no_grad():

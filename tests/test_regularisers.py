@@ -14,11 +14,14 @@ from varclust.inference.kl_warmup import KLScale, kl_warmup_weight
 from varclust.inference.regularisers import (
     AugmentationConsistency,
     ClusterInformation,
+    NeighbourConsistency,
     VirtualAdversarialSmoothing,
     cluster_information,
     kl_categorical,
+    nearest_neighbours,
     random_shift,
     regularisers_of,
+    terms_outside_elbo,
 )
 
 
@@ -67,10 +70,19 @@ def test_kl_weight_scales_every_latent_site_and_leaves_the_likelihood():
 
 def test_the_config_turns_the_terms_on_and_refuses_bad_values():
     assert regularisers_of(FitConfig()) == []
-    names = [t.name for t in regularisers_of(
-        FitConfig(cluster_information=1.0, augmentation_consistency=0.5,
-                  virtual_adversarial=2.0, adversarial_radius=0.5))]
-    assert names == ["cluster_information", "augmentation_consistency", "virtual_adversarial"]
+    config = FitConfig(cluster_information=1.0, augmentation_consistency=0.5,
+                       virtual_adversarial=2.0, adversarial_radius=0.5,
+                       neighbour_consistency=3.0, neighbours=2)
+    names = [t.name for t in regularisers_of(config, torch.rand(10, 1, 4, 4))]
+    assert names == terms_outside_elbo(config) == [
+        "cluster_information", "augmentation_consistency", "virtual_adversarial",
+        "neighbour_consistency"]
+    with pytest.raises(ValueError, match="neighbours in the data set"):
+        regularisers_of(config)
+    with pytest.raises(ValueError, match="neighbour_consistency must be >= 0"):
+        FitConfig(neighbour_consistency=-1.0)
+    with pytest.raises(ValueError, match="neighbours must be >= 1"):
+        FitConfig(neighbours=0)
     with pytest.raises(ValueError, match="virtual_adversarial must be >= 0"):
         FitConfig(virtual_adversarial=-1.0)
     with pytest.raises(ValueError, match="adversarial_radius must be > 0"):
@@ -92,7 +104,7 @@ def test_the_terms_move_the_parameters_but_not_the_reported_elbo(guide):
     x = torch.rand(16, 1, 6, 6, generator=torch.Generator().manual_seed(1))
     results = []
     for terms in ([], [ClusterInformation(5.0), AugmentationConsistency(5.0),
-                       VirtualAdversarialSmoothing(5.0, 0.5)]):
+                       VirtualAdversarialSmoothing(5.0, 0.5), NeighbourConsistency(5.0, x, 3)]):
         pyro.set_rng_seed(0)
         vc = VarClust(3, latent_dim=2, hidden=(8,), guide=guide, device="cpu")
         vc.build((1, 6, 6))
@@ -142,7 +154,8 @@ def test_virtual_adversarial_perturbation_has_the_radius_and_the_worst_direction
     assert adversarial > 2 * kl_categorical(target, head.cluster_logits(x + random, None)).mean()
     # the loss is weight * N * that mean KL (a fresh start finds the same axis, perhaps the
     # other sign, where the KL differs at third order)
-    loss = VirtualAdversarialSmoothing(2.0, radius=0.3).loss(head, None, x, 100, target)
+    loss = VirtualAdversarialSmoothing(2.0, radius=0.3).loss(head, None, x, torch.arange(64),
+                                                              100, target)
     assert float(loss) == pytest.approx(2.0 * 100 * float(adversarial), rel=2e-2)
 
 
@@ -150,8 +163,8 @@ def test_augmentation_consistency_refuses_flat_data():
     vc = VarClust(3, latent_dim=2, hidden=(8,), device="cpu")
     vc.build((4,))
     with pytest.raises(ValueError, match=r"shape \(N, C, H, W\).*augmentation_consistency=0"):
-        AugmentationConsistency(1.0).loss(vc.guide, vc.model.prior, torch.rand(3, 4), 3,
-                                          torch.zeros(3, 3))
+        AugmentationConsistency(1.0).loss(vc.guide, vc.model.prior, torch.rand(3, 4),
+                                          torch.arange(3), 3, torch.zeros(3, 3))
 
 
 def test_metrics_json_names_the_terms_outside_the_elbo(tmp_path):
@@ -161,11 +174,12 @@ def test_metrics_json_names_the_terms_outside_the_elbo(tmp_path):
     y = np.arange(40) % 3
     VarClust(3, latent_dim=2, hidden=(8,), epochs=2, pretrain_epochs=0, batch_size=20,
              device="cpu", guide="relaxed", cluster_information=1.0,
-             augmentation_consistency=0.5, virtual_adversarial=1.0,
+             augmentation_consistency=0.5, virtual_adversarial=1.0, neighbour_consistency=1.0,
              kl_warmup_epochs=4).fit(x, y, out_dir=tmp_path, progress=False)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["objective_terms_outside_elbo"] == [
-        "cluster_information", "augmentation_consistency", "virtual_adversarial"]
+        "cluster_information", "augmentation_consistency", "virtual_adversarial",
+        "neighbour_consistency"]
     epochs = metrics["history"]
     assert [h["kl_weight"] for h in epochs] == [0.25, 0.5]
     assert all(0 <= h["cluster_information_nats"] <= math.log(3) + 1e-6 for h in epochs)
@@ -175,3 +189,77 @@ def test_metrics_json_names_the_terms_outside_the_elbo(tmp_path):
     plain_metrics = json.loads((plain / "metrics.json").read_text())
     assert plain_metrics["objective_terms_outside_elbo"] == []
     assert "kl_weight" not in plain_metrics["history"][0]
+
+
+def test_nearest_neighbours_by_hand():
+    """Points on a line at 0, 1, 3, 7, 8: each one's nearest others, nearest first; an exact
+    duplicate counts as a neighbour at distance 0 and the datum itself never does."""
+    line = torch.tensor([0.0, 1.0, 3.0, 7.0, 8.0])[:, None]
+    assert nearest_neighbours(line, 2).tolist() == [[1, 2], [0, 2], [1, 0], [4, 2], [3, 2]]
+    twins = torch.tensor([0.0, 0.0, 5.0])[:, None]
+    assert nearest_neighbours(twins, 1).tolist() == [[1], [0], [1]] or \
+        nearest_neighbours(twins, 1).tolist() == [[1], [0], [0]]
+    with pytest.raises(ValueError, match="neighbours must be between 1 and N - 1 = 4"):
+        nearest_neighbours(line, 5)
+
+
+def test_nearest_neighbours_project_wide_data_on_principal_components():
+    """Two tight groups in 100 dimensions (more than the 50 components kept): every datum's
+    neighbours lie in its own group."""
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.randn(2, 100, generator=gen) * 5
+    group = torch.arange(40) % 2
+    data = centres[group] + 0.1 * torch.randn(40, 100, generator=gen)
+    found = nearest_neighbours(data.view(40, 1, 10, 10), 5)
+    assert found.shape == (40, 5) and bool((group[found] == group[:, None]).all())
+    assert not bool((found == torch.arange(40)[:, None]).any())
+
+
+def test_neighbour_consistency_moves_each_datum_to_one_of_its_neighbours():
+    """move() returns, for each batch datum, a datum of the data set listed among its k
+    neighbours; the loss is nu * N * mean KL(q(x) || q(x')) for those x'."""
+    torch.manual_seed(0)
+    data = torch.tensor([0.0, 1.0, 3.0, 7.0, 8.0, 20.0])[:, None]
+    term = NeighbourConsistency(2.0, data, neighbours=2)
+    indices = torch.tensor([0, 3, 5, 3])
+    allowed = [{1.0, 3.0}, {8.0, 3.0}, {8.0, 7.0}, {8.0, 3.0}]
+    for _ in range(20):
+        moved = term.move(None, None, data[indices], indices, None)
+        assert moved.shape == (4, 1)
+        assert all(float(v) in ok for v, ok in zip(moved[:, 0], allowed))
+    head = _LinearClusterHead(torch.tensor([[1.0], [-1.0]]))
+    target = head.cluster_logits(data[indices], None).detach()
+    torch.manual_seed(3)
+    loss = term.loss(head, None, data[indices], indices, 50, target)
+    torch.manual_seed(3)
+    moved = term.move(None, None, data[indices], indices, None)
+    expected = 2.0 * 50 * kl_categorical(target, head.cluster_logits(moved, None)).mean()
+    assert float(loss) == pytest.approx(float(expected), rel=1e-6)
+
+
+@pytest.mark.parametrize("at_start", [True, False])
+def test_fit_mixture_at_start_fits_the_untrained_encoders_codes(monkeypatch, at_start):
+    """From scratch with ``fit_mixture_at_start``, the prior starts at scikit-learn's
+    GaussianMixture of the untrained encoder's codes (what pretraining would start it at,
+    without the pretraining); without it, no mixture is fitted before training."""
+    from varclust.inference import warm_start
+    from varclust.inference.prediction import encode_means
+    from varclust.model.mixture_fit import fit_mixture_to_codes
+
+    seen = []
+    real = warm_start.init_mixture
+
+    def spy(fit, x, supervision):
+        codes = encode_means(fit.guide, x)
+        real(fit, x, supervision)
+        seen.append((codes, fit.model.prior.loc.detach().clone()))
+
+    monkeypatch.setattr(warm_start, "init_mixture", spy)
+    x = torch.rand(60, 1, 6, 6, generator=torch.Generator().manual_seed(4))
+    VarClust(3, latent_dim=2, hidden=(8,), epochs=1, pretrain_epochs=0, batch_size=20,
+             device="cpu", seed=7, fit_mixture_at_start=at_start).fit(x, progress=False)
+    assert len(seen) == int(at_start)
+    if at_start:
+        codes, loc = seen[0]
+        expected = fit_mixture_to_codes(codes, 3, seed=7)[1]
+        assert torch.allclose(loc, expected, atol=1e-6)

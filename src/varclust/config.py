@@ -165,6 +165,14 @@ class FitConfig:
                                          group=SCRATCH)
     adversarial_radius: float = setting(0.35, "L2 radius of the virtual adversarial "
                                         "perturbation, in the data's units", group=SCRATCH)
+    neighbour_consistency: float = setting(0.0, "nu of nu * N * KL(q(c|x) || q(c|x')), x' one "
+                                           "of x's nearest neighbours in the data, outside "
+                                           "the ELBO", group=SCRATCH)
+    neighbours: int = setting(5, "k, the nearest neighbours of each datum that "
+                              "neighbour_consistency draws from", group=SCRATCH)
+    fit_mixture_at_start: bool = setting(False, "with pretrain_epochs=0: start the mixture and "
+                                         "the guide's cluster head at a GaussianMixture of the "
+                                         "untrained encoder's codes", group=SCRATCH)
     dp_concentration: float = setting(1.0, "dp: concentration alpha of the sticks Beta(1, "
                                       "alpha) (small: few clusters)")
     dp_learn_concentration: bool = setting(False, "dp: a Gamma hyperprior on alpha (mean "
@@ -225,11 +233,13 @@ class FitConfig:
                 f"got {self.checkpoint_every_steps}"
             )
         for name in ("cluster_information", "augmentation_consistency", "virtual_adversarial",
-                     "kl_warmup_epochs"):  # the from-scratch terms: 0 turns one off
+                     "neighbour_consistency", "kl_warmup_epochs"):  # 0 turns one off
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0: off), got {getattr(self, name)}")
         if not self.adversarial_radius > 0:
             raise ValueError(f"adversarial_radius must be > 0, got {self.adversarial_radius}")
+        if self.neighbours < 1:
+            raise ValueError(f"neighbours must be >= 1, got {self.neighbours}")
         if self.max_bad_steps < 1:
             raise ValueError(f"max_bad_steps must be at least 1, got {self.max_bad_steps}")
         self._check_em_settings()

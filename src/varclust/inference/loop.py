@@ -31,7 +31,7 @@ from .kl_warmup import KLScale, kl_warmup_weight
 from .persistence import CHECKPOINT_NAME, FitRecord, restore_record, save_fit
 from .prediction import encode_means, predict_clusters
 from .progress import Progress
-from .regularisers import cluster_information, regularisers_of
+from .regularisers import cluster_information, regularisers_of, terms_outside_elbo
 from .run_folder import segment_record
 from .speed import scaled_learning_rate
 from .svi import SVITrainer
@@ -42,18 +42,21 @@ log = logging.getLogger("varclust")
 
 
 def make_trainer(model: nn.Module, guide: nn.Module, config: FitConfig,
-                 distributed: DistributedContext | None = None) -> SVITrainer:
+                 distributed: DistributedContext | None = None,
+                 data: Tensor | None = None) -> SVITrainer:
     """The SVI trainer of the config's learning rate (scaled to the batch), decay, clipping,
-    guard and terms outside the ELBO; data-parallel with ``distributed``."""
+    guard and terms outside the ELBO (for a fit to ``data`` (N, ...), which the neighbour
+    term needs); data-parallel with ``distributed``."""
     c = config
     lr = scaled_learning_rate(c.learning_rate, c.batch_size, c.lr_scaling)
+    terms = regularisers_of(c, data)
     if distributed is None:
         return SVITrainer(model, guide, lr, c.active_lr_decay, c.clip_norm, c.max_bad_steps,
-                          regularisers=regularisers_of(c))
+                          regularisers=terms)
     # every parameter exists now (built before), as DDP needs at wrapping time
     return DistributedSVITrainer(
         model, guide, lr, c.active_lr_decay, c.clip_norm, c.max_bad_steps,
-        regularisers=regularisers_of(c), context=distributed,
+        regularisers=terms, context=distributed,
     )
 
 
@@ -146,7 +149,7 @@ class FitLoop:
         assigned = pred.labels
         self.fit.cluster_sizes_ = np.bincount(assigned, minlength=k)
         out = cluster_usage(assigned, k)
-        if regularisers_of(self.config):  # what the terms outside the ELBO push up, all data
+        if terms_outside_elbo(self.config):  # what the terms outside the ELBO push up, all data
             out["cluster_information_nats"] = float(cluster_information(
                 torch.as_tensor(pred.responsibilities).clamp_min(1e-30).log()))
         if self.labels is not None:
@@ -194,7 +197,7 @@ def run(
     go there (by the main process of a distributed fit).
     """
     c = fit.config
-    trainer = make_trainer(fit.model, fit.guide, c, distributed)
+    trainer = make_trainer(fit.model, fit.guide, c, distributed, data=x)
     main = distributed is None or distributed.is_main
     path = out / CHECKPOINT_NAME if out is not None and main else None
     start_epoch = 0
@@ -223,6 +226,8 @@ def run(
             warm_start.start_from(fit, pretrained(), x, supervision)
         elif c.pretrain_epochs > 0:
             pretrain()
+        elif c.fit_mixture_at_start:  # from scratch: the mixture at the untrained codes
+            warm_start.init_mixture(fit, x, supervision)
     if state is None or state["phase"] == "pretrain":
         save("init", 0)
     if isinstance(trainer, DistributedSVITrainer):

@@ -23,7 +23,7 @@ from .checkpoint import (
     save_checkpoint,
     write_atomic,
 )
-from .regularisers import regularisers_of
+from .regularisers import terms_outside_elbo
 from .run_folder import (
     RunLock,
     check_resume_record,
@@ -104,7 +104,7 @@ def save_fit(fit: FitRecord, path: Path, phase: str, epoch: int, trainer: Any, m
         "metadata": dict(metadata or {}),
         "pretrain_losses": fit.pretrain_losses,
         # terms added to the training objective that are not part of the ELBO
-        "objective_terms_outside_elbo": [t.name for t in regularisers_of(fit.config)],
+        "objective_terms_outside_elbo": terms_outside_elbo(fit.config),
         "history": fit.history,
         "data": fit.data_fingerprint_,
         "segments": fit.segments,

@@ -65,7 +65,7 @@ class SVITrainer:
         max_bad_steps: this many steps in a row with a non-finite loss or gradient stop the run
             with :class:`~.guards.NonFiniteTrainingError`; fewer are skipped and counted.
         regularisers: terms outside the ELBO (:mod:`.regularisers`), each with
-            ``loss(guide, prior, x, num_data, log_q)`` where log_q (B, K) is the batch's
+            ``loss(guide, prior, x, indices, num_data, log_q)`` where log_q (B, K) is the batch's
             log q(c | x), computed once for all terms; added to the loss that is minimised,
             never to the ELBO that :meth:`step` returns.
     """
@@ -119,7 +119,7 @@ class SVITrainer:
             prior = self.model.prior
             log_q = self.guide.cluster_logits(x, prior)
             for term in self.regularisers:
-                objective = objective + term.loss(self.guide, prior, x, num_data, log_q)
+                objective = objective + term.loss(self.guide, prior, x, indices, num_data, log_q)
         objective.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.elbo.parameters(), self.clip_norm)
         if not bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):
