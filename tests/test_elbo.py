@@ -123,3 +123,17 @@ def test_cluster_posterior_is_bayes_rule_at_the_code_mean():
     assert logits.shape == (N, K)
     torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(logits.exp().sum(-1), torch.ones(N))
+
+
+def test_a_relaxed_fit_raises_no_enumeration_warning():
+    """The relaxed guide has no enumerated site by design: training and scoring it do not
+    print Pyro's "no sample sites configured for enumeration" warning."""
+    import warnings
+
+    x = torch.rand(40, 1, 6, 6, generator=torch.Generator().manual_seed(2))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        vc = VarClust(3, latent_dim=2, hidden=(8,), epochs=1, pretrain_epochs=0, batch_size=20,
+                      device="cpu", guide="relaxed").fit(x, progress=False)
+        vc.score(x)
+    assert not [w for w in caught if "configured for enumeration" in str(w.message)]

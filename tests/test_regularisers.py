@@ -263,3 +263,4 @@ def test_fit_mixture_at_start_fits_the_untrained_encoders_codes(monkeypatch, at_
         codes, loc = seen[0]
         expected = fit_mixture_to_codes(codes, 3, seed=7)[1]
         assert torch.allclose(loc, expected, atol=1e-6)
+

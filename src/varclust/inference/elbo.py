@@ -18,7 +18,16 @@ __all__ = ["SyncFreeTraceEnum_ELBO"]
 
 
 class SyncFreeTraceEnum_ELBO(TraceEnum_ELBO):
-    """``TraceEnum_ELBO`` whose ``differentiable_loss`` never copies a value to the host."""
+    """``TraceEnum_ELBO`` whose ``differentiable_loss`` never copies a value to the host.
+
+    One ELBO serves every guide. The relaxed guide has no enumerated site (its cluster is a
+    continuous relaxed variable), where ``TraceEnum_ELBO`` computes what ``Trace_ELBO`` does, so
+    Pyro's warning that no site is enumerated is off (``strict_enumeration_warning=False``).
+    """
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("strict_enumeration_warning", False)
+        super().__init__(**kwargs)
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         elbo = 0.0
