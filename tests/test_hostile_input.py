@@ -229,3 +229,25 @@ def test_cli_fit_reads_the_config_file(tmp_path) -> None:
     saved = json.loads((run / "metrics.json").read_text())["config"]
     assert (saved["clip_norm"], saved["hidden"], saved["max_bad_steps"]) == (3.5, [8], 4)
     assert (saved["seed"], saved["checkpoint_every_steps"], saved["epochs"]) == (5, 7, 0)
+
+
+def test_a_bool_setting_a_config_file_turns_on_can_be_typed_off(tmp_path) -> None:
+    """Bool settings have a ``--no-`` flag, and a typed one wins over a config file (and a
+    recipe) as any typed flag does."""
+    from varclust.cli import build_parser
+    from varclust.cli_config import config_from_args
+
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"fit_mixture_at_start": True, "dp_learn_concentration": True}))
+
+    def config(*flags):
+        args = build_parser().parse_args(["fit", "--out", str(tmp_path), *flags])
+        args.argv = list(flags)
+        return config_from_args(args)
+
+    on = config("--config", str(path))
+    assert on.fit_mixture_at_start and on.dp_learn_concentration
+    off = config("--config", str(path), "--no-fit-mixture-at-start")
+    assert not off.fit_mixture_at_start and off.dp_learn_concentration
+    assert config("--fit-mixture-at-start").fit_mixture_at_start
+    assert not config().fit_mixture_at_start

@@ -64,8 +64,11 @@ def flag_of(f: Field) -> str | None:
     return None if flag is None else flag or "--" + f.name.replace("_", "-")
 
 
-#: flag -> FitConfig field, for every field with a flag
-FLAG_FIELDS = {flag_of(f): f.name for f in fields(FitConfig) if flag_of(f) is not None}
+#: flag -> FitConfig field, for every field with a flag (a bool field's ``--no-`` form too, so
+#: that a setting a recipe turns on can be typed off)
+FLAG_FIELDS = {flag: f.name for f in fields(FitConfig) if flag_of(f) is not None
+               for flag in ([flag_of(f), "--no-" + flag_of(f)[2:]] if f.type == "bool"
+                            else [flag_of(f)])}
 
 
 def _presets(name: str) -> dict[str, Any]:
@@ -102,7 +105,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> dict[str | None, Any]:
         kw: dict[str, Any] = {"dest": f.name, "help": f.metadata["help"] or None,
                               "default": f.default}
         if f.type == "bool":
-            kw["action"] = "store_true"
+            kw["action"] = argparse.BooleanOptionalAction
         else:
             kw["type"] = _hidden if f.name == "hidden" else _TYPES[f.type]
         choices = f.metadata.get("choices") or _REGISTERED.get(f.name)
@@ -125,7 +128,7 @@ def config_from_args(args: argparse.Namespace) -> FitConfig:
     generator = GENERATORS[args.generator].defaults if args.generator else {}
     preset = {**generator, **DATASET_DEFAULTS.get(args.dataset, {})}
     values = {}
-    for name in FLAG_FIELDS.values():
+    for name in dict.fromkeys(FLAG_FIELDS.values()):
         value = getattr(args, name)
         values[name] = value if value is not None else preset.get(
             name, FitConfig.__dataclass_fields__[name].default)
