@@ -168,8 +168,7 @@ class FitConfig:
     neighbour_consistency: float = setting(0.0, "nu of nu * N * KL(q(c|x) || q(c|x')), x' one "
                                            "of x's nearest neighbours in the data, outside "
                                            "the ELBO", group=SCRATCH)
-    neighbours: int = setting(5, "k, the nearest neighbours of each datum that "
-                              "neighbour_consistency draws from", group=SCRATCH)
+    neighbours: int = setting(5, "k: x' is one of x's k nearest neighbours", group=SCRATCH)
     fit_mixture_at_start: bool = setting(False, "with pretrain_epochs=0: start the mixture and "
                                          "the guide's cluster head at a GaussianMixture of the "
                                          "untrained encoder's codes", group=SCRATCH)
