@@ -245,7 +245,7 @@ def nearest_neighbours(data: Tensor, k: int, components: int = 50) -> Tensor:
     n = len(data)
     if not 1 <= k < n:
         raise ValueError(f"neighbours must be between 1 and N - 1 = {n - 1}, got {k}")
-    flat = data.detach().reshape(n, -1).float().cpu().numpy()
+    flat = data.detach().reshape(n, -1).double().cpu().numpy()
     if flat.shape[1] > components:
         flat = PCA(min(components, n), svd_solver="full").fit_transform(flat)
     _, found = NearestNeighbors(n_neighbors=k + 1).fit(flat).kneighbors(flat)
