@@ -240,8 +240,8 @@ def test_relaxed_guide_with_equal_temperatures_loses_the_pretrained_clusters():
 ])
 def test_relaxed_guide_recovers_a_mixture_from_scratch(seed, extra):
     """No pretraining: KL warm-up and the cluster-information term (outside the ELBO) from a
-    random start (and, as ``--recipe scratch``, the neighbour term with the mixture started
-    at the untrained codes); q(c|x) then agrees with the model's p(c|z)."""
+    random start (and, opt-in, the neighbour term with the mixture started at the untrained
+    codes); q(c|x) then agrees with the model's p(c|z)."""
     x, y = synthetic_mixture(3, 150, 24, seed=3, binary=True)
     vc = VarClust(3, latent_dim=2, hidden=(32, 32), guide="relaxed", epochs=40, pretrain_epochs=0,
                   batch_size=32, lr_decay=1.0, cluster_information=3.0, kl_warmup_epochs=10,

@@ -67,33 +67,18 @@ __all__ = [
     "unit_norm",
 ]
 
-#: the FitConfig fields that weigh a term outside the ELBO (each term is named after its field),
-#: in the order the terms are added to the loss
-TERMS_OUTSIDE_ELBO = ("cluster_information", "augmentation_consistency", "virtual_adversarial",
-                      "neighbour_consistency")
-
-
 def terms_outside_elbo(config) -> list[str]:
     """The names of the terms outside the ELBO that a :class:`~varclust.config.FitConfig`
-    turns on (a weight > 0), as ``metrics.json`` lists them."""
-    return [name for name in TERMS_OUTSIDE_ELBO if getattr(config, name)]
+    turns on (a weight > 0), as ``metrics.json`` lists them; each is named after its field."""
+    return [term.name for term in TERMS_OUTSIDE_ELBO if getattr(config, term.name)]
 
 
 def regularisers_of(config, data: Tensor | None = None) -> list:
     """The terms outside the ELBO that a :class:`~varclust.config.FitConfig` turns on, for a
     fit to ``data`` (N, ...), which the neighbour term needs (it finds each datum's
-    neighbours there)."""
-    c = config
-    build = {
-        "cluster_information": lambda: ClusterInformation(c.cluster_information),
-        "augmentation_consistency": lambda: AugmentationConsistency(
-            c.augmentation_consistency),
-        "virtual_adversarial": lambda: VirtualAdversarialSmoothing(
-            c.virtual_adversarial, c.adversarial_radius),
-        "neighbour_consistency": lambda: NeighbourConsistency(
-            c.neighbour_consistency, data, c.neighbours),
-    }
-    return [build[name]() for name in terms_outside_elbo(c)]
+    neighbours there); each term builds itself (``from_config``)."""
+    return [term.from_config(config, data) for term in TERMS_OUTSIDE_ELBO
+            if getattr(config, term.name)]
 
 
 def random_shift(x: Tensor, max_shift: int) -> Tensor:
@@ -138,6 +123,10 @@ class ClusterInformation:
             raise ValueError(f"the cluster information weight must be positive, got {weight}")
         self.weight = weight
 
+    @classmethod
+    def from_config(cls, config, data: Tensor | None) -> ClusterInformation:
+        return cls(config.cluster_information)
+
     def loss(self, guide: nn.Module, prior: nn.Module, x: Tensor, indices: Tensor,
              num_data: int, log_q: Tensor) -> Tensor:
         """-weight * num_data * I_q(c; x) for the mini-batch x (B, ...), the data at
@@ -160,6 +149,11 @@ class ConsistencyTerm:
         if not weight > 0:
             raise ValueError(f"the {self.name} weight must be positive, got {weight}")
         self.weight = weight
+
+    @classmethod
+    def from_config(cls, config, data: Tensor | None) -> ConsistencyTerm:
+        """The term with a FitConfig's settings, for a fit to ``data`` (N, ...)."""
+        raise NotImplementedError
 
     def move(self, guide: nn.Module, prior: nn.Module, x: Tensor, indices: Tensor,
              target: Tensor) -> Tensor:
@@ -189,6 +183,10 @@ class AugmentationConsistency(ConsistencyTerm):
     def __init__(self, weight: float, max_shift: int = 1) -> None:
         super().__init__(weight)
         self.max_shift = max_shift
+
+    @classmethod
+    def from_config(cls, config, data: Tensor | None) -> AugmentationConsistency:
+        return cls(config.augmentation_consistency)
 
     def move(self, guide: nn.Module, prior: nn.Module, x: Tensor, indices: Tensor,
              target: Tensor) -> Tensor:
@@ -222,6 +220,10 @@ class VirtualAdversarialSmoothing(ConsistencyTerm):
         if not radius > 0:
             raise ValueError(f"the adversarial radius must be positive, got {radius}")
         self.radius = radius
+
+    @classmethod
+    def from_config(cls, config, data: Tensor | None) -> VirtualAdversarialSmoothing:
+        return cls(config.virtual_adversarial, config.adversarial_radius)
 
     def perturbation(self, guide: nn.Module, prior: nn.Module, x: Tensor,
                      target: Tensor) -> Tensor:
@@ -276,7 +278,17 @@ class NeighbourConsistency(ConsistencyTerm):
         self.data = data
         self.table = nearest_neighbours(data, neighbours)
 
+    @classmethod
+    def from_config(cls, config, data: Tensor | None) -> NeighbourConsistency:
+        return cls(config.neighbour_consistency, data, config.neighbours)
+
     def move(self, guide: nn.Module, prior: nn.Module, x: Tensor, indices: Tensor,
              target: Tensor) -> Tensor:
-        pick = torch.randint(self.table.shape[1], (len(indices),), device=self.table.device)
-        return self.data[self.table[indices.to(self.table.device), pick]].to(x.device)
+        pick = torch.randint(self.table.shape[1], (len(indices),), device=indices.device)
+        return self.data[self.table[indices, pick]]
+
+
+#: the terms outside the ELBO, each named after the FitConfig field of its weight, in the
+#: order they are added to the loss
+TERMS_OUTSIDE_ELBO = (ClusterInformation, AugmentationConsistency, VirtualAdversarialSmoothing,
+                      NeighbourConsistency)
