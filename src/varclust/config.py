@@ -8,9 +8,10 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
-from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
+
+from .config_checks import check_choices, check_field_types
 
 __all__ = ["FitConfig", "NAME_CHECKS", "PRECISIONS", "STRUCTURAL_KEYS"]
 
@@ -172,6 +173,10 @@ class FitConfig:
     fit_mixture_at_start: bool = setting(False, "with pretrain_epochs=0: start the mixture and "
                                          "the guide's cluster head at a GaussianMixture of the "
                                          "untrained encoder's codes", group=SCRATCH)
+    revive_clusters: float = setting(0.0, "after each epoch (EM: iteration), a cluster holding "
+                                     "less than this fraction of the data takes over half of "
+                                     "the largest (split in two by a GaussianMixture of its "
+                                     "codes), a move outside the ELBO; 0: off", group=SCRATCH)
     dp_concentration: float = setting(1.0, "dp: concentration alpha of the sticks Beta(1, "
                                       "alpha) (small: few clusters)")
     dp_learn_concentration: bool = setting(False, "dp: a Gamma hyperprior on alpha (mean "
@@ -237,6 +242,12 @@ class FitConfig:
                 raise ValueError(f"{name} must be >= 0 (0: off), got {getattr(self, name)}")
         if not self.adversarial_radius > 0:
             raise ValueError(f"adversarial_radius must be > 0, got {self.adversarial_radius}")
+        if not 0.0 <= self.revive_clusters < 1.0 / max(1, self.num_clusters):
+            raise ValueError(f"revive_clusters must be in [0, 1/num_clusters) (0: off), got "
+                             f"{self.revive_clusters}")
+        if self.revive_clusters and self.prior in REVIVAL_REFUSED_PRIORS:
+            raise ValueError(f"revive_clusters cannot act on prior={self.prior!r}: "
+                             f"{REVIVAL_REFUSED_PRIORS[self.prior]}")
         if self.neighbours < 1:
             raise ValueError(f"neighbours must be >= 1, got {self.neighbours}")
         if self.max_bad_steps < 1:
@@ -355,6 +366,15 @@ EM_REFUSED_PRIORS = {
 }
 
 
+#: priors that revive_clusters refuses, with the reason and the fix
+REVIVAL_REFUSED_PRIORS = {
+    "normal": "its clusters are a mixture refitted to the codes after every epoch, not "
+              "parameters a split could move; use prior='gmm'",
+    "dp": "switching unused clusters off is what the Dirichlet process is for; use prior='gmm' "
+          "(or 'bayes-gmm') with a fixed K to keep every cluster in use",
+}
+
+
 def upgrade_legacy_keys(d: dict[str, Any]) -> dict[str, Any]:
     """Map keys of configs written by older versions to today's fields: the boolean
     ``e_step_code_variance`` became ``e_step`` (True: "vade", False: "means")."""
@@ -363,38 +383,3 @@ def upgrade_legacy_keys(d: dict[str, Any]) -> dict[str, Any]:
     d = dict(d)
     d["e_step"] = "vade" if d.pop("e_step_code_variance") else "means"
     return d
-
-
-_FIELD_TYPES = {"int": (Integral, int, "an integer"), "float": (Real, float, "a number"),
-                "str": (str, str, "a string"),
-                "str | None": ((str, type(None)), lambda v: v, "a string or None"),
-                "bool": (bool, bool, "True or False")}
-
-
-def check_field_types(config: Any) -> None:
-    """TypeError naming the field when a value has the wrong type (bools are not numbers);
-    numpy scalars are turned into Python ones."""
-    for f in fields(config):
-        value = getattr(config, f.name)
-        if f.name == "hidden":
-            ok = isinstance(value, (list, tuple)) and all(
-                isinstance(h, Integral) and not isinstance(h, bool) for h in value
-            )
-            want = "a list of integers"
-        else:
-            kind, cast, want = _FIELD_TYPES[f.type]
-            ok = isinstance(value, kind) and (f.type == "bool" or not isinstance(value, bool))
-            if ok:
-                setattr(config, f.name, cast(value))
-        if not ok:
-            raise TypeError(f"{f.name} must be {want}, got {value!r}")
-
-
-def check_choices(config: Any) -> None:
-    """ValueError naming the field and its choices when a value is not among the ``choices``
-    of its :func:`setting`."""
-    for f in fields(config):
-        choices, value = f.metadata.get("choices"), getattr(config, f.name)
-        if choices and value not in choices:
-            named = ", ".join(map(repr, choices[:-1])) + f" or {choices[-1]!r}"
-            raise ValueError(f"{f.name} must be {named}, got {value!r}")

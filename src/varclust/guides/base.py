@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from pyro.nn import PyroModule
 from torch import Tensor, nn
 
 from ..model.generative import data_plate
+
+if TYPE_CHECKING:  # the type only: inference imports the guides
+    from ..inference.revival import Split
 
 __all__ = ["ClusterGuide", "code_posterior"]
 
@@ -66,6 +70,11 @@ class ClusterGuide(PyroModule):
     def init_from_mixture(self, weights: Tensor, loc: Tensor, scale: Tensor) -> None:
         """Start the guide's own cluster parameters at the mixture fitted to the pretrained
         codes: weights (K,), loc (K, D), scale (K, D). Default: nothing (no such parameters)."""
+
+    def split_cluster(self, split: Split) -> None:
+        """Follow a split of the prior's cluster ``split.donor`` into it and ``split.revived``
+        (:class:`varclust.inference.revival.Split`). Default: nothing (a guide whose q(c | x)
+        is the prior's p(c | z) follows the prior)."""
 
     def set_initial_code_scale(self, scale: float) -> None:
         """Make q(z | x) start with this scale for every x after pretraining (which trains

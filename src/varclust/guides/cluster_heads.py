@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
 
 from .base import ClusterGuide
 from .encoders import set_initial_scale
+
+if TYPE_CHECKING:  # the type only: inference imports the guides
+    from ..inference.revival import Split
 
 __all__ = ["ClusterHeads", "PerClusterGuide", "prior_uses_fitted_mixture"]
 
@@ -51,6 +56,21 @@ class ClusterHeads(nn.Module):
         self.log_spread.copy_(torch.as_tensor(scale).clamp_min(1e-3).log())
         self.log_weight.copy_(torch.as_tensor(weights).clamp_min(1e-6).log())
 
+    @torch.no_grad()
+    def split(self, donor: int, revived: int, fractions: Tensor, loc: Tensor) -> None:
+        """Split the discriminant's component ``donor`` into ``donor`` and ``revived`` with
+        weights in the proportions ``fractions`` (2,) and means ``loc`` (2, D); the revived
+        component's spread and offset start as the donor's."""
+        rows = [donor, revived]
+        self.centre[rows] = torch.as_tensor(loc).to(self.centre)
+        self.log_spread[revived] = self.log_spread[donor]
+        self.log_weight[rows] = (self.log_weight[donor]
+                                 + torch.as_tensor(fractions).to(self.centre).clamp_min(1e-6).log())
+        per_cluster = self.offset.weight.view(2, self.num_clusters, self.latent_dim, -1)
+        per_cluster[:, revived] = per_cluster[:, donor]
+        bias = self.offset.bias.view(2, self.num_clusters, self.latent_dim)
+        bias[:, revived] = bias[:, donor]
+
 
 class PerClusterGuide(ClusterGuide):
     """A guide with an encoder and :class:`ClusterHeads` (the mixture and relaxed guides).
@@ -74,6 +94,10 @@ class PerClusterGuide(ClusterGuide):
     def init_from_mixture(self, weights: Tensor, loc: Tensor, scale: Tensor) -> None:
         """Start the cluster heads at the mixture fitted to the pretrained codes."""
         self.heads.init_from_mixture(weights, loc, scale)
+
+    def split_cluster(self, split: Split) -> None:
+        """Split the heads' discriminant as the prior's mixture was split."""
+        self.heads.split(split.donor, split.revived, split.fractions, split.loc)
 
     def set_initial_code_scale(self, scale: float) -> None:
         set_initial_scale(self.encoder, scale)
