@@ -90,6 +90,8 @@ def main() -> None:
                         help="ddpm: stop the generator's pretraining at this latent reliance")
     parser.add_argument("--kl-warmup-iterations", type=int, default=0,
                         help="EM iterations over which the M-step's KL weight rises to 1")
+    parser.add_argument("--revive-clusters", type=float, default=0.0,
+                        help="revive clusters holding less than this fraction (0: off)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--diffusion-steps", type=int, default=400)
     parser.add_argument("--diffusion-width", type=int, default=32)
@@ -121,6 +123,7 @@ def main() -> None:
         diffusion_steps=args.diffusion_steps, diffusion_width=args.diffusion_width,
         diffusion_weight=args.diffusion_weight,
         sample_steps=args.sample_steps, device=args.device,
+        revive_clusters=args.revive_clusters,
     )
     name = f"{args.method}_{args.generator}_{args.dataset}"
     name += f"_n{args.subset}" if args.subset else ""

@@ -299,6 +299,14 @@ def test_em_keeps_the_learning_rate_constant_unless_told_and_svi_decays_it():
         trainer.epoch(torch.from_numpy(x), 20, 0, epoch)
         lrs.append(trainer.optimizer.param_groups[0]["lr"])
     assert lrs == [1e-3] * 3
+    # SVI with lr_decay_from F: constant through epoch F, then lr * decay^(e - F) at epoch e
+    trainer = trainer_of(method="svi", lr_decay=0.5, lr_decay_from=2)
+    lrs = []
+    for epoch in range(5):
+        lrs.append(trainer.optimizer.param_groups[0]["lr"])
+        trainer.epoch(torch.from_numpy(x), 20, 0, epoch)
+    assert lrs == pytest.approx([1e-3, 1e-3, 1e-3, 5e-4, 2.5e-4])
+    assert trainer_of(method="em", lr_decay_from=2).decay_from == 0  # EM: em_lr_decay only
 
 
 def test_the_m_step_gets_the_labels_of_a_semi_supervised_fit(monkeypatch):

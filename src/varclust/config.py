@@ -75,6 +75,8 @@ class FitConfig:
     learning_rate: float = setting(2e-3, "Adam learning rate", flag="--lr")
     lr_decay: float = setting(0.97, "the learning rate's factor per SVI epoch (--lr-decay)",
                               flag=None)
+    lr_decay_from: int = setting(0, "SVI: F of the learning rate lr * lr_decay^max(0, e - F) "
+                                 "at epoch e (constant to epoch F, then decaying)")
     clip_norm: float = setting(10.0, "gradients clipped to this norm")
     pretrain_epochs: int = setting(10, "autoencoder epochs before the mixture is fitted")
     pretrain_lr: float = setting(1e-3, "the autoencoder pretraining's learning rate")
@@ -216,7 +218,7 @@ class FitConfig:
         for name in ("latent_dim", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("epochs", "pretrain_epochs"):
+        for name in ("epochs", "pretrain_epochs", "lr_decay_from"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.learning_rate > 0 or not self.pretrain_lr > 0:
@@ -294,6 +296,12 @@ class FitConfig:
         """The learning rate's factor per epoch of the chosen method: ``em_lr_decay`` for EM
         (per M-step epoch), ``lr_decay`` for SVI."""
         return self.em_lr_decay if self.method == "em" else self.lr_decay
+
+    @property
+    def active_lr_decay_from(self) -> int:
+        """The first epoch whose end decays the learning rate: ``lr_decay_from`` for SVI, 0
+        for EM (its ``em_lr_decay`` acts from the first M-step)."""
+        return 0 if self.method == "em" else self.lr_decay_from
 
     @property
     def pretraining_batch(self) -> int:

@@ -53,11 +53,11 @@ def make_trainer(model: nn.Module, guide: nn.Module, config: FitConfig,
     terms = regularisers_of(c, data)
     if distributed is None:
         return SVITrainer(model, guide, lr, c.active_lr_decay, c.clip_norm, c.max_bad_steps,
-                          regularisers=terms)
+                          regularisers=terms, decay_from=c.active_lr_decay_from)
     # every parameter exists now (built before), as DDP needs at wrapping time
     return DistributedSVITrainer(
         model, guide, lr, c.active_lr_decay, c.clip_norm, c.max_bad_steps,
-        regularisers=terms, context=distributed,
+        regularisers=terms, decay_from=c.active_lr_decay_from, context=distributed,
     )
 
 

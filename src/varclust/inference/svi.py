@@ -60,7 +60,8 @@ class SVITrainer:
     Args:
         model, guide: PyroModules with the signature ``(x, indices, num_data)``.
         learning_rate: Adam's step size.
-        lr_decay: the learning rate is multiplied by this after every epoch.
+        lr_decay: the learning rate is multiplied by this after every epoch from
+            ``decay_from`` on: epoch e runs at learning_rate * lr_decay^max(0, e - decay_from).
         clip_norm: gradients are clipped to this global norm.
         max_bad_steps: this many steps in a row with a non-finite loss or gradient stop the run
             with :class:`~.guards.NonFiniteTrainingError`; fewer are skipped and counted.
@@ -79,8 +80,10 @@ class SVITrainer:
         clip_norm: float = 10.0,
         max_bad_steps: int = 10,
         regularisers: Sequence = (),
+        decay_from: int = 0,
     ) -> None:
         self.model = model
+        self.decay_from = decay_from
         self.guide = guide
         self.regularisers = tuple(regularisers)
         self.elbo = self.wrap_elbo(SyncFreeTraceEnum_ELBO(max_plate_nesting=1)(model, guide))
@@ -139,7 +142,8 @@ class SVITrainer:
         cluster: Tensor | None = None,
         cluster_mask: Tensor | None = None,
     ) -> float:
-        """One pass over ``data`` (N, ...) in shuffled mini-batches, then a scheduler step.
+        """One pass over ``data`` (N, ...) in shuffled mini-batches, then a scheduler step
+        (from epoch ``decay_from`` on).
 
         ``cluster`` (N,) and ``cluster_mask`` (N,) bool: semi-supervised labels, observed where
         the mask is true.
@@ -162,7 +166,8 @@ class SVITrainer:
         # the data were validated before training: Pyro's per-step argument checks are skipped
         with pyro.validation_enabled(False):
             self._run_batches(data, batches, epoch, on_step, cluster, cluster_mask)
-        self.scheduler.step()
+        if epoch >= self.decay_from:
+            self.scheduler.step()
         loss_sum, good = self.reduce_epoch_total(
             torch.as_tensor(pos.loss_sum, device=data.device), pos.batches)
         elbo = -float(loss_sum) / (good * num_data) if good else float("nan")
