@@ -128,8 +128,10 @@ def test_recipe_scratch_trains_from_scratch_and_typed_flags_win(tmp_path: Path) 
     config = metrics["config"]
     recipe = RECIPES["scratch"]
     assert config["pretrain_epochs"] == 0 and metrics["pretrain_losses"] == []
-    for key in ("cluster_information", "kl_warmup_epochs", "batch_size", "lr_decay"):
+    for key in ("cluster_information", "kl_warmup_epochs", "batch_size", "lr_decay",
+                "lr_decay_from", "revive_clusters"):
         assert config[key] == recipe[key], key
     assert config["epochs"] == 1 != recipe["epochs"]  # typed on the command line
     assert metrics["objective_terms_outside_elbo"] == ["cluster_information"]
+    assert metrics["moves_outside_elbo"] == ["revive_clusters"]
     assert len(metrics["history"]) == 1 and "cluster_information_nats" in metrics["history"][0]

@@ -120,3 +120,21 @@ def test_fits_record_the_move_each_epoch(method, guide):
     assert "revived_clusters" not in VarClust(4, latent_dim=2, hidden=(8,), epochs=1,
                                               pretrain_epochs=0, device="cpu").fit(
         x, progress=False).history[0]
+
+
+def test_the_scratch_recipe_revives_clusters_except_with_priors_that_refuse_it(tmp_path):
+    from varclust.cli import build_parser
+    from varclust.cli_config import config_from_args
+
+    def config(*flags):
+        args = build_parser().parse_args(["fit", "--out", str(tmp_path), *flags])
+        args.argv = list(flags)
+        return config_from_args(args)
+
+    assert config("--recipe", "scratch").revive_clusters == 0.02
+    assert config("--recipe", "scratch", "--prior", "bayes-gmm").revive_clusters == 0.02
+    for prior in ("dp", "normal"):  # the recipe leaves the move off; typed, it is refused
+        assert config("--recipe", "scratch", "--prior", prior).revive_clusters == 0.0
+        with pytest.raises(ValueError, match="revive_clusters cannot act"):
+            config("--prior", prior, "--revive-clusters", "0.02")
+    assert config().revive_clusters == 0.0

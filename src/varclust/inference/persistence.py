@@ -24,6 +24,7 @@ from .checkpoint import (
     write_atomic,
 )
 from .regularisers import terms_outside_elbo
+from .revival import moves_outside_elbo
 from .run_folder import (
     RunLock,
     check_resume_record,
@@ -105,6 +106,8 @@ def save_fit(fit: FitRecord, path: Path, phase: str, epoch: int, trainer: Any, m
         "pretrain_losses": fit.pretrain_losses,
         # terms added to the training objective that are not part of the ELBO
         "objective_terms_outside_elbo": terms_outside_elbo(fit.config),
+        # moves on the parameters between epochs that are not steps on the ELBO
+        "moves_outside_elbo": moves_outside_elbo(fit.config),
         "history": fit.history,
         "data": fit.data_fingerprint_,
         "segments": fit.segments,
