@@ -172,6 +172,7 @@ class FitLoop:
             return {"revived_clusters": 0}
         splits = revive_dead_clusters(self.fit.model, self.fit.guide, self.x, f,
                                       self.config.seed * 1_000_003 + epoch)
+        self.trainer.sync_parameters()  # ranks whose rounding split otherwise follow rank 0
         return {"revived_clusters": len(splits)}
 
     def refit_clusters(self) -> None:
@@ -248,8 +249,7 @@ def run(
             warm_start.init_mixture(fit, x, supervision)
     if state is None or state["phase"] == "pretrain":
         save("init", 0)
-    if isinstance(trainer, DistributedSVITrainer):
-        trainer.sync_parameters()  # pretraining on a GPU is not bit-reproducible over ranks
+    trainer.sync_parameters()  # pretraining on a GPU is not bit-reproducible over ranks
 
     loop = FitLoop(fit, trainer, x, labels, supervision)
     if c.method == "em":

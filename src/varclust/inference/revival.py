@@ -29,6 +29,7 @@ resumed fit repeats it exactly.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -51,14 +52,16 @@ def moves_outside_elbo(config) -> list[str]:
     return [name for name in MOVES_OUTSIDE_ELBO if getattr(config, name)]
 
 
+@dataclass
 class Split:
     """One split: the ``donor`` cluster's data go to ``donor`` and ``revived`` in the
     proportions ``fractions`` (2,), with means ``loc`` (2, D); the revived cluster takes
     the donor's scale."""
 
-    def __init__(self, donor: int, revived: int, fractions: Tensor, loc: Tensor) -> None:
-        self.donor, self.revived = donor, revived
-        self.fractions, self.loc = fractions, loc
+    donor: int
+    revived: int
+    fractions: Tensor
+    loc: Tensor
 
     @property
     def clusters(self) -> list[int]:

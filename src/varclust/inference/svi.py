@@ -99,6 +99,10 @@ class SVITrainer:
         self.last_epoch_skipped = 0
         self._last_bad = ""  # what the last bad step showed
 
+    def sync_parameters(self) -> None:
+        """Make every process hold the same parameters after a change outside the optimiser
+        (a data-parallel trainer broadcasts rank 0's). One process: nothing to do."""
+
     def step(
         self, x: Tensor, indices: Tensor, num_data: int, **labels: Tensor
     ) -> Tensor | None:
