@@ -175,10 +175,11 @@ class FitConfig:
     fit_mixture_at_start: bool = setting(False, "with pretrain_epochs=0: start the mixture and "
                                          "the guide's cluster head at a GaussianMixture of the "
                                          "untrained encoder's codes", group=SCRATCH)
-    revive_clusters: float = setting(0.0, "after each epoch (EM: iteration), a cluster holding "
-                                     "less than this fraction of the data takes over half of "
-                                     "the largest (split in two by a GaussianMixture of its "
-                                     "codes), a move outside the ELBO; 0: off", group=SCRATCH)
+    revive_clusters: float = setting(0.0, "after each epoch from the KL warm-up's last (EM: "
+                                     "iteration), a cluster holding less than this fraction of "
+                                     "the data takes half of the largest (split by a "
+                                     "GaussianMixture of its codes), a move outside the ELBO; "
+                                     "0: off", group=SCRATCH)
     dp_concentration: float = setting(1.0, "dp: concentration alpha of the sticks Beta(1, "
                                       "alpha) (small: few clusters)")
     dp_learn_concentration: bool = setting(False, "dp: a Gamma hyperprior on alpha (mean "
