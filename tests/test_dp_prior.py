@@ -49,21 +49,25 @@ def test_point_weights_are_the_posterior_mean_of_pi():
                                atol=1e-6, rtol=0)
 
 
-def _log_scale_prior(scale, dims, variance):
-    """log p(scale) for precision scale^-2 ~ Gamma(D/2, rate variance/2), by change of variable."""
+def _log_scale_prior(scale, dims, variance, nu=1.0):
+    """log p(scale) for precision scale^-2 ~ Gamma(nu D/2, rate nu variance/2), by change of
+    variable."""
     precision = scale**-2.0
-    return stats.gamma.logpdf(precision, a=dims / 2, scale=2 / variance) + np.log(2 * scale**-3.0)
+    return (stats.gamma.logpdf(precision, a=nu * dims / 2, scale=2 / (nu * variance))
+            + np.log(2 * scale**-3.0))
 
 
-@pytest.mark.parametrize("learn", [False, True], ids=["fixed-alpha", "gamma-alpha"])
-def test_global_sites_elbo_terms_match_a_hand_computation(learn):
+@pytest.mark.parametrize("learn, nu", [(False, 1.0), (True, 1.0), (False, 30.0)],
+                         ids=["fixed-alpha", "gamma-alpha", "nu-30"])
+def test_global_sites_elbo_terms_match_a_hand_computation(learn, nu):
     """One draw from the guide: the global sites' log p - log q is the hand-computed sum, they
     are not scaled by N / B (the local sites are), and the cluster site's weights are the
     stick-breaking weights of the drawn sticks."""
     pyro.set_rng_seed(3)
     k, d, num_data = 4, 2, 1000
     config = FitConfig(num_clusters=k, latent_dim=d, hidden=(8,), prior="dp", device="cpu",
-                       dp_concentration=0.7, dp_learn_concentration=learn, likelihood="gaussian")
+                       dp_concentration=0.7, dp_learn_concentration=learn, likelihood="gaussian",
+                       dp_scale_pseudo_count=nu)
     model, guide = build_model_and_guide(config, (5,))
     prior = model.prior
     prior.set_code_moments(torch.tensor([0.5, -1.0]), torch.tensor([2.0, 0.5]))
@@ -97,7 +101,7 @@ def test_global_sites_elbo_terms_match_a_hand_computation(learn):
         v, pos["stick_a"], pos["stick_b"]).sum()
     hand += stats.norm.logpdf(loc, [0.5, -1.0], np.sqrt([2.0, 0.5])).sum() - stats.norm.logpdf(
         loc, pos["loc_loc"], pos["loc_scale"]).sum()
-    hand += _log_scale_prior(scale, d, np.array([2.0, 0.5])).sum() - stats.lognorm.logpdf(
+    hand += _log_scale_prior(scale, d, np.array([2.0, 0.5]), nu).sum() - stats.lognorm.logpdf(
         scale, s=pos["log_scale_scale"], scale=np.exp(pos["log_scale_loc"])).sum()
     assert pyro_terms == pytest.approx(hand, rel=1e-4, abs=1e-3)
 
@@ -187,6 +191,10 @@ def test_dp_settings_are_checked():
         FitConfig(prior="dp", dp_settle_steps=-1)
     with pytest.raises(ValueError, match="alpha must be positive"):
         DirichletProcessPrior(5, 2, concentration=-1.0)
+    with pytest.raises(ValueError, match="dp_scale_pseudo_count must be positive"):
+        FitConfig(prior="dp", dp_scale_pseudo_count=0.0)
+    with pytest.raises(ValueError, match="scale_pseudo_count must be positive"):
+        DirichletProcessPrior(5, 2, scale_pseudo_count=-1.0)
 
 
 def test_cli_fit_with_a_dp_prior_reports_clusters_in_use(tmp_path):

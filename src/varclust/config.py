@@ -184,6 +184,9 @@ class FitConfig:
                                       "alpha) (small: few clusters)")
     dp_learn_concentration: bool = setting(False, "dp: a Gamma hyperprior on alpha (mean "
                                            "--dp-concentration), learned")
+    dp_scale_pseudo_count: float = setting(1.0, "dp: nu, the Gamma prior's pseudo-data on the "
+                                           "precisions (1: scikit-learn's; larger: fewer, "
+                                           "broader clusters)")
     dp_settle_steps: int = setting(1000, "dp: SVI steps of the prior alone on the pretrained "
                                    "codes (0: none)")
 
@@ -205,8 +208,9 @@ class FitConfig:
                 f"0 < temperature_decay <= 1, got {self.temperature_min}, {self.temperature}, "
                 f"{self.temperature_decay}"
             )
-        if not self.dp_concentration > 0:
-            raise ValueError(f"dp_concentration must be positive, got {self.dp_concentration}")
+        for name in ("dp_concentration", "dp_scale_pseudo_count"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.dp_settle_steps < 0:
             raise ValueError(f"dp_settle_steps must be >= 0 (0: none), got {self.dp_settle_steps}")
         if not self.prior_temperature > 0:
