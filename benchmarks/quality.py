@@ -63,6 +63,7 @@ VARIANTS: dict[str, dict] = {
     "dp-30": {"prior": "dp", "num_clusters": 30},
     # the same with a Gamma prior of 100 x the pseudo-data on the precisions (fewer, broader)
     "dp-30-nu100": {"prior": "dp", "num_clusters": 30, "dp_scale_pseudo_count": 100.0},
+    "dp-30-nu1000": {"prior": "dp", "num_clusters": 30, "dp_scale_pseudo_count": 1000.0},
     # ClusterDDPM's loop on the same networks: one M-step epoch + one E-step per iteration
     "em": {"method": "em", "m_step_epochs": 1},
 }
