@@ -64,6 +64,10 @@ VARIANTS: dict[str, dict] = {
     # the same with a Gamma prior of 100 x the pseudo-data on the precisions (fewer, broader)
     "dp-30-nu100": {"prior": "dp", "num_clusters": 30, "dp_scale_pseudo_count": 100.0},
     "dp-30-nu1000": {"prior": "dp", "num_clusters": 30, "dp_scale_pseudo_count": 1000.0},
+    # with SCAN's neighbour term (outside the ELBO): a boundary through a dense blob is paid for
+    "dp-30-neighbour": {"prior": "dp", "num_clusters": 30, "neighbour_consistency": 1.0},
+    "dp-30-nu100-neighbour": {"prior": "dp", "num_clusters": 30, "dp_scale_pseudo_count": 100.0,
+                              "neighbour_consistency": 1.0},
     # ClusterDDPM's loop on the same networks: one M-step epoch + one E-step per iteration
     "em": {"method": "em", "m_step_epochs": 1},
 }
@@ -91,6 +95,8 @@ def run_varclust(images, y: np.ndarray, config: FitConfig, pretrained: VarClust 
         "prior_summary": prior_summary,
         "acc_per_epoch": [h["acc"] for h in vc.history],
         "seconds_per_epoch": [h["seconds"] for h in vc.history],
+        # the splits of `revive_clusters` after each epoch (0 when the move is off)
+        "revived_per_epoch": [h.get("revived_clusters", 0) for h in vc.history],
         **(measure(vc) if measure is not None else {}),
     }
 

@@ -19,6 +19,7 @@ from ddp_worker import (
     NUM_DATA,
     mixture_config,
     one_step_problem,
+    revival_config,
     synthetic_mixture,
 )
 
@@ -96,6 +97,19 @@ def test_two_ranks_train_to_the_same_accuracy_as_one_process(two_ranks):
     assert abs(acc_ranks[0] - acc_single) <= 0.02
     assert len(two_ranks[0]["history"]) == mixture_config()["epochs"]
     assert "acc" in two_ranks[0]["history"][-1] and "acc" not in two_ranks[1]["history"][-1]
+
+
+def test_ranks_hold_rank_zeros_parameters_after_reviving_clusters(two_ranks):
+    """A move outside DDP's all-reduce (the split, on every rank from the whole data) leaves
+    the ranks with one model: the same mixture, networks and guide on both."""
+    history = two_ranks[0]["revival_history"]
+    assert len(history) == revival_config()["epochs"]
+    assert sum(h["revived_clusters"] for h in history) >= 1  # the move did act
+    params = [rank["revival_params"] for rank in two_ranks]
+    assert set(params[0]) == set(params[1])
+    assert any(k.startswith("prior.") for k in params[0])  # the split mixture is compared too
+    for name, value in params[0].items():
+        torch.testing.assert_close(params[1][name], value, atol=1e-6, rtol=0)
 
 
 def test_distributed_flag_without_torchrun_says_how_to_launch(tmp_path, monkeypatch, capsys):
