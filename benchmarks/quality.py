@@ -160,6 +160,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", default="fashion-mnist")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--clusters", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--pretrain-epochs", type=int, default=10)
@@ -214,7 +215,7 @@ def main() -> None:
     results = {}
     for name, fn in methods.items():
         rows = []
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             rows.append({"seed": seed, **fn(seed)})
             print(f"  {name} seed {seed}: " + ", ".join(
                 f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in rows[-1].items()
