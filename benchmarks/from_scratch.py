@@ -63,7 +63,7 @@ def main() -> None:
     for recipe in args.recipes:
         for guide in args.guides:
             name = f"{guide}/{recipe}"
-            settings = {**RECIPES[recipe], **overrides}
+            settings = {**RECIPES[recipe].settings_for(args.dataset, overrides), **overrides}
             rows = []
             for seed in range(args.first_seed, args.first_seed + args.seeds):
                 config = base.replace(guide=guide, seed=seed, **settings)

@@ -53,7 +53,8 @@ def main() -> None:
     data = load_dataset(args.dataset)
     y = data.labels.numpy()
     config = FitConfig(device="cpu", guide=args.guide,
-                       **{**DATASET_DEFAULTS.get(args.dataset, {}), **RECIPES[args.recipe]})
+                       **{**DATASET_DEFAULTS.get(args.dataset, {}),
+                          **RECIPES[args.recipe].settings_for(args.dataset, {})})
     singles, kept = [], []
     for group in range(args.groups):
         first = args.first_seed + group * args.restarts

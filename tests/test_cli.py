@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from varclust.cli import main
+from varclust.cli import build_parser, main
 
 SMALL = ["--hidden", "64,64", "--latent-dim", "4", "--pretrain-epochs", "2", "--quiet"]
 
@@ -109,6 +109,25 @@ def test_errors_are_one_clear_line(tmp_path: Path, capsys, args: list[str], mess
     assert message in err and err.startswith("varclust: error:")
 
 
+def test_the_scratch_recipe_scales_its_schedule_to_the_data_set_and_the_typed_epochs(tmp_path):
+    """Warm-up over the first sixth, the learning rate's tail over the last sixth, of the
+    recipe's epochs per data set or of the epochs typed; a typed schedule setting wins."""
+    from varclust.cli_config import config_from_args
+
+    def config(*flags):
+        args = build_parser().parse_args(["fit", "--out", str(tmp_path), *flags])
+        args.argv = list(flags)
+        c = config_from_args(args)
+        return c.epochs, c.kl_warmup_epochs, c.lr_decay_from
+
+    assert config("--recipe", "scratch") == (120, 20, 100)  # the digits: measured so
+    assert config("--recipe", "scratch", "--dataset", "fashion-mnist") == (10, 2, 8)
+    assert config("--recipe", "scratch", "--epochs", "60") == (60, 10, 50)
+    assert config("--recipe", "scratch", "--dataset", "fashion-mnist", "--epochs", "30",
+                  "--kl-warmup-epochs", "1") == (30, 1, 25)
+    assert config() == (60, 0, 0)  # the pretrained recipe picks nothing
+
+
 def test_unknown_dataset_is_refused_by_the_parser(capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--dataset", "imagenet", "--out", "x"])
@@ -126,12 +145,12 @@ def test_recipe_scratch_trains_from_scratch_and_typed_flags_win(tmp_path: Path) 
                  "--out", str(run)]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     config = metrics["config"]
-    recipe = RECIPES["scratch"]
+    recipe = RECIPES["scratch"].settings
     assert config["pretrain_epochs"] == 0 and metrics["pretrain_losses"] == []
-    for key in ("cluster_information", "kl_warmup_epochs", "batch_size", "lr_decay",
-                "lr_decay_from", "revive_clusters"):
+    for key in ("cluster_information", "batch_size", "lr_decay", "revive_clusters"):
         assert config[key] == recipe[key], key
-    assert config["epochs"] == 1 != recipe["epochs"]  # typed on the command line
+    assert config["epochs"] == 1  # typed on the command line; the schedule follows it
+    assert (config["kl_warmup_epochs"], config["lr_decay_from"]) == (0, 1)
     assert metrics["objective_terms_outside_elbo"] == ["cluster_information"]
     assert metrics["moves_outside_elbo"] == ["revive_clusters"]
     assert len(metrics["history"]) == 1 and "cluster_information_nats" in metrics["history"][0]

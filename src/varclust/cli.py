@@ -14,7 +14,6 @@ from .analysis.plots import plot_cluster_samples, plot_training_curve
 from .analysis.run_data import load_run
 from .cli_config import (
     DATASET_DEFAULTS,
-    RECIPES,
     add_config_flags,
     config_from_args,
     with_config_file,
@@ -36,6 +35,7 @@ from .inference.checkpoint import CheckpointError, write_atomic
 from .inference.distributed import init_distributed, shutdown_distributed
 from .inference.run_folder import RunLock
 from .metrics import clustering_scores
+from .recipes import RECIPES
 from .restarts import RESTARTS_FILE, fit_restarts, restart_folder
 
 __all__ = ["DATASET_DEFAULTS", "RECIPES", "build_parser", "config_from_args", "main",
@@ -92,8 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     groups[SCRATCH].add_argument(
         "--recipe", choices=sorted(RECIPES), default="pretrained",
         help="pretrained: autoencoder pretraining, then the mixture fitted to the codes; "
-        "scratch: end to end from a random start (" + ", ".join(
-            f"{k}={v}" for k, v in RECIPES["scratch"].items()) + ")")
+        "scratch: end to end from a random start (" + RECIPES["scratch"].describe() + ")")
 
     evaluate = sub.add_parser("evaluate", help="score a run's clusters against the labels")
     evaluate.add_argument("run", type=Path, help="run folder written by `varclust fit`")

@@ -13,12 +13,12 @@ from typing import Any
 
 from .config import EM, REVIVAL_REFUSED_PRIORS, SCRATCH, FitConfig, upgrade_legacy_keys
 from .inference.checkpoint import load_latest_checkpoint
+from .recipes import RECIPES
 from .registry import GENERATORS, GUIDES, LIKELIHOODS, PRIORS
 
 __all__ = [
     "DATASET_DEFAULTS",
     "FLAG_FIELDS",
-    "RECIPES",
     "add_config_flags",
     "config_from_args",
     "typed_fields",
@@ -35,21 +35,6 @@ DATASET_DEFAULTS: dict[str, dict] = {
     "digits": {"epochs": 60, "pretrain_epochs": 100, "em_iterations": 60,
                "diffusion_width": 16},
     "fashion-mnist": {"epochs": 30, "pretrain_epochs": 40},
-}
-
-#: --recipe: settings a recipe picks, unless typed on the command line. "scratch" trains end to
-#: end with no autoencoder pretraining: the best from-scratch settings measured on the digits
-#: (BENCHMARKS.md, issue 12: relaxed guide, 5 seeds, ACC 0.794 +- 0.020 with revival and the
-#: learning rate's decaying tail, 0.766 +- 0.057 without, 0.713 +- 0.100 with lambda 3; still
-#: below the pretrained recipe), cluster_information being a term outside the ELBO and
-#: revive_clusters a move outside it. Not in it: neighbour_consistency with fit_mixture_at_start
-#: (digits 0.787 +- 0.036, within the seed spread; on Fashion-MNIST they left 4 clusters in use).
-#: With a prior that refuses revive_clusters (REVIVAL_REFUSED_PRIORS) the recipe leaves it off.
-RECIPES: dict[str, dict] = {
-    "pretrained": {},
-    "scratch": {"pretrain_epochs": 0, "epochs": 120, "cluster_information": 6.0,
-                "kl_warmup_epochs": 20, "batch_size": 64, "lr_decay": 0.9,
-                "lr_decay_from": 100, "revive_clusters": 0.02},
 }
 
 #: the FitConfig field that --lr-decay sets, per method
@@ -137,7 +122,8 @@ def config_from_args(args: argparse.Namespace) -> FitConfig:
             name, FitConfig.__dataclass_fields__[name].default)
     config = FitConfig(**values)
     typed = typed_fields(args.argv)
-    recipe = {k: v for k, v in RECIPES[args.recipe].items() if k not in typed}
+    recipe = RECIPES[args.recipe].settings_for(
+        args.dataset, {name: getattr(config, name) for name in typed})
     if config.prior in REVIVAL_REFUSED_PRIORS:  # a prior the recipe's move cannot act on
         recipe.pop("revive_clusters", None)
     config = config.replace(**recipe)
