@@ -95,6 +95,34 @@ def test_corrupt_gz_system_copy_leaves_no_partial_file(tmp_path, monkeypatch, da
     assert not any(p.name.startswith(MNIST_RAW[0]) for p in raw.iterdir())
 
 
+def test_fits_started_together_on_a_fresh_cache_each_stage_the_data(tmp_path, monkeypatch):
+    """Two processes unpacking the same system copy at once (two benchmark fits on a fresh
+    machine) each write a temporary file of their own: a writer already in flight, whose
+    temporary file is left beside the target, neither breaks nor is broken by this one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    system = tmp_path / "system"
+    system.mkdir()
+    files = idx_files(n=2000)
+    for name, data in files.items():
+        (system / f"{name}.gz").write_bytes(gzip.compress(data))
+    monkeypatch.setitem(ds.SYSTEM_DIRS, "fashion-mnist", [system])
+    raw = tmp_path / "root" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    in_flight = {name: raw / f"{name}.part" for name in files}  # the old shared temp names
+    for part in in_flight.values():
+        part.write_bytes(b"another writer's half-written bytes")
+    with ThreadPoolExecutor(4) as pool:
+        sizes = list(pool.map(lambda _: len(load_dataset("fashion-mnist", tmp_path / "root",
+                                                         download=False)), range(4)))
+    assert sizes == [4000] * 4
+    for name, data in files.items():
+        assert (raw / name).read_bytes() == data
+        assert in_flight[name].read_bytes() == b"another writer's half-written bytes"
+    assert sorted(p.name for p in raw.iterdir()) == sorted([*files, *(
+        p.name for p in in_flight.values())])  # no temporary file of ours is left
+
+
 def test_cli_reports_a_corrupt_data_file_in_one_line(tmp_path, no_system_dirs, capsys) -> None:
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)

@@ -26,7 +26,7 @@ import torch
 import torchvision
 from torch import Tensor
 
-from .idx import DatasetCorruptError, check_raw_folder, gunzip_to
+from .idx import DatasetCorruptError, check_raw_folder, gunzip_to, private_part_file
 
 __all__ = [
     "DATASETS",
@@ -97,7 +97,7 @@ def _stage_idx_files(system_dir: Path, raw_folder: Path, resources: list) -> boo
         if (system_dir / n).exists():
             gunzip_to(system_dir / n, target)
         else:
-            tmp = target.with_suffix(".part")
+            tmp = private_part_file(target)
             shutil.copyfile(system_dir / n[:-3], tmp)
             os.replace(tmp, target)
     return True

@@ -11,10 +11,12 @@ import gzip
 import os
 import shutil
 import struct
+import tempfile
 import zlib
 from pathlib import Path
 
-__all__ = ["DatasetCorruptError", "check_idx_file", "check_idx_pair", "gunzip_to"]
+__all__ = ["DatasetCorruptError", "check_idx_file", "check_idx_pair", "gunzip_to",
+           "private_part_file"]
 
 #: IDX type code -> bytes per value
 IDX_TYPES = {0x08: 1, 0x09: 1, 0x0B: 2, 0x0C: 4, 0x0D: 4, 0x0E: 8}
@@ -78,11 +80,20 @@ def check_idx_pair(images: str | os.PathLike, labels: str | os.PathLike) -> None
         )
 
 
+def private_part_file(target: Path) -> Path:
+    """A new, empty temporary file beside ``target``, its name unique to this writer: processes
+    that stage the same file at once (two fits started together on a fresh cache) each write
+    their own and replace ``target`` atomically with identical bytes."""
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".part")
+    os.close(fd)
+    return Path(name)
+
+
 def gunzip_to(source: str | os.PathLike, target: str | os.PathLike) -> None:
-    """Unpack ``source`` (.gz) into ``target`` through a temporary file; a truncated or corrupt
-    archive raises :class:`DatasetCorruptError` and leaves no partial ``target``."""
+    """Unpack ``source`` (.gz) into ``target`` through a temporary file of its own; a truncated
+    or corrupt archive raises :class:`DatasetCorruptError` and leaves no partial ``target``."""
     source, target = Path(source), Path(target)
-    tmp = target.with_name(target.name + ".part")
+    tmp = private_part_file(target)
     try:
         with gzip.open(source, "rb") as src, open(tmp, "wb") as dst:
             shutil.copyfileobj(src, dst)
