@@ -66,8 +66,6 @@ VARIANTS: dict[str, dict] = {
     "dp-30-nu1000": {"prior": "dp", "num_clusters": 30, "dp_scale_pseudo_count": 1000.0},
     # with SCAN's neighbour term (outside the ELBO): a boundary through a dense blob is paid for
     "dp-30-neighbour": {"prior": "dp", "num_clusters": 30, "neighbour_consistency": 1.0},
-    "dp-30-nu100-neighbour": {"prior": "dp", "num_clusters": 30, "dp_scale_pseudo_count": 100.0,
-                              "neighbour_consistency": 1.0},
     # ClusterDDPM's loop on the same networks: one M-step epoch + one E-step per iteration
     "em": {"method": "em", "m_step_epochs": 1},
 }
