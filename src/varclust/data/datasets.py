@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import shutil
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,7 +25,8 @@ import torch
 import torchvision
 from torch import Tensor
 
-from .idx import DatasetCorruptError, check_raw_folder, gunzip_to, private_part_file
+from ..inference.checkpoint import write_atomic
+from .idx import DatasetCorruptError, check_raw_folder, gunzip_to
 
 __all__ = [
     "DATASETS",
@@ -97,9 +97,7 @@ def _stage_idx_files(system_dir: Path, raw_folder: Path, resources: list) -> boo
         if (system_dir / n).exists():
             gunzip_to(system_dir / n, target)
         else:
-            tmp = private_part_file(target)
-            shutil.copyfile(system_dir / n[:-3], tmp)
-            os.replace(tmp, target)
+            write_atomic(target, (system_dir / n[:-3]).read_bytes())
     return True
 
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import gzip
 import os
-import shutil
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 
-__all__ = ["DatasetCorruptError", "check_idx_file", "check_idx_pair", "gunzip_to",
-           "private_part_file"]
+from ..inference.checkpoint import write_atomic
+
+__all__ = ["DatasetCorruptError", "check_idx_file", "check_idx_pair", "gunzip_to"]
 
 #: IDX type code -> bytes per value
 IDX_TYPES = {0x08: 1, 0x09: 1, 0x0B: 2, 0x0C: 4, 0x0D: 4, 0x0E: 8}
@@ -80,32 +79,20 @@ def check_idx_pair(images: str | os.PathLike, labels: str | os.PathLike) -> None
         )
 
 
-def private_part_file(target: Path) -> Path:
-    """A new, empty temporary file beside ``target``, its name unique to this writer: processes
-    that stage the same file at once (two fits started together on a fresh cache) each write
-    their own and replace ``target`` atomically with identical bytes."""
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".part")
-    os.close(fd)
-    return Path(name)
-
-
 def gunzip_to(source: str | os.PathLike, target: str | os.PathLike) -> None:
-    """Unpack ``source`` (.gz) into ``target`` through a temporary file of its own; a truncated
-    or corrupt archive raises :class:`DatasetCorruptError` and leaves no partial ``target``."""
-    source, target = Path(source), Path(target)
-    tmp = private_part_file(target)
+    """Unpack ``source`` (.gz) into ``target`` with :func:`write_atomic` (a temporary file of
+    this writer's own, then a rename: fits staging the same file at once each write their own);
+    a truncated or corrupt archive raises :class:`DatasetCorruptError` and leaves no partial
+    ``target``."""
     try:
-        with gzip.open(source, "rb") as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        os.replace(tmp, target)
+        with gzip.open(source, "rb") as src:
+            data = src.read()
     except (EOFError, zlib.error, gzip.BadGzipFile) as err:
         raise DatasetCorruptError(
             f"{source} is a truncated or corrupt gzip file ({err}); replace it with a good copy "
             "(e.g. reinstall the package that ships it)"
         ) from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_atomic(target, data)
 
 
 def check_raw_folder(raw: str | os.PathLike, names: list[str]) -> None:
