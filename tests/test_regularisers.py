@@ -117,6 +117,65 @@ def test_the_terms_move_the_parameters_but_not_the_reported_elbo(guide):
     assert not torch.allclose(results[0][1], results[1][1])
 
 
+def test_terms_weight_scales_the_terms_outside_the_elbo():
+    """trainer.terms_weight w multiplies the terms' sum: w = 0 steps as without them, w = 0.5
+    on a term of weight 5 steps as the term of weight 2.5; the reported ELBO never moves."""
+    from varclust.inference.svi import SVITrainer
+
+    x = torch.rand(16, 1, 6, 6, generator=torch.Generator().manual_seed(1))
+
+    def step(terms, weight):
+        pyro.set_rng_seed(0)
+        vc = VarClust(3, latent_dim=2, hidden=(8,), guide="relaxed", device="cpu")
+        vc.build((1, 6, 6))
+        trainer = SVITrainer(vc.model, vc.guide, 1e-2, regularisers=terms)
+        trainer.terms_weight = weight
+        pyro.set_rng_seed(5)
+        loss = trainer.step(x, torch.arange(16), 16)
+        return float(loss), torch.cat([p.detach().flatten() for p in trainer.elbo.parameters()])
+
+    plain_loss, plain = step([], 1.0)
+    off_loss, off = step([ClusterInformation(5.0)], 0.0)
+    half_loss, half = step([ClusterInformation(5.0)], 0.5)
+    _, direct = step([ClusterInformation(2.5)], 1.0)
+    _, full = step([ClusterInformation(5.0)], 1.0)
+    assert torch.equal(plain, off)
+    assert torch.allclose(half, direct, atol=1e-6)
+    assert not torch.allclose(half, full)
+    assert plain_loss == pytest.approx(off_loss, rel=1e-6) == pytest.approx(half_loss, rel=1e-6)
+
+
+@pytest.mark.parametrize("method", ["svi", "em"])
+def test_warm_up_terms_follows_the_kl_weight_of_each_epoch(monkeypatch, method):
+    from varclust.inference.svi import SVITrainer
+
+    seen = []
+    original = SVITrainer.epoch
+
+    def recording(self, *args, **kwargs):
+        seen.append(self.terms_weight)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SVITrainer, "epoch", recording)
+    x = torch.rand(40, 1, 6, 6, generator=torch.Generator().manual_seed(2))
+    warmup = {"svi": {"epochs": 3, "kl_warmup_epochs": 4},
+              "em": {"em_iterations": 3, "kl_warmup_iterations": 3, "m_step_epochs": 1}}[method]
+    for warm_up_terms, expected in ((True, [0.25, 0.5, 0.75]), (False, [1.0, 1.0, 1.0])):
+        seen.clear()
+        VarClust(3, latent_dim=2, hidden=(8,), pretrain_epochs=0, batch_size=20, device="cpu",
+                 method=method, cluster_information=1.0, warm_up_terms=warm_up_terms,
+                 **warmup).fit(x, progress=False)
+        assert seen == pytest.approx(expected)
+
+
+def test_warm_up_terms_without_a_warm_up_is_refused_with_the_fix():
+    with pytest.raises(ValueError, match="kl_warmup_epochs is 0.*set kl_warmup_epochs > 0"):
+        FitConfig(cluster_information=1.0, warm_up_terms=True)
+    with pytest.raises(ValueError, match="kl_warmup_iterations is 0"):
+        FitConfig(method="em", cluster_information=1.0, warm_up_terms=True)
+    assert FitConfig(kl_warmup_epochs=3, warm_up_terms=True).warm_up_terms
+
+
 def test_kl_categorical_by_hand():
     p, q = torch.tensor([[0.7, 0.3]]), torch.tensor([[0.4, 0.6]])
     expected = 0.7 * math.log(0.7 / 0.4) + 0.3 * math.log(0.3 / 0.6)

@@ -160,6 +160,9 @@ class FitConfig:
                                          "outside the ELBO", group=SCRATCH)
     kl_warmup_epochs: int = setting(0, "scale the latent terms of the ELBO up from 1/E to 1 "
                                     "over E epochs", group=SCRATCH)
+    warm_up_terms: bool = setting(False, "scale the terms outside the ELBO by the KL "
+                                  "warm-up's weight too, so they grow with the KL while the "
+                                  "codes form", group=SCRATCH)
     augmentation_consistency: float = setting(0.0, "gamma of gamma * N * KL(q(c|x) || "
                                               "q(c|shifted x)), outside the ELBO (images only)",
                                               group=SCRATCH)
@@ -247,6 +250,12 @@ class FitConfig:
                      "neighbour_consistency", "kl_warmup_epochs"):  # 0 turns one off
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0: off), got {getattr(self, name)}")
+        warmup = self.kl_warmup_iterations if self.method == "em" else self.kl_warmup_epochs
+        if self.warm_up_terms and not warmup:
+            field = "kl_warmup_iterations" if self.method == "em" else "kl_warmup_epochs"
+            raise ValueError(f"warm_up_terms scales the terms outside the ELBO by the KL "
+                             f"warm-up's weight, but {field} is 0 (no warm-up): set {field} > 0 "
+                             "or leave warm_up_terms off")
         if not self.adversarial_radius > 0:
             raise ValueError(f"adversarial_radius must be > 0, got {self.adversarial_radius}")
         if not 0.0 <= self.revive_clusters < 1.0 / max(1, self.num_clusters):

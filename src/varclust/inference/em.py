@@ -263,6 +263,7 @@ def fit_em(
     start_iteration: int = 0,
     supervision: dict[str, Tensor] | None = None,
     kl_weight: Callable[[int], float] | None = None,
+    warm_up_terms: bool = False,
     on_epoch_start: Callable[[int], None] | None = None,
     on_m_step: Callable[[int, Tensor], None] | None = None,
     on_iteration: Callable[[dict[str, Any]], None] | None = None,
@@ -281,6 +282,8 @@ def fit_em(
             every M-step epoch.
         kl_weight: iteration -> beta in (0, 1], the M-step's KL warm-up (:class:`KLScale`);
             None: 1.
+        warm_up_terms: scale the trainer's terms outside the ELBO by the same beta
+            (``trainer.terms_weight``).
         on_epoch_start: called with the global M-step epoch index before each epoch (e.g. the
             relaxed guide's temperature schedule).
         on_m_step: called after every gradient step with (step index, loss).
@@ -303,6 +306,7 @@ def fit_em(
         guide.train()
         elbo = float("nan")
         beta = 1.0 if kl_weight is None else float(kl_weight(iteration))
+        trainer.terms_weight = beta if warm_up_terms else 1.0
         with frozen(model.prior), KLScale(beta):
             for epoch in range(m_step_epochs):
                 index = iteration * m_step_epochs + epoch

@@ -92,6 +92,7 @@ class FitLoop:
             fit.guide.train()
             fit.guide.start_epoch(epoch)  # e.g. the relaxed guide's temperature
             beta = kl_warmup_weight(epoch, c.kl_warmup_epochs)
+            self.trainer.terms_weight = beta if c.warm_up_terms else 1.0
             with KLScale(beta):
                 elbo = self.trainer.epoch(x, c.batch_size, c.seed, epoch, on_step,
                                           **self.supervision)
@@ -137,7 +138,8 @@ class FitLoop:
             fit.model, fit.guide, self.x, self.trainer, iterations=c.em_iterations,
             m_step_epochs=c.m_step_epochs, batch_size=c.batch_size, seed=c.seed,
             e_step=e_step, start_iteration=start, supervision=self.supervision,
-            kl_weight=kl_warmup(c.kl_warmup_iterations), on_epoch_start=fit.guide.start_epoch,
+            kl_weight=kl_warmup(c.kl_warmup_iterations), warm_up_terms=c.warm_up_terms,
+            on_epoch_start=fit.guide.start_epoch,
             on_m_step=on_m_step, on_iteration=on_iteration,
         )
         for callback in callbacks:

@@ -42,6 +42,17 @@ digit (an unsupervised fact about the data, the labels only measure it), so the 
 together what a pixel-space neighbourhood already groups and lets the ELBO and the cluster
 information decide the rest. Like the other consistency terms it is the loss nu * N * (1/B)
 sum_b KL(q(c | x_b) || q(c | x'_b)) with q(c | x_b) held fixed.
+
+**Warming the terms up with the KL** (``warm_up_terms``): with a KL warm-up of weight beta_e in
+epoch e (:mod:`.kl_warmup`) the trainer maximises
+
+    E_q[log p(x | z)] - beta_e KL(q(z, c | x) || p(z, c)) + w_e * (the terms above),
+
+with w_e = 1 by default and w_e = beta_e with ``warm_up_terms``, which keeps the ratio of the
+cluster terms to the KL fixed while the codes form. Without it, a from-scratch fit's cluster
+head is pushed at full strength towards a confident, balanced partition of the untrained
+encoder's features from the first step, and the encoder then keeps that partition (measured on
+the digits: BENCHMARKS.md, issue 12).
 """
 
 from __future__ import annotations

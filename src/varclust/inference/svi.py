@@ -68,7 +68,8 @@ class SVITrainer:
         regularisers: terms outside the ELBO (:mod:`.regularisers`), each with
             ``loss(guide, prior, x, indices, num_data, log_q)`` where log_q (B, K) is the batch's
             log q(c | x), computed once for all terms; added to the loss that is minimised,
-            never to the ELBO that :meth:`step` returns.
+            never to the ELBO that :meth:`step` returns. Their sum is multiplied by
+            :attr:`terms_weight` (1 unless a warm-up sets it, ``FitConfig.warm_up_terms``).
     """
 
     def __init__(
@@ -95,6 +96,9 @@ class SVITrainer:
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=lr_decay)
         self.bad_steps = BadStepCounter(max_bad_steps)
         self.position = EpochPosition()
+        #: the factor on the terms outside the ELBO in the steps to come (the KL warm-up's beta
+        #: when they warm up with it; set by the loop that runs the epochs)
+        self.terms_weight = 1.0
         #: steps skipped in the last finished epoch
         self.last_epoch_skipped = 0
         self._last_bad = ""  # what the last bad step showed
@@ -125,8 +129,9 @@ class SVITrainer:
         if self.regularisers:
             prior = self.model.prior
             log_q = self.guide.cluster_logits(x, prior)
-            for term in self.regularisers:
-                objective = objective + term.loss(self.guide, prior, x, indices, num_data, log_q)
+            terms = sum(term.loss(self.guide, prior, x, indices, num_data, log_q)
+                        for term in self.regularisers)
+            objective = objective + self.terms_weight * terms
         objective.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.elbo.parameters(), self.clip_norm)
         if not bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):
