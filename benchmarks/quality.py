@@ -92,6 +92,8 @@ def run_varclust(images, y: np.ndarray, config: FitConfig, pretrained: VarClust 
         "clusters_weighted": prior_summary.get("clusters_in_use"),
         "prior_summary": prior_summary,
         "acc_per_epoch": [h["acc"] for h in vc.history],
+        # the mean ELBO per datum of each epoch (label-free: what a selection may read)
+        "elbo_per_epoch": [h["elbo"] for h in vc.history],
         "seconds_per_epoch": [h["seconds"] for h in vc.history],
         # the splits of `revive_clusters` after each epoch (0 when the move is off)
         "revived_per_epoch": [h.get("revived_clusters", 0) for h in vc.history],
