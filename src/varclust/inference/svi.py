@@ -129,9 +129,9 @@ class SVITrainer:
         if self.regularisers:
             prior = self.model.prior
             log_q = self.guide.cluster_logits(x, prior)
-            terms = sum(term.loss(self.guide, prior, x, indices, num_data, log_q)
-                        for term in self.regularisers)
-            objective = objective + self.terms_weight * terms
+            for term in self.regularisers:  # one at a time: the summation order of before
+                objective = objective + self.terms_weight * term.loss(
+                    self.guide, prior, x, indices, num_data, log_q)
         objective.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.elbo.parameters(), self.clip_norm)
         if not bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):
