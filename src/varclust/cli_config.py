@@ -120,13 +120,13 @@ def config_from_args(args: argparse.Namespace) -> FitConfig:
         value = getattr(args, name)
         values[name] = value if value is not None else preset.get(
             name, FitConfig.__dataclass_fields__[name].default)
-    config = FitConfig(**values)
     typed = typed_fields(args.argv)
-    recipe = RECIPES[args.recipe].settings_for(
-        args.dataset, {name: getattr(config, name) for name in typed})
-    if config.prior in REVIVAL_REFUSED_PRIORS:  # a prior the recipe's move cannot act on
+    recipe = RECIPES[args.recipe].settings_for(args.dataset, {name: values[name] for name in typed})
+    if values["prior"] in REVIVAL_REFUSED_PRIORS:  # a prior the recipe's move cannot act on
         recipe.pop("revive_clusters", None)
-    config = config.replace(**recipe)
+    # one validation, of the flags with the recipe (a typed flag may need what the recipe sets,
+    # e.g. --warm-up-terms the recipe's KL warm-up)
+    config = FitConfig(**{**values, **recipe})
     if args.config is not None:
         config = with_config_file(config, args.config, args.argv)
     if args.lr_decay is not None:  # the decay of the loop that runs
