@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .config_checks import check_choices, check_field_types
+from .config_checks import check_choices, check_field_types, check_terms_outside_elbo
 
 __all__ = ["FitConfig", "NAME_CHECKS", "PRECISIONS", "STRUCTURAL_KEYS"]
 
@@ -246,26 +246,13 @@ class FitConfig:
                 f"checkpoint_every_steps must be >= 0 (0: after each epoch only), "
                 f"got {self.checkpoint_every_steps}"
             )
-        for name in ("cluster_information", "augmentation_consistency", "virtual_adversarial",
-                     "neighbour_consistency", "kl_warmup_epochs"):  # 0 turns one off
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0 (0: off), got {getattr(self, name)}")
-        warmup = self.kl_warmup_iterations if self.method == "em" else self.kl_warmup_epochs
-        if self.warm_up_terms and not warmup:
-            field = "kl_warmup_iterations" if self.method == "em" else "kl_warmup_epochs"
-            raise ValueError(f"warm_up_terms scales the terms outside the ELBO by the KL "
-                             f"warm-up's weight, but {field} is 0 (no warm-up): set {field} > 0 "
-                             "or leave warm_up_terms off")
-        if not self.adversarial_radius > 0:
-            raise ValueError(f"adversarial_radius must be > 0, got {self.adversarial_radius}")
+        check_terms_outside_elbo(self)
         if not 0.0 <= self.revive_clusters < 1.0 / max(1, self.num_clusters):
             raise ValueError(f"revive_clusters must be in [0, 1/num_clusters) (0: off), got "
                              f"{self.revive_clusters}")
         if self.revive_clusters and self.prior in REVIVAL_REFUSED_PRIORS:
             raise ValueError(f"revive_clusters cannot act on prior={self.prior!r}: "
                              f"{REVIVAL_REFUSED_PRIORS[self.prior]}")
-        if self.neighbours < 1:
-            raise ValueError(f"neighbours must be >= 1, got {self.neighbours}")
         if self.max_bad_steps < 1:
             raise ValueError(f"max_bad_steps must be at least 1, got {self.max_bad_steps}")
         self._check_em_settings()
