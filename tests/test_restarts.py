@@ -79,3 +79,68 @@ def test_cli_restarts(tmp_path, capsys):
     capsys.readouterr()
     assert main([*common, "--restarts", "0"]) == 2
     assert "--restarts must be at least 1" in capsys.readouterr().err
+
+
+def test_select_after_scores_part_way_and_continues_only_the_chosen_fit():
+    x, config = _data(), TINY.replace(epochs=4, seed=5)
+    result = fit_restarts(config, x, restarts=3, select_after=2, progress=False)
+    assert result.select_after == 2 and [c.epochs for c in result.candidates] == [2, 2, 2]
+    assert result.chosen == int(np.argmax([c.elbo for c in result.candidates]))
+    lengths = [len(f.history) for f in result.fits]
+    assert lengths[result.chosen] == 4 and lengths.count(2) == 2
+    # the kept fit is the very fit a single run of its seed gives (the continuation is exact)
+    seed = result.candidates[result.chosen].seed
+    single = VarClust(config=config.replace(seed=seed)).fit(x, progress=False)
+    assert [h["elbo"] for h in result.best.history] == [h["elbo"] for h in single.history]
+    # a candidate's score is its ELBO after 2 epochs: the 2-epoch fit of its seed
+    two = VarClust(config=config.replace(seed=5, epochs=2)).fit(x, progress=False)
+    assert score_by_elbo(two, x) == pytest.approx(result.candidates[0].elbo, rel=1e-6)
+    # the labels never enter the choice
+    labelled = fit_restarts(config, x, np.arange(60) % 3, restarts=3, select_after=2,
+                            progress=False)
+    assert labelled.chosen == result.chosen
+
+
+def test_select_after_records_the_choice_and_resume_reuses_it(tmp_path):
+    x, out, config = _data(), tmp_path / "runs", TINY.replace(epochs=3)
+    result = fit_restarts(config, x, restarts=2, select_after=1, out_dir=out, progress=False)
+    record = json.loads((out / RESTARTS_FILE).read_text())
+    assert record["select_after"] == 1 and record["chosen_continued"]
+    assert record["chosen_seed"] == result.candidates[result.chosen].seed
+    assert [c["epochs"] for c in record["candidates"]] == [1, 1]
+    other = 1 - result.chosen
+    assert len(VarClust.load(restart_folder(out, other), device="cpu").history) == 1
+    # resume: the recorded choice stands; the chosen fit is continued to the new length and
+    # the other candidate is not refitted
+    again = fit_restarts(config.replace(epochs=4), x, restarts=2, select_after=1, out_dir=out,
+                         resume=True, progress=False)
+    assert again.chosen == result.chosen
+    assert len(again.best.history) == 4 and len(again.fits[other].history) == 1
+
+
+def test_select_after_refuses_what_it_cannot_do(tmp_path, capsys):
+    for bad in (0, 2, 5):
+        with pytest.raises(ValueError, match="select_after must be between 1 and"):
+            fit_restarts(TINY, _data(), restarts=2, select_after=bad, progress=False)
+    with pytest.raises(ValueError, match="select_after counts SVI epochs"):
+        fit_restarts(TINY.replace(method="em"), _data(), restarts=2, select_after=1)
+    common = ["fit", "--dataset", "digits", "--out", str(tmp_path / "r"), "--epochs", "2"]
+    assert main([*common, "--select-after", "1"]) == 2
+    assert "--select-after chooses among restarts" in capsys.readouterr().err
+    assert main([*common, "--restarts", "2", "--select-after", "2"]) == 2
+    assert "select_after must be between 1 and epochs - 1 = 1" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()  # refused before anything was written
+
+
+def test_cli_select_after(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["fit", "--dataset", "digits", "--out", str(out), "--restarts", "2",
+                 "--select-after", "1", "--epochs", "2", "--hidden", "32", "--latent-dim", "3",
+                 "--pretrain-epochs", "1", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    record = json.loads((out / RESTARTS_FILE).read_text())
+    assert "after 1 epochs, and only it continued" in printed
+    assert "at epoch 1; after epoch 2" in printed and "at epoch 1; after epoch 1" in printed
+    chosen = restart_folder(out, record["chosen_seed"])
+    assert len(VarClust.load(chosen, device="cpu").history) == 2
+    assert (chosen / "samples.png").exists()

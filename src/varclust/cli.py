@@ -36,7 +36,7 @@ from .inference.distributed import init_distributed, shutdown_distributed
 from .inference.run_folder import RunLock
 from .metrics import clustering_scores
 from .recipes import RECIPES
-from .restarts import RESTARTS_FILE, fit_restarts, restart_folder
+from .restarts import RESTARTS_FILE, check_select_after, fit_restarts, restart_folder
 
 __all__ = ["DATASET_DEFAULTS", "RECIPES", "build_parser", "config_from_args", "main",
            "with_config_file"]
@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="fit from the seeds --seed .. --seed + R - 1, each into OUT/seed_S, "
                      "and keep the fit with the highest ELBO (OUT/restarts.json); the labels "
                      "never enter the choice")
+    fit.add_argument("--select-after", type=int, default=None, metavar="E",
+                     help="with --restarts: score the fits after E SVI epochs and continue "
+                     "only the best to --epochs (R E + epochs - E epochs in all)")
     fit.add_argument("--data-root", type=Path, help="torchvision data folder")
     fit.add_argument("--download", action="store_true", help="download a missing data set")
     fit.add_argument("--quiet", action="store_true",
@@ -146,6 +149,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if args.restarts < 1:
         raise ValueError(f"--restarts must be at least 1, got {args.restarts}")
+    if args.select_after is not None and args.restarts < 2:
+        raise ValueError("--select-after chooses among restarts; give --restarts R (R >= 2) "
+                         "or drop --select-after")
     if args.restarts > 1:
         if args.distributed:
             raise ValueError("--restarts runs its fits one after another in one process; "
@@ -153,6 +159,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         if args.resume:
             config = with_resumed_settings(config, restart_folder(args.out, config.seed),
                                            args.argv)
+        check_select_after(config, args.select_after)  # before the data are read
         return _fit_restarts(args, config)
     if args.resume:
         config = with_resumed_settings(config, args.out, args.argv)
@@ -209,12 +216,15 @@ def _fit_restarts(args: argparse.Namespace, config: FitConfig) -> int:
     with RunLock(args.out):
         data, metadata = fit_data(args)
         seeds = f"{config.seed} to {config.seed + args.restarts - 1}"
+        when = ("" if args.select_after is None
+                else f" after {args.select_after} epochs, and only it continued")
         print(f"varclust: {args.restarts} fits of K={config.num_clusters} to {data.name} "
               f"({len(data)} x {'x'.join(map(str, data.image_shape))}), seeds {seeds}; "
-              "the highest ELBO is kept")
+              f"the highest ELBO is kept{when}")
         try:
             result = fit_restarts(
-                config, data.images, data.labels, restarts=args.restarts, out_dir=args.out,
+                config, data.images, data.labels, restarts=args.restarts,
+                select_after=args.select_after, out_dir=args.out,
                 resume=args.resume, overwrite=args.overwrite,
                 progress="lines" if args.quiet else True, metadata=metadata,
                 labelled=_labelled_mask(args.labelled_fraction, data, args.seed),
@@ -228,7 +238,8 @@ def _fit_restarts(args: argparse.Namespace, config: FitConfig) -> int:
         _write_figures(result.best, Path(chosen.folder))
     for fit, c in zip(result.fits, result.candidates, strict=True):
         scores = _scores_text(fit.history[-1] if fit.history else {})
-        print(f"  seed {c.seed}: ELBO {c.elbo:.3f}{'; ' + scores if scores else ''}"
+        print(f"  seed {c.seed}: ELBO {c.elbo:.3f} at epoch {c.epochs}; after epoch "
+              f"{len(fit.history)}{': ' + scores if scores else ''}"
               f"{'  <- kept' if c is chosen else ''}")
     print(f"varclust: done; kept seed {chosen.seed}; run folder {chosen.folder} "
           f"(all: {args.out / RESTARTS_FILE})")

@@ -11,15 +11,28 @@ The ELBO of a candidate is :func:`varclust.summaries.mean_elbo` on the fitted da
 over ``draws`` passes that all start from the same random seed, so every candidate is scored
 with the same noise. Candidates share every setting but ``seed``.
 
+**Choosing part-way** (``select_after=E``): a from-scratch fit's ELBO says nothing about its
+fate at the end of the KL warm-up but ranks the fits by mid-fit about as well as at the end (on
+the digits, Spearman with the final ACC 0.85 at epoch 60 of 120; BENCHMARKS.md, issue 12). So
+every candidate is fitted for its first E SVI epochs only, scored there, and the chosen one
+alone is continued to ``config.epochs``: R E + (epochs - E) epochs instead of R epochs. The
+continuation is the checkpoint resumed (exact), so the kept fit is the very fit a single run of
+its seed would give; the others stay E-epoch fits (resumable). Without an output folder the
+candidates are checkpointed to a temporary folder, removed at the end.
+
 With an output folder ``out``, candidate r is a complete run folder ``out/seed_S`` (resumable
-as any run) and ``out/restarts.json`` (written atomically once all are fitted) lists each
-candidate's seed, folder and ELBO and names the chosen one.
+as any run) and ``out/restarts.json`` (written atomically once all are scored, and again when the
+chosen one is continued) lists each candidate's seed, folder, ELBO and the epochs it was scored
+at, and names the chosen one. ``resume=True`` of a part-way choice reuses a recorded choice and
+continues the chosen fit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,8 +44,8 @@ from .config import FitConfig
 from .estimator import VarClust
 from .inference.checkpoint import write_atomic
 
-__all__ = ["RESTARTS_FILE", "Candidate", "Restarts", "fit_restarts", "restart_folder",
-           "score_by_elbo"]
+__all__ = ["RESTARTS_FILE", "Candidate", "Restarts", "check_select_after", "fit_restarts",
+           "restart_folder", "score_by_elbo"]
 
 #: the record of a fit with restarts, in its output folder
 RESTARTS_FILE = "restarts.json"
@@ -40,20 +53,24 @@ RESTARTS_FILE = "restarts.json"
 
 @dataclass
 class Candidate:
-    """One restart: its seed, its run folder (None in memory) and its mean ELBO per datum."""
+    """One restart: its seed, its run folder (None in memory), its mean ELBO per datum and the
+    SVI epochs it had when scored (the whole fit, or ``select_after``)."""
 
     seed: int
     folder: str | None
     elbo: float
+    epochs: int
 
 
 @dataclass
 class Restarts:
-    """What :func:`fit_restarts` returns: every fit, its candidate record, and the choice."""
+    """What :func:`fit_restarts` returns: every fit, its candidate record, and the choice.
+    With ``select_after`` the fits not chosen stop at that epoch; the chosen one is whole."""
 
     fits: list[VarClust]
     candidates: list[Candidate]
     chosen: int
+    select_after: int | None = None
 
     @property
     def best(self) -> VarClust:
@@ -76,20 +93,23 @@ def score_by_elbo(fit: VarClust, X: Any, draws: int = 3, seed: int = 0) -> float
 
 
 def fit_restarts(
-    config: FitConfig, X: Any, y: Any = None, *, restarts: int,
+    config: FitConfig, X: Any, y: Any = None, *, restarts: int, select_after: int | None = None,
     out_dir: str | os.PathLike | None = None, resume: bool = False, overwrite: bool = False,
     draws: int = 3, **fit_kwargs: Any,
 ) -> Restarts:
     """Fit ``config`` from the seeds config.seed, ..., config.seed + restarts - 1 and return
     them with their ELBO on X (N, ...) and the index of the highest (module docstring).
 
-    ``y`` (N,) labels only feed the per-epoch scores, never the choice. ``out_dir``: a folder
-    of candidate run folders and ``restarts.json``; ``resume`` continues the candidates whose
-    folder holds a checkpoint and starts the others; ``overwrite`` as :meth:`VarClust.fit`.
-    Other keyword arguments go to :meth:`VarClust.fit`.
+    ``select_after``: score the candidates after this many SVI epochs (1 .. epochs - 1) and
+    continue the chosen one alone; None scores the whole fits. ``y`` (N,) labels only feed the
+    per-epoch scores, never the choice. ``out_dir``: a folder of candidate run folders and
+    ``restarts.json``; ``resume`` continues the candidates whose folder holds a checkpoint and
+    starts the others; ``overwrite`` as :meth:`VarClust.fit`. Other keyword arguments go to
+    :meth:`VarClust.fit`.
     """
     if restarts < 1:
         raise ValueError(f"restarts must be at least 1, got {restarts}")
+    check_select_after(config, select_after)
     if fit_kwargs.get("distributed") is not None:
         raise ValueError("restarts run one fit after another in one process; run a "
                          "distributed fit without --restarts")
@@ -97,21 +117,84 @@ def fit_restarts(
     if out is not None and (out / "checkpoint.pt").exists():
         raise ValueError(f"{out} holds a single run (checkpoint.pt); give restarts a new "
                          "folder, or --overwrite that run's folder elsewhere first")
-    if out is not None and (resume or overwrite):  # the candidates will change: the record,
-        (out / RESTARTS_FILE).unlink(missing_ok=True)  # derived from them, is rewritten at the end
-    fits, candidates = [], []
-    for seed in range(config.seed, config.seed + restarts):
-        folder = restart_folder(out, seed) if out is not None else None
-        resumable = resume and folder is not None and (folder / "checkpoint.pt").exists()
-        fit = VarClust(config=config.replace(seed=seed))  # each fit seeds itself at its start
-        fit.fit(X, y, out_dir=folder, resume=resumable, overwrite=overwrite, **fit_kwargs)
-        fits.append(fit)
-        candidates.append(Candidate(seed, None if folder is None else str(folder),
-                                    score_by_elbo(fit, X, draws)))
-    best = int(np.argmax([c.elbo for c in candidates]))
-    if out is not None:
-        record = {"chosen_seed": candidates[best].seed, "chosen_folder": candidates[best].folder,
-                  "criterion": f"mean ELBO per datum on the fitted data, {draws} draws",
-                  "candidates": [asdict(c) for c in candidates]}
-        write_atomic(out / RESTARTS_FILE, json.dumps(record, indent=2).encode())
-    return Restarts(fits, candidates, best)
+    recorded = _recorded_choice(out, config, restarts, select_after) if resume else None
+    if out is not None and (overwrite or (resume and recorded is None)):
+        (out / RESTARTS_FILE).unlink(missing_ok=True)  # the candidates will change: the record,
+    seeds = range(config.seed, config.seed + restarts)  # derived from them, is rewritten
+    scored = config if select_after is None else config.replace(epochs=select_after)
+    with (contextlib.nullcontext(out) if out is not None or select_after is None
+          else tempfile.TemporaryDirectory(prefix="varclust-restarts-")) as root:
+        root = Path(root) if root is not None else None
+        if recorded is not None:  # a part-way choice made before: its candidates as they were
+            candidates = [Candidate(**c) for c in recorded["candidates"]]
+            fits = [VarClust.load(c.folder, device=config.device) for c in candidates]
+        else:
+            fits, candidates = [], []
+            for seed in seeds:
+                folder = restart_folder(root, seed) if root is not None else None
+                fit = _fit_one(scored.replace(seed=seed), X, y, folder, resume, overwrite,
+                               fit_kwargs)
+                if select_after is not None and len(fit.history) != select_after:
+                    raise ValueError(
+                        f"{folder} holds a fit of {len(fit.history)} epochs, not the "
+                        f"{select_after} that select_after scores; choose in a new folder")
+                fits.append(fit)
+                candidates.append(Candidate(seed, None if out is None else str(folder),
+                                            score_by_elbo(fit, X, draws), len(fit.history)))
+        best = int(np.argmax([c.elbo for c in candidates]))
+        _write_record(out, candidates, best, draws, select_after)
+        if select_after is not None:  # the chosen one continued from its checkpoint (exact)
+            seed = candidates[best].seed
+            fits[best] = _fit_one(config.replace(seed=seed), X, y, restart_folder(root, seed),
+                                  True, False, fit_kwargs)
+            _write_record(out, candidates, best, draws, select_after,
+                          final_elbo=score_by_elbo(fits[best], X, draws))
+    return Restarts(fits, candidates, best, select_after)
+
+
+def check_select_after(config: FitConfig, select_after: int | None) -> None:
+    """Refuse a ``select_after`` that is not an SVI epoch strictly inside the fit."""
+    if select_after is None:
+        return
+    if config.method != "svi":
+        raise ValueError(f"select_after counts SVI epochs, but method={config.method!r}; "
+                         "drop select_after (--select-after) to choose at the end of the fits")
+    if not 1 <= select_after < config.epochs:
+        raise ValueError(f"select_after must be between 1 and epochs - 1 = {config.epochs - 1},"
+                         f" got {select_after}; drop it to choose at the end of the fits")
+
+
+def _fit_one(config: FitConfig, X: Any, y: Any, folder: Path | None, resume: bool,
+             overwrite: bool, fit_kwargs: dict[str, Any]) -> VarClust:
+    """One candidate fitted into ``folder`` (resumed where it holds a checkpoint and resume)."""
+    resumable = resume and folder is not None and (folder / "checkpoint.pt").exists()
+    fit = VarClust(config=config)  # each fit seeds itself at its start
+    return fit.fit(X, y, out_dir=folder, resume=resumable, overwrite=overwrite, **fit_kwargs)
+
+
+def _write_record(out: Path | None, candidates: list[Candidate], best: int, draws: int,
+                  select_after: int | None, final_elbo: float | None = None) -> None:
+    """``out/restarts.json``, atomically: the candidates, the choice and how it was made."""
+    if out is None:
+        return
+    when = "at the end of each fit" if select_after is None else f"after {select_after} epochs"
+    record = {"chosen_seed": candidates[best].seed, "chosen_folder": candidates[best].folder,
+              "criterion": f"mean ELBO per datum on the fitted data, {draws} draws, {when}",
+              "select_after": select_after,
+              "candidates": [asdict(c) for c in candidates]}
+    if select_after is not None:
+        record["chosen_continued"] = final_elbo is not None
+        record["chosen_final_elbo"] = final_elbo
+    write_atomic(out / RESTARTS_FILE, json.dumps(record, indent=2).encode())
+
+
+def _recorded_choice(out: Path | None, config: FitConfig, restarts: int,
+                     select_after: int | None) -> dict | None:
+    """The record of a part-way choice among these very seeds, or None (choose anew)."""
+    if out is None or select_after is None or not (out / RESTARTS_FILE).exists():
+        return None
+    record = json.loads((out / RESTARTS_FILE).read_text())
+    seeds = [c["seed"] for c in record.get("candidates", [])]
+    same = (record.get("select_after") == select_after
+            and seeds == list(range(config.seed, config.seed + restarts)))
+    return record if same else None
