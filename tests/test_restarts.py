@@ -144,3 +144,19 @@ def test_cli_select_after(tmp_path, capsys):
     chosen = restart_folder(out, record["chosen_seed"])
     assert len(VarClust.load(chosen, device="cpu").history) == 2
     assert (chosen / "samples.png").exists()
+
+
+def test_cli_select_after_resume_takes_the_length_from_the_command(tmp_path):
+    """The candidates of a part-way choice are E-epoch fits: --resume must not read the fit's
+    length from the first candidate's checkpoint, but from the command (here its --config)."""
+    out, settings = tmp_path / "r", tmp_path / "settings.json"
+    command = ["fit", "--dataset", "digits", "--out", str(out), "--restarts", "2",
+               "--select-after", "1", "--config", str(settings), "--quiet"]
+    base = {"hidden": [32], "latent_dim": 3, "pretrain_epochs": 1}
+    settings.write_text(json.dumps({**base, "epochs": 2}))
+    assert main(command) == 0
+    settings.write_text(json.dumps({**base, "epochs": 3}))
+    assert main([*command, "--resume"]) == 0
+    chosen = json.loads((out / RESTARTS_FILE).read_text())["chosen_seed"]
+    lengths = {s: len(VarClust.load(restart_folder(out, s), device="cpu").history) for s in (0, 1)}
+    assert lengths == {chosen: 3, 1 - chosen: 1}

@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "never enter the choice")
     fit.add_argument("--select-after", type=int, default=None, metavar="E",
                      help="with --restarts: score the fits after E SVI epochs and continue "
-                     "only the best to --epochs (R E + epochs - E epochs in all)")
+                     "only the best to --epochs (R x E + epochs - E epochs in all)")
     fit.add_argument("--data-root", type=Path, help="torchvision data folder")
     fit.add_argument("--download", action="store_true", help="download a missing data set")
     fit.add_argument("--quiet", action="store_true",
@@ -157,8 +157,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
             raise ValueError("--restarts runs its fits one after another in one process; "
                              "drop --distributed or --restarts")
         if args.resume:
-            config = with_resumed_settings(config, restart_folder(args.out, config.seed),
-                                           args.argv)
+            # the first candidate's settings; but a part-way choice's candidates stop at
+            # epoch E, so the fit's length is the command's
+            resumed = with_resumed_settings(config, restart_folder(args.out, config.seed),
+                                            args.argv)
+            config = (resumed if args.select_after is None
+                      else resumed.replace(epochs=config.epochs))
         check_select_after(config, args.select_after)  # before the data are read
         return _fit_restarts(args, config)
     if args.resume:
