@@ -119,18 +119,19 @@ def fit_restarts(
                          "folder, or --overwrite that run's folder elsewhere first")
     recorded = _recorded_choice(out, config, restarts, select_after) if resume else None
     if out is not None and (overwrite or (resume and recorded is None)):
-        (out / RESTARTS_FILE).unlink(missing_ok=True)  # the candidates will change: the record,
-    seeds = range(config.seed, config.seed + restarts)  # derived from them, is rewritten
+        # the candidates will change: the record, derived from them, is rewritten
+        (out / RESTARTS_FILE).unlink(missing_ok=True)
     scored = config if select_after is None else config.replace(epochs=select_after)
+    # a part-way choice continues a checkpoint: without out, the candidates' go to a temp folder
     with (contextlib.nullcontext(out) if out is not None or select_after is None
           else tempfile.TemporaryDirectory(prefix="varclust-restarts-")) as root:
-        root = Path(root) if root is not None else None
+        root = None if root is None else Path(root)
         if recorded is not None:  # a part-way choice made before: its candidates as they were
             candidates = [Candidate(**c) for c in recorded["candidates"]]
             fits = [VarClust.load(c.folder, device=config.device) for c in candidates]
         else:
             fits, candidates = [], []
-            for seed in seeds:
+            for seed in range(config.seed, config.seed + restarts):
                 folder = restart_folder(root, seed) if root is not None else None
                 fit = _fit_one(scored.replace(seed=seed), X, y, folder, resume, overwrite,
                                fit_kwargs)
