@@ -40,6 +40,25 @@ def test_cluster_information_by_hand():
     assert float(cluster_information(onehot.log())) == pytest.approx(math.log(3), abs=1e-5)
 
 
+def test_cluster_balance_weighs_the_marginal_entropy_by_hand():
+    q = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]])
+
+    def entropy(p):
+        return -sum(float(v) * math.log(float(v)) for v in p)
+
+    marginal, conditional = entropy(q.mean(0)), np.mean([entropy(row) for row in q])
+    assert float(cluster_information(q.log(), balance=4.0)) == pytest.approx(
+        4 * marginal - conditional, abs=1e-6)
+    term = ClusterInformation.from_config(
+        FitConfig(cluster_information=2.0, cluster_balance=4.0), None)
+    loss = term.loss(None, None, None, None, num_data=10, log_q=q.log())
+    assert float(loss) == pytest.approx(-2.0 * 10 * (4 * marginal - conditional), rel=1e-6)
+    with pytest.raises(ValueError, match="cluster_balance must be positive"):
+        FitConfig(cluster_information=1.0, cluster_balance=0.0)
+    with pytest.raises(ValueError, match="set cluster_information > 0"):
+        FitConfig(cluster_balance=4.0)
+
+
 def test_random_shift_moves_each_image_by_at_most_one_pixel():
     torch.manual_seed(0)
     x = torch.zeros(50, 1, 6, 6)

@@ -158,6 +158,9 @@ class FitConfig:
                               "batches)", choices=("none", "sqrt", "linear"))
     cluster_information: float = setting(0.0, "lambda of lambda * N * I_q(c; x), a term "
                                          "outside the ELBO", group=SCRATCH)
+    cluster_balance: float = setting(1.0, "mu of the cluster information's marginal entropy: "
+                                     "lambda N [mu H(c) - H(c|x)] (1: I_q(c; x); IMSAT: 4)",
+                                     group=SCRATCH)
     kl_warmup_epochs: int = setting(0, "scale the latent terms of the ELBO up from 1/E to 1 "
                                     "over E epochs", group=SCRATCH)
     warm_up_terms: bool = setting(False, "scale the terms outside the ELBO by the KL "
@@ -211,7 +214,7 @@ class FitConfig:
                 f"0 < temperature_decay <= 1, got {self.temperature_min}, {self.temperature}, "
                 f"{self.temperature_decay}"
             )
-        for name in ("dp_concentration", "dp_scale_pseudo_count"):
+        for name in ("dp_concentration", "dp_scale_pseudo_count", "cluster_balance"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.dp_settle_steps < 0:

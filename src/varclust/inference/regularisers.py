@@ -15,6 +15,10 @@ second rewards confident assignments. The trainer maximises ELBO + lambda * N * 
 factor N puts lambda on the per-datum scale of the ELBO (which is scaled to the data set).
 Without it, a GMM-VAE trained from a random start puts every datum into one component: the
 mixture weights follow the guide's assignments and the assignments follow the weights.
+``cluster_balance`` mu weighs the two entropies apart, as IMSAT's own code does (mu = 4 there):
+the term is then lambda * N * [mu H(mean q) - mean H(q)], which for mu > 1 asks for balanced
+clusters more than for confident assignments, leaving confidence more to the ELBO (whose p(c|z)
+sharpens as the components separate). mu = 1 (the default) is I_q(c; x).
 
 **Augmentation consistency** (``augmentation_consistency`` = gamma): images shifted by at most
 ``max_shift`` pixels should fall in the same cluster (IMSAT's self-augmentation; the shift is
@@ -111,40 +115,46 @@ def kl_categorical(log_p: Tensor, log_q: Tensor) -> Tensor:
     return (log_p.exp() * (log_p - log_q)).sum(-1)
 
 
-def cluster_information(log_q: Tensor) -> Tensor:
+def cluster_information(log_q: Tensor, balance: float = 1.0) -> Tensor:
     """I_q(c; x) of a batch of cluster posteriors: log_q (B, K), normalised -> 0-dim tensor,
-    H(mean_b q_b) - mean_b H(q_b), in nats; between 0 and log K."""
+    H(mean_b q_b) - mean_b H(q_b), in nats; between 0 and log K. With ``balance`` mu the
+    marginal entropy is weighted by mu: mu H(mean_b q_b) - mean_b H(q_b) (IMSAT's form)."""
     q = log_q.exp()
     mean_q = q.mean(0)
     marginal_entropy = -(mean_q * mean_q.clamp_min(1e-30).log()).sum()
     conditional_entropy = -(q * log_q).sum(-1).mean()
-    return marginal_entropy - conditional_entropy
+    return balance * marginal_entropy - conditional_entropy
 
 
 class ClusterInformation:
-    """The loss term -weight * N * I_q(c; x) on a mini-batch (module docstring).
+    """The loss term -weight * N * [mu H(mean q) - mean H(q)] on a mini-batch (module
+    docstring; mu = 1: -weight * N * I_q(c; x)).
 
     Args:
         weight: lambda > 0.
+        balance: mu > 0, the weight of the marginal entropy (IMSAT's mu).
     """
 
     name = "cluster_information"
 
-    def __init__(self, weight: float) -> None:
+    def __init__(self, weight: float, balance: float = 1.0) -> None:
         if not weight > 0:
             raise ValueError(f"the cluster information weight must be positive, got {weight}")
+        if not balance > 0:
+            raise ValueError(f"the cluster balance mu must be positive, got {balance}")
         self.weight = weight
+        self.balance = balance
 
     @classmethod
     def from_config(cls, config, data: Tensor | None) -> ClusterInformation:
-        return cls(config.cluster_information)
+        return cls(config.cluster_information, config.cluster_balance)
 
     def loss(self, guide: nn.Module, prior: nn.Module, x: Tensor, indices: Tensor,
              num_data: int, log_q: Tensor) -> Tensor:
         """-weight * num_data * I_q(c; x) for the mini-batch x (B, ...), the data at
         ``indices`` (B,), whose log q(c | x) is ``log_q`` (B, K): a 0-dim tensor that carries
         gradient to the guide's cluster posterior (and the prior, where q uses it)."""
-        return -self.weight * num_data * cluster_information(log_q)
+        return -self.weight * num_data * cluster_information(log_q, self.balance)
 
 
 class ConsistencyTerm:
