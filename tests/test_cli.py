@@ -151,7 +151,8 @@ def test_recipe_scratch_trains_from_scratch_and_typed_flags_win(tmp_path: Path) 
     config = metrics["config"]
     recipe = RECIPES["scratch"].settings
     assert config["pretrain_epochs"] == 0 and metrics["pretrain_losses"] == []
-    for key in ("cluster_information", "batch_size", "lr_decay", "revive_clusters"):
+    for key in ("cluster_information", "cluster_balance", "batch_size", "lr_decay",
+                "revive_clusters"):
         assert config[key] == recipe[key], key
     assert config["epochs"] == 1  # typed on the command line; the schedule follows it
     assert (config["kl_warmup_epochs"], config["lr_decay_from"]) == (0, 1)

@@ -47,9 +47,10 @@ def check_choices(config: Any) -> None:
 
 def check_terms_outside_elbo(config: Any) -> None:
     """ValueError for a negative weight of a term outside the ELBO or warm-up length, a
-    non-positive adversarial radius, fewer than one neighbour, ``cluster_balance`` without the
-    cluster information term, or ``warm_up_terms`` without a KL warm-up of the method that runs
-    (``kl_warmup_iterations`` in EM, else epochs)."""
+    non-positive adversarial radius, fewer than one neighbour, or ``warm_up_terms`` without a
+    KL warm-up of the method that runs (``kl_warmup_iterations`` in EM, else epochs). A term's
+    own parameters (``neighbours``, ``adversarial_radius``, ``cluster_balance``) are inert while
+    its weight is 0, so a recipe's values survive a typed 0."""
     for name in ("cluster_information", "augmentation_consistency", "virtual_adversarial",
                  "neighbour_consistency", "kl_warmup_epochs"):  # 0 turns one off
         if getattr(config, name) < 0:
@@ -59,10 +60,6 @@ def check_terms_outside_elbo(config: Any) -> None:
         raise ValueError(f"warm_up_terms scales the terms outside the ELBO by the KL warm-up's "
                          f"weight, but {warmup} is 0 (no warm-up): set {warmup} > 0 or leave "
                          "warm_up_terms off")
-    if config.cluster_balance != 1.0 and not config.cluster_information:
-        raise ValueError(f"cluster_balance ({config.cluster_balance}) weighs a part of the "
-                         "cluster information term, which is off (cluster_information=0): set "
-                         "cluster_information > 0 or leave cluster_balance at 1")
     if not config.adversarial_radius > 0:
         raise ValueError(f"adversarial_radius must be > 0, got {config.adversarial_radius}")
     if config.neighbours < 1:
