@@ -159,7 +159,7 @@ class FitConfig:
     cluster_information: float = setting(0.0, "lambda of lambda * N * I_q(c; x), a term "
                                          "outside the ELBO", group=SCRATCH)
     cluster_balance: float = setting(1.0, "mu of the cluster information's marginal entropy: "
-                                     "lambda N [mu H(c) - H(c|x)] (1: I_q(c; x); IMSAT: 4)",
+                                     "lambda N [mu H(c) - H(c|x)] (1: I_q(c; x); IMSAT's loss: 4)",
                                      group=SCRATCH)
     kl_warmup_epochs: int = setting(0, "scale the latent terms of the ELBO up from 1/E to 1 "
                                     "over E epochs", group=SCRATCH)

@@ -15,10 +15,11 @@ second rewards confident assignments. The trainer maximises ELBO + lambda * N * 
 factor N puts lambda on the per-datum scale of the ELBO (which is scaled to the data set).
 Without it, a GMM-VAE trained from a random start puts every datum into one component: the
 mixture weights follow the guide's assignments and the assignments follow the weights.
-``cluster_balance`` mu weighs the two entropies apart, as IMSAT's own code does (mu = 4 there):
-the term is then lambda * N * [mu H(mean q) - mean H(q)], which for mu > 1 asks for balanced
-clusters more than for confident assignments, leaving confidence more to the ELBO (whose p(c|z)
-sharpens as the components separate). mu = 1 (the default) is I_q(c; x).
+``cluster_balance`` mu weighs the two entropies apart, as public implementations of IMSAT's loss
+do (mu = 4 there): the term is then lambda * N * [mu H(mean q) - mean H(q)], which for mu > 1
+asks for balanced clusters more than for confident assignments, leaving confidence more to the
+ELBO (whose p(c|z) sharpens as the components separate). mu = 1 (the default) is I_q(c; x).
+``--recipe scratch`` sets lambda 0.5, mu 12 (BENCHMARKS.md, issue 12).
 
 **Augmentation consistency** (``augmentation_consistency`` = gamma): images shifted by at most
 ``max_shift`` pixels should fall in the same cluster (IMSAT's self-augmentation; the shift is
@@ -151,7 +152,8 @@ class ClusterInformation:
 
     def loss(self, guide: nn.Module, prior: nn.Module, x: Tensor, indices: Tensor,
              num_data: int, log_q: Tensor) -> Tensor:
-        """-weight * num_data * I_q(c; x) for the mini-batch x (B, ...), the data at
+        """-weight * num_data * [mu H(mean q) - mean H(q)] (mu = 1: I_q(c; x)) for the
+        mini-batch x (B, ...), the data at
         ``indices`` (B,), whose log q(c | x) is ``log_q`` (B, K): a 0-dim tensor that carries
         gradient to the guide's cluster posterior (and the prior, where q uses it)."""
         return -self.weight * num_data * cluster_information(log_q, self.balance)
