@@ -76,6 +76,7 @@ __all__ = [
     "NeighbourConsistency",
     "TERMS_OUTSIDE_ELBO",
     "VirtualAdversarialSmoothing",
+    "cluster_entropies",
     "cluster_information",
     "nearest_neighbours",
     "random_shift",
@@ -116,15 +117,22 @@ def kl_categorical(log_p: Tensor, log_q: Tensor) -> Tensor:
     return (log_p.exp() * (log_p - log_q)).sum(-1)
 
 
-def cluster_information(log_q: Tensor, balance: float = 1.0) -> Tensor:
-    """I_q(c; x) of a batch of cluster posteriors: log_q (B, K), normalised -> 0-dim tensor,
-    H(mean_b q_b) - mean_b H(q_b), in nats; between 0 and log K. With ``balance`` mu the
-    marginal entropy is weighted by mu: mu H(mean_b q_b) - mean_b H(q_b) (IMSAT's form)."""
+def cluster_entropies(log_q: Tensor) -> tuple[Tensor, Tensor]:
+    """The two entropies of a batch of cluster posteriors log_q (B, K), normalised, in nats:
+    H(mean_b q_b) (balance of the clusters) and mean_b H(q_b) (uncertainty of the assignments),
+    each a 0-dim tensor."""
     q = log_q.exp()
     mean_q = q.mean(0)
     marginal_entropy = -(mean_q * mean_q.clamp_min(1e-30).log()).sum()
     conditional_entropy = -(q * log_q).sum(-1).mean()
-    return balance * marginal_entropy - conditional_entropy
+    return marginal_entropy, conditional_entropy
+
+
+def cluster_information(log_q: Tensor) -> Tensor:
+    """I_q(c; x) of a batch of cluster posteriors: log_q (B, K), normalised -> 0-dim tensor,
+    H(mean_b q_b) - mean_b H(q_b), in nats; between 0 and log K."""
+    marginal_entropy, conditional_entropy = cluster_entropies(log_q)
+    return marginal_entropy - conditional_entropy
 
 
 class ClusterInformation:
@@ -156,7 +164,8 @@ class ClusterInformation:
         mini-batch x (B, ...), the data at
         ``indices`` (B,), whose log q(c | x) is ``log_q`` (B, K): a 0-dim tensor that carries
         gradient to the guide's cluster posterior (and the prior, where q uses it)."""
-        return -self.weight * num_data * cluster_information(log_q, self.balance)
+        marginal_entropy, conditional_entropy = cluster_entropies(log_q)
+        return -self.weight * num_data * (self.balance * marginal_entropy - conditional_entropy)
 
 
 class ConsistencyTerm:
