@@ -66,17 +66,17 @@ class Recipe:
 
 #: the recipes ``--recipe`` offers. "scratch": the best from-scratch settings measured
 #: (relaxed guide; BENCHMARKS.md, issue 12). The cluster term's balance mu = 12 at lambda 0.5:
-#: digits, 10 seeds, ACC 0.844 +- 0.048 (mu 4, lambda 1.5: 0.823 +- 0.027; lambda 6, mu 1:
-#: 0.784 +- 0.071); Fashion-MNIST, whole data, 5 seeds: 0.596 +- 0.030 (lambda 6, mu 1: 0.538 +-
-#: 0.046). The guide's temperature floor 0.1: digits, 10 seeds before the balance, 0.784 +-
-#: 0.071 against 0.771 +- 0.032 at 0.5, and the best of 3 by ELBO 0.834 against 0.790 (in 10
-#: epochs of Fashion-MNIST the temperature, 0.93^e, stays above 0.5: the floor does not act
-#: there). Revival and the decaying tail: digits, 5 seeds, 0.794 +- 0.020 against 0.766 +-
-#: 0.057. Not in it: neighbour_consistency with fit_mixture_at_start (digits 0.787 +- 0.036,
-#: within the seed spread; on Fashion-MNIST they left 4 clusters in use),
-#: augmentation_consistency (digits 0.783 +- 0.058 at gamma 0.5), warm_up_terms (10 seeds
-#: 0.782 +- 0.071: the same mean, other seeds good), latent_dim 20 (5 seeds 0.763 against 0.781
-#: on the same seeds).
+#: digits, seeds 0-9, ACC 0.844 +- 0.048 (mu 4 at lambda 1.5: 0.823 +- 0.027; lambda 6, mu 1:
+#: 0.784 +- 0.071), seeds 0-24 0.829 +- 0.044; Fashion-MNIST, whole data, 5 seeds: 0.596 +-
+#: 0.030 (lambda 6, mu 1: 0.538 +- 0.046). The guide's temperature floor 0.1: digits, 10 seeds
+#: before the balance, 0.784 +- 0.071 against 0.771 +- 0.032 at 0.5, and the best of 3 by ELBO
+#: 0.834 against 0.790 (in 10 epochs of Fashion-MNIST the temperature, 0.93^e, stays above 0.5:
+#: the floor does not act there). Revival and the decaying tail: digits, 5 seeds, 0.794 +-
+#: 0.020 against 0.766 +- 0.057. Not in it: neighbour_consistency with fit_mixture_at_start
+#: (digits 0.787 +- 0.036, within the seed spread; on Fashion-MNIST they left 4 clusters in
+#: use), augmentation_consistency (digits 0.783 +- 0.058 at gamma 0.5), warm_up_terms (10
+#: seeds 0.782 +- 0.071: the same mean, other seeds good), latent_dim 20 (5 seeds 0.763
+#: against 0.781 on the same seeds).
 RECIPES: dict[str, Recipe] = {
     "pretrained": Recipe(),
     "scratch": Recipe(
