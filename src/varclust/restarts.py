@@ -1,14 +1,14 @@
 """Several fits from different seeds, the one with the highest ELBO kept.
 
 A fit from scratch (no pretraining) ends in a seed-dependent local optimum: on the UCI digits
-the relaxed guide's ACC ranges 0.70 to 0.83 over five seeds. As scikit-learn's
-``GaussianMixture(n_init=...)`` keeps its best initialisation by likelihood, :func:`fit_restarts`
-fits R seeds and keeps the highest bound. The labels never enter the choice (they only feed the
-per-epoch scores when given). Whether the bound picks the better partition depends on the
-settings (BENCHMARKS.md, issue 12): with the cluster term at lambda 6, mu 1 the final ELBO ranked
-the digits fits almost as ACC did (Spearman 0.89 over 18 fits; best of 3 0.802 against single
-fits' 0.753), with today's ``--recipe scratch`` (lambda 0.5, mu 12) it does not (Spearman 0.06
-over 25 fits; best of 3 0.816 against 0.818).
+the relaxed guide's ACC under ``--recipe scratch`` ranges 0.74 to 0.91 over 25 seeds. As
+scikit-learn's ``GaussianMixture(n_init=...)`` keeps its best initialisation by likelihood,
+:func:`fit_restarts` fits R seeds and keeps the highest bound. The labels never enter the
+choice (they only feed the per-epoch scores when given). Whether the bound picks the better
+partition depends on the settings (BENCHMARKS.md, issue 12): with the cluster term at lambda 6,
+mu 1 the final ELBO ranked the digits fits almost as ACC did (Spearman 0.89 over 18 fits; best
+of 3 0.802 against single fits' 0.753), with today's ``--recipe scratch`` (lambda 0.5, mu 12) it
+does not (Spearman 0.06 over 25 fits; best of 3 0.816 against 0.818).
 
 The ELBO of a candidate is :func:`varclust.summaries.mean_elbo` on the fitted data, averaged
 over ``draws`` passes that all start from the same random seed, so every candidate is scored
@@ -16,8 +16,8 @@ with the same noise. Candidates share every setting but ``seed``.
 
 **Choosing part-way** (``select_after=E``): a from-scratch fit's ELBO says nothing about its
 fate at the end of the KL warm-up but ranks the fits by mid-fit about as well as at the end (on
-the digits, Spearman with the final ACC 0.85 at epoch 60 of 120; BENCHMARKS.md, issue 12). So
-every candidate is fitted for its first E SVI epochs only, scored there, and the chosen one
+the digits with the cluster term at lambda 6, mu 1, Spearman with the final ACC 0.85 at epoch
+60 of 120; BENCHMARKS.md, issue 12). So every candidate is fitted for its first E SVI epochs only, scored there, and the chosen one
 alone is continued to ``config.epochs``: R E + (epochs - E) epochs instead of R epochs. The
 continuation is the checkpoint resumed (exact), so the kept fit is the very fit a single run of
 its seed would give; the others stay E-epoch fits (resumable). Without an output folder the
