@@ -16,12 +16,13 @@ with the same noise. Candidates share every setting but ``seed``.
 
 **Choosing part-way** (``select_after=E``): a from-scratch fit's ELBO says nothing about its
 fate at the end of the KL warm-up but ranks the fits by mid-fit about as well as at the end (on
-the digits with the cluster term at lambda 6, mu 1, Spearman with the final ACC 0.85 at epoch
-60 of 120; BENCHMARKS.md, issue 12). So every candidate is fitted for its first E SVI epochs only, scored there, and the chosen one
-alone is continued to ``config.epochs``: R E + (epochs - E) epochs instead of R epochs. The
-continuation is the checkpoint resumed (exact), so the kept fit is the very fit a single run of
-its seed would give; the others stay E-epoch fits (resumable). Without an output folder the
-candidates are checkpointed to a temporary folder, removed at the end.
+the digits with the cluster term at lambda 6, mu 1, Spearman with the final ACC 0.85 at epoch 60
+of 120; BENCHMARKS.md, issue 12). So every candidate is fitted for its first E SVI epochs only,
+scored there, and the chosen one alone is continued to ``config.epochs``: R E + (epochs - E)
+epochs instead of R epochs. The continuation is the checkpoint resumed (exact), so the kept fit
+is the very fit a single run of its seed would give; the others stay E-epoch fits (resumable).
+Without an output folder the candidates are checkpointed to a temporary folder, removed at the
+end.
 
 With an output folder ``out``, candidate r is a complete run folder ``out/seed_S`` (resumable
 as any run) and ``out/restarts.json`` (written atomically once all are scored, and again when the
