@@ -161,9 +161,9 @@ class ClusterInformation:
     def loss(self, guide: nn.Module, prior: nn.Module, x: Tensor, indices: Tensor,
              num_data: int, log_q: Tensor) -> Tensor:
         """-weight * num_data * [mu H(mean q) - mean H(q)] (mu = 1: I_q(c; x)) for the
-        mini-batch x (B, ...), the data at
-        ``indices`` (B,), whose log q(c | x) is ``log_q`` (B, K): a 0-dim tensor that carries
-        gradient to the guide's cluster posterior (and the prior, where q uses it)."""
+        mini-batch x (B, ...), the data at ``indices`` (B,), whose log q(c | x) is ``log_q``
+        (B, K): a 0-dim tensor that carries gradient to the guide's cluster posterior (and the
+        prior, where q uses it)."""
         marginal_entropy, conditional_entropy = cluster_entropies(log_q)
         return -self.weight * num_data * (self.balance * marginal_entropy - conditional_entropy)
 
