@@ -54,8 +54,12 @@ def test_cluster_balance_weighs_the_marginal_entropy_by_hand():
         FitConfig(cluster_information=2.0, cluster_balance=4.0), None)
     loss = term.loss(None, None, None, None, num_data=10, log_q=q.log())
     assert float(loss) == pytest.approx(-2.0 * 10 * (4 * marginal - conditional), rel=1e-6)
-    with pytest.raises(ValueError, match="cluster_balance must be positive"):
-        FitConfig(cluster_information=1.0, cluster_balance=0.0)
+    confidence = ClusterInformation.from_config(
+        FitConfig(cluster_information=2.0, cluster_balance=0.0), None)
+    loss = confidence.loss(None, None, None, None, num_data=10, log_q=q.log())
+    assert float(loss) == pytest.approx(2.0 * 10 * conditional, rel=1e-6)
+    with pytest.raises(ValueError, match="cluster_balance must be >= 0"):
+        FitConfig(cluster_information=1.0, cluster_balance=-0.5)
 
 
 def test_random_shift_moves_each_image_by_at_most_one_pixel():

@@ -159,8 +159,8 @@ class FitConfig:
     cluster_information: float = setting(0.0, "lambda of lambda * N * I_q(c; x), a term "
                                          "outside the ELBO", group=SCRATCH)
     cluster_balance: float = setting(1.0, "mu of the cluster information's marginal entropy: "
-                                     "lambda N [mu H(c) - H(c|x)] (1: I_q(c; x); IMSAT's loss: 4)",
-                                     group=SCRATCH)
+                                     "lambda N [mu H(c) - H(c|x)] (1: I_q(c; x); IMSAT's loss: "
+                                     "4; 0: confidence alone, for prior=dp)", group=SCRATCH)
     kl_warmup_epochs: int = setting(0, "scale the latent terms of the ELBO up from 1/E to 1 "
                                     "over E epochs", group=SCRATCH)
     warm_up_terms: bool = setting(False, "scale the terms outside the ELBO by the KL "
@@ -214,9 +214,12 @@ class FitConfig:
                 f"0 < temperature_decay <= 1, got {self.temperature_min}, {self.temperature}, "
                 f"{self.temperature_decay}"
             )
-        for name in ("dp_concentration", "dp_scale_pseudo_count", "cluster_balance"):
+        for name in ("dp_concentration", "dp_scale_pseudo_count"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not self.cluster_balance >= 0:
+            raise ValueError(f"cluster_balance must be >= 0 (0: the confidence term alone), got "
+                             f"{self.cluster_balance}")
         if self.dp_settle_steps < 0:
             raise ValueError(f"dp_settle_steps must be >= 0 (0: none), got {self.dp_settle_steps}")
         if not self.prior_temperature > 0:

@@ -141,7 +141,8 @@ class ClusterInformation:
 
     Args:
         weight: lambda > 0.
-        balance: mu > 0, the weight of the marginal entropy (IMSAT's mu).
+        balance: mu >= 0, the weight of the marginal entropy (IMSAT's mu; 0: the confidence
+            term -weight * N * mean H(q) alone).
     """
 
     name = "cluster_information"
@@ -149,8 +150,8 @@ class ClusterInformation:
     def __init__(self, weight: float, balance: float = 1.0) -> None:
         if not weight > 0:
             raise ValueError(f"the cluster information weight must be positive, got {weight}")
-        if not balance > 0:
-            raise ValueError(f"the cluster balance mu must be positive, got {balance}")
+        if not balance >= 0:
+            raise ValueError(f"the cluster balance mu must be >= 0, got {balance}")
         self.weight = weight
         self.balance = balance
 
