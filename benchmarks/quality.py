@@ -64,6 +64,10 @@ VARIANTS: dict[str, dict] = {
     # the same with a Gamma prior of 100 x the pseudo-data on the precisions (fewer, broader)
     "dp-30-nu100": {"prior": "dp", "num_clusters": 30, "dp_scale_pseudo_count": 100.0},
     "dp-30-nu1000": {"prior": "dp", "num_clusters": 30, "dp_scale_pseudo_count": 1000.0},
+    # nu = 100 and the confidence term alone (lambda N mean H(q(c|x)), outside the ELBO; no
+    # balance, which would reward using all 30 components)
+    "dp-30-nu100-confidence": {"prior": "dp", "num_clusters": 30, "dp_scale_pseudo_count": 100.0,
+                               "cluster_information": 1.0, "cluster_balance": 0.0},
     # with SCAN's neighbour term (outside the ELBO): a boundary through a dense blob is paid for
     "dp-30-neighbour": {"prior": "dp", "num_clusters": 30, "neighbour_consistency": 1.0},
     # ClusterDDPM's loop on the same networks: one M-step epoch + one E-step per iteration

@@ -19,7 +19,11 @@ mixture weights follow the guide's assignments and the assignments follow the we
 do (mu = 4 there): the term is then lambda * N * [mu H(mean q) - mean H(q)], which for mu > 1
 asks for balanced clusters more than for confident assignments, leaving confidence more to the
 ELBO (whose p(c|z) sharpens as the components separate). mu = 1 (the default) is I_q(c; x).
-``--recipe scratch`` sets lambda 0.5, mu 12 (BENCHMARKS.md, issue 12).
+``--recipe scratch`` sets lambda 0.5, mu 12 (BENCHMARKS.md, issue 12). mu = 0 leaves the
+confidence term -lambda * N * mean H(q) alone (entropy minimisation, Grandvalet & Bengio 2005):
+with ``prior="dp"`` the balance would reward spreading the data over all K components and so
+fight the prior's pruning, while confidence alone pushes each code into one component and lets
+the prior decide how many stay (BENCHMARKS.md, issue 17).
 
 **Augmentation consistency** (``augmentation_consistency`` = gamma): images shifted by at most
 ``max_shift`` pixels should fall in the same cluster (IMSAT's self-augmentation; the shift is
