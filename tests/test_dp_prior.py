@@ -189,6 +189,8 @@ def test_dp_settings_are_checked():
         FitConfig(prior="dp", method="em")
     with pytest.raises(ValueError, match="dp_settle_steps must be >= 0"):
         FitConfig(prior="dp", dp_settle_steps=-1)
+    with pytest.raises(ValueError, match="dp_epoch_settle_steps must be >= 0"):
+        FitConfig(prior="dp", dp_epoch_settle_steps=-1)
     with pytest.raises(ValueError, match="alpha must be positive"):
         DirichletProcessPrior(5, 2, concentration=-1.0)
     with pytest.raises(ValueError, match="dp_scale_pseudo_count must be positive"):
@@ -202,13 +204,15 @@ def test_cli_fit_with_a_dp_prior_reports_clusters_in_use(tmp_path):
     clusters in use and alpha's posterior mean (alpha learned here)."""
     run = tmp_path / "dp"
     assert main(["fit", "--dataset", "digits", "--prior", "dp", "--clusters", "30",
-                 "--dp-learn-concentration", "--dp-settle-steps", "50", "--epochs", "2",
+                 "--dp-learn-concentration", "--dp-settle-steps", "50",
+                 "--dp-epoch-settle-steps", "20", "--epochs", "2",
                  "--pretrain-epochs", "2",
                  "--hidden", "16", "--latent-dim", "2", "--quiet", "--out", str(run)]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["config"]["prior"] == "dp" and metrics["config"]["num_clusters"] == 30
     assert metrics["config"]["dp_learn_concentration"] is True
     assert metrics["config"]["dp_settle_steps"] == 50
+    assert metrics["config"]["dp_epoch_settle_steps"] == 20
     history = metrics["history"]
     assert len(history) == 2
     assert all(1 <= h["clusters_in_use"] <= 30 for h in history)
@@ -241,3 +245,29 @@ def test_a_fit_settles_the_dp_globals_on_the_pretrained_codes():
                           x, progress=False)
         sticks[steps] = vc.model.prior.global_guide.stick_a.detach().clone()
     assert not torch.allclose(sticks[0], sticks[30])
+
+
+def test_the_end_of_an_epoch_settles_the_weights_on_the_codes_and_keeps_the_random_stream():
+    """After an epoch the DP's globals are settled on the epoch's codes: a component that the
+    codes left (here: weight 0.25 where no code lies) is switched off; the steps draw from
+    their own random stream, so the training's next draw is the one it would have been."""
+    codes = three_blobs()
+    weights = torch.full((4,), 0.25)
+    loc = torch.tensor([[-4.0, 0.0], [4.0, 0.0], [0.0, 5.0], [0.0, -30.0]])
+    for steps in (0, 300):
+        prior = DirichletProcessPrior(4, 2, epoch_settle_steps=steps)
+        prior.set_mixture(weights, loc, torch.ones(4, 2))
+        assert prior.weights_in_use() == 4
+        pyro.set_rng_seed(7)
+        prior.end_epoch(lambda: codes, seed=0)
+        after = torch.rand(3)
+        pyro.set_rng_seed(7)
+        torch.testing.assert_close(after, torch.rand(3))
+        kept = prior.point_parameters()["log_weights"].exp().detach()
+        if steps:
+            assert prior.weights_in_use() == 3
+            assert kept[(prior.point_parameters()["loc"][:, 1] < -20)].max() < 0.01
+            np.testing.assert_allclose(np.sort(kept.numpy())[::-1][:3], [0.5, 1 / 3, 1 / 6],
+                                       atol=0.03)
+        else:  # 0 steps: nothing moves
+            assert prior.weights_in_use() == 4

@@ -195,6 +195,9 @@ class FitConfig:
                                            "broader clusters)")
     dp_settle_steps: int = setting(1000, "dp: SVI steps of the prior alone on the pretrained "
                                    "codes (0: none)")
+    dp_epoch_settle_steps: int = setting(200, "dp: SVI steps of the prior alone on the codes "
+                                         "after every epoch, so that the weights follow the "
+                                         "codes (0: none)")
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -220,8 +223,9 @@ class FitConfig:
         if not self.cluster_balance >= 0:
             raise ValueError(f"cluster_balance must be >= 0 (0: the confidence term alone), got "
                              f"{self.cluster_balance}")
-        if self.dp_settle_steps < 0:
-            raise ValueError(f"dp_settle_steps must be >= 0 (0: none), got {self.dp_settle_steps}")
+        for name in ("dp_settle_steps", "dp_epoch_settle_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0: none), got {getattr(self, name)}")
         if not self.prior_temperature > 0:
             raise ValueError(f"prior_temperature must be > 0, got {self.prior_temperature}")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):

@@ -96,7 +96,7 @@ class FitLoop:
             with KLScale(beta):
                 elbo = self.trainer.epoch(x, c.batch_size, c.seed, epoch, on_step,
                                           **self.supervision)
-            self.refit_clusters()
+            fit.model.prior.end_epoch(self.codes, c.seed)
             record: dict[str, float] = {
                 "epoch": epoch + 1,
                 "elbo": elbo,
@@ -177,12 +177,17 @@ class FitLoop:
         self.trainer.sync_parameters()  # ranks whose rounding split otherwise follow rank 0
         return {"revived_clusters": len(splits)}
 
+    def codes(self) -> Tensor:
+        """E[z | x] of the data set under the guide: (N, D)."""
+        self.fit.guide.eval()
+        return encode_means(self.fit.guide, self.x)
+
     def refit_clusters(self) -> None:
-        """For priors whose clusters are fitted to the codes (the standard normal): refit."""
+        """A fit without SVI epochs (or resumed after its last): a prior whose clusters are
+        fitted to the codes (the standard normal) fits them; nothing else changes."""
         prior = self.fit.model.prior
         if prior.fits_clusters_to_codes:
-            self.fit.guide.eval()
-            prior.fit_to_codes(encode_means(self.fit.guide, self.x), self.config.seed)
+            prior.fit_to_codes(self.codes(), self.config.seed)
 
     def component_summary(self) -> dict[str, float]:
         """Per-epoch facts of the components: the relaxed guide's temperature, the clusters a

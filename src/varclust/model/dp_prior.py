@@ -60,7 +60,14 @@ about alpha / N_last.
 Settling. The globals learn at the networks' learning rate in the joint fit, far too slowly to
 switch clusters off in a few epochs; :meth:`DirichletProcessPrior.settle_on_codes` (called once
 by the fit after :meth:`~DirichletProcessPrior.set_mixture`) first fits them alone to the
-pretrained codes by SVI (:func:`~varclust.model.prior_fit.fit_prior_to_codes`).
+pretrained codes by SVI (:func:`~varclust.model.prior_fit.fit_prior_to_codes`), and
+:meth:`DirichletProcessPrior.end_epoch` does the same for ``epoch_settle_steps`` steps on each
+epoch's codes. Both are steps on the ELBO's global terms with the networks held, the codes
+E[z | x] standing in for draws of q(z | x): a coordinate step on the global posterior, as the
+variational DP mixture's coordinate ascent takes one per sweep (Blei & Jordan 2006). Without the
+epoch's settling the weights lag the codes: components the codes have left keep their weight,
+so they keep a share of new codes and the codes never leave them for good (measured on the
+digits, truncation 30: 23 to 29 clusters in use without it; BENCHMARKS.md, issue 17).
 
 Point estimates (``point_parameters``, used by ``predict``): the posterior-mean weights
 E[pi_k] = E[v_k] prod_{j<k} E[1 - v_j] (exact for independent sticks; scikit-learn's
@@ -69,11 +76,14 @@ E[pi_k] = E[v_k] prod_{j<k} E[1 - v_j] (exact for independent sticks; scikit-lea
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pyro
 import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
 from pyro.nn import PyroModule, PyroParam
+from pyro.util import get_rng_state, set_rng_state
 from torch import Tensor
 
 from .bayesian_prior import (
@@ -185,6 +195,8 @@ class DirichletProcessPrior(GlobalGuidedMixture):
             docstring); 1 is scikit-learn's.
         settle_steps: SVI steps of the globals alone on the pretrained codes
             (:meth:`settle_on_codes`); 0 skips them.
+        epoch_settle_steps: SVI steps of the globals alone on the codes after every epoch
+            (:meth:`end_epoch`); 0 skips them.
     """
 
     prunes_clusters = True
@@ -200,6 +212,7 @@ class DirichletProcessPrior(GlobalGuidedMixture):
         init_pseudo_count: float = 1000.0,
         settle_steps: int = 1000,
         scale_pseudo_count: float = 1.0,
+        epoch_settle_steps: int = 200,
     ) -> None:
         super().__init__(num_clusters, latent_dim)
         if not concentration > 0:
@@ -210,6 +223,7 @@ class DirichletProcessPrior(GlobalGuidedMixture):
         self.scale_pseudo_count = float(scale_pseudo_count)
         self.min_scale = min_scale
         self.settle_steps = settle_steps
+        self.epoch_settle_steps = epoch_settle_steps
         self.learn_concentration = learn_concentration
         self.register_buffer("concentration", torch.tensor(float(concentration),
                                                            dtype=torch.float64))
@@ -265,6 +279,19 @@ class DirichletProcessPrior(GlobalGuidedMixture):
         if self.settle_steps:
             fit_prior_to_codes(self, codes.detach(), steps=self.settle_steps,
                                learning_rate=0.05, batch_size=2048, seed=seed)
+
+    def end_epoch(self, codes: Callable[[], Tensor], seed: int) -> None:
+        """Settle the globals again, ``epoch_settle_steps`` steps on the epoch's codes () -> (N,
+        D), as :meth:`settle_on_codes` does before the joint fit, so that the weights follow the
+        codes (module docstring, "Settling"). The random state of the training is kept: the
+        steps draw from their own stream, seeded by ``seed``."""
+        if self.epoch_settle_steps:
+            training_stream = get_rng_state()
+            try:
+                fit_prior_to_codes(self, codes().detach(), steps=self.epoch_settle_steps,
+                                   learning_rate=0.05, batch_size=2048, seed=seed)
+            finally:
+                set_rng_state(training_stream)
 
     def in_use_threshold(self) -> float:
         """1 %: a cluster is in use when its posterior-mean weight holds 1 % of the data."""
