@@ -64,6 +64,10 @@ VARIANTS: dict[str, dict] = {
     # the same with a Gamma prior of 100 x the pseudo-data on the precisions (fewer, broader)
     "dp-30-nu100": {"prior": "dp", "num_clusters": 30, "dp_scale_pseudo_count": 100.0},
     "dp-30-nu1000": {"prior": "dp", "num_clusters": 30, "dp_scale_pseudo_count": 1000.0},
+    # the epoch's settling on the means E[z|x] rather than draws of q(z|x) (not an ELBO step)
+    "dp-30-means": {"prior": "dp", "num_clusters": 30, "dp_epoch_settle_on": "means"},
+    # no settling after the epochs (the DP before 2026-12-02)
+    "dp-30-unsettled": {"prior": "dp", "num_clusters": 30, "dp_epoch_settle_steps": 0},
     # nu = 100 and the confidence term alone (lambda N mean H(q(c|x)), outside the ELBO; no
     # balance, which would reward using all 30 components)
     "dp-30-nu100-confidence": {"prior": "dp", "num_clusters": 30, "dp_scale_pseudo_count": 100.0,

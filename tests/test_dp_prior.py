@@ -191,6 +191,8 @@ def test_dp_settings_are_checked():
         FitConfig(prior="dp", dp_settle_steps=-1)
     with pytest.raises(ValueError, match="dp_epoch_settle_steps must be >= 0"):
         FitConfig(prior="dp", dp_epoch_settle_steps=-1)
+    with pytest.raises(ValueError, match="epoch_settle_on must be 'draws' or 'means'"):
+        DirichletProcessPrior(5, 2, epoch_settle_on="modes")
     with pytest.raises(ValueError, match="alpha must be positive"):
         DirichletProcessPrior(5, 2, concentration=-1.0)
     with pytest.raises(ValueError, match="dp_scale_pseudo_count must be positive"):
@@ -248,18 +250,19 @@ def test_a_fit_settles_the_dp_globals_on_the_pretrained_codes():
 
 
 def test_the_end_of_an_epoch_settles_the_weights_on_the_codes_and_keeps_the_random_stream():
-    """After an epoch the DP's globals are settled on the epoch's codes: a component that the
-    codes left (here: weight 0.25 where no code lies) is switched off; the steps draw from
-    their own random stream, so the training's next draw is the one it would have been."""
+    """After an epoch the DP's globals are settled on the epoch's codes (draws of q(z | x) or
+    its means): a component that the codes left (here: weight 0.25 where no code lies) is
+    switched off; the steps draw from their own random stream, so the training's next draw is
+    the one it would have been."""
     codes = three_blobs()
     weights = torch.full((4,), 0.25)
     loc = torch.tensor([[-4.0, 0.0], [4.0, 0.0], [0.0, 5.0], [0.0, -30.0]])
-    for steps in (0, 300):
-        prior = DirichletProcessPrior(4, 2, epoch_settle_steps=steps)
+    for steps, settle_on in ((0, "draws"), (300, "draws"), (300, "means")):
+        prior = DirichletProcessPrior(4, 2, epoch_settle_steps=steps, epoch_settle_on=settle_on)
         prior.set_mixture(weights, loc, torch.ones(4, 2))
         assert prior.weights_in_use() == 4
         pyro.set_rng_seed(7)
-        prior.end_epoch(lambda: codes, seed=0)
+        prior.end_epoch(lambda: (codes, torch.full_like(codes, 0.2)), seed=0)
         after = torch.rand(3)
         pyro.set_rng_seed(7)
         torch.testing.assert_close(after, torch.rand(3))

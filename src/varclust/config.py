@@ -198,6 +198,10 @@ class FitConfig:
     dp_epoch_settle_steps: int = setting(200, "dp: SVI steps of the prior alone on the codes "
                                          "after every epoch, so that the weights follow the "
                                          "codes (0: none)")
+    dp_epoch_settle_on: str = setting("draws", "dp: the codes the epoch's settling fits: "
+                                      "draws (one z ~ q(z|x) a datum, a step on the ELBO) or "
+                                      "means (E[z|x]: fewer clusters, a lower ELBO)",
+                                      choices=("draws", "means"))
 
     def __post_init__(self) -> None:
         check_field_types(self)

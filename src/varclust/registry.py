@@ -198,6 +198,7 @@ def _options(kind: str, name: str, config: FitConfig) -> dict[str, Any]:
                 "learn_concentration": config.dp_learn_concentration,
                 "settle_steps": config.dp_settle_steps,
                 "epoch_settle_steps": config.dp_epoch_settle_steps,
+                "epoch_settle_on": config.dp_epoch_settle_on,
                 "scale_pseudo_count": config.dp_scale_pseudo_count}
     if kind == "guide" and name == "relaxed":
         return {"temperature": config.temperature, "temperature_decay": config.temperature_decay,

@@ -197,6 +197,8 @@ class DirichletProcessPrior(GlobalGuidedMixture):
             (:meth:`settle_on_codes`); 0 skips them.
         epoch_settle_steps: SVI steps of the globals alone on the codes after every epoch
             (:meth:`end_epoch`); 0 skips them.
+        epoch_settle_on: "draws" (one z ~ q(z | x) a datum: a Monte Carlo step on the ELBO)
+            or "means" (E[z | x]: not a step on the ELBO; module docstring, "Settling").
     """
 
     prunes_clusters = True
@@ -213,6 +215,7 @@ class DirichletProcessPrior(GlobalGuidedMixture):
         settle_steps: int = 1000,
         scale_pseudo_count: float = 1.0,
         epoch_settle_steps: int = 200,
+        epoch_settle_on: str = "draws",
     ) -> None:
         super().__init__(num_clusters, latent_dim)
         if not concentration > 0:
@@ -223,7 +226,11 @@ class DirichletProcessPrior(GlobalGuidedMixture):
         self.scale_pseudo_count = float(scale_pseudo_count)
         self.min_scale = min_scale
         self.settle_steps = settle_steps
+        if epoch_settle_on not in ("draws", "means"):
+            raise ValueError(f"epoch_settle_on must be 'draws' or 'means', got "
+                             f"{epoch_settle_on!r}")
         self.epoch_settle_steps = epoch_settle_steps
+        self.epoch_settle_on = epoch_settle_on
         self.learn_concentration = learn_concentration
         self.register_buffer("concentration", torch.tensor(float(concentration),
                                                            dtype=torch.float64))
@@ -280,18 +287,24 @@ class DirichletProcessPrior(GlobalGuidedMixture):
             fit_prior_to_codes(self, codes.detach(), steps=self.settle_steps,
                                learning_rate=0.05, batch_size=2048, seed=seed)
 
-    def end_epoch(self, codes: Callable[[], Tensor], seed: int) -> None:
-        """Settle the globals again, ``epoch_settle_steps`` steps on the epoch's codes () -> (N,
-        D), as :meth:`settle_on_codes` does before the joint fit, so that the weights follow the
-        codes (module docstring, "Settling"). The random state of the training is kept: the
-        steps draw from their own stream, seeded by ``seed``."""
-        if self.epoch_settle_steps:
-            training_stream = get_rng_state()
-            try:
-                fit_prior_to_codes(self, codes().detach(), steps=self.epoch_settle_steps,
-                                   learning_rate=0.05, batch_size=2048, seed=seed)
-            finally:
-                set_rng_state(training_stream)
+    def end_epoch(self, codes: Callable[[], tuple[Tensor, Tensor]], seed: int) -> None:
+        """Settle the globals again, ``epoch_settle_steps`` steps on the epoch's codes, as
+        :meth:`settle_on_codes` does before the joint fit, so that the weights follow the codes
+        (module docstring, "Settling"). ``codes``: () -> (loc, scale) of q(z | x), each (N, D);
+        the steps fit one draw z ~ q(z | x) a datum (``epoch_settle_on="draws"``) or the means
+        (``"means"``). The random state of the training is kept: the steps draw from their own
+        stream, seeded by ``seed``."""
+        if not self.epoch_settle_steps:
+            return
+        training_stream = get_rng_state()
+        try:
+            pyro.set_rng_seed(seed)
+            loc, scale = codes()
+            z = loc + scale * torch.randn_like(scale) if self.epoch_settle_on == "draws" else loc
+            fit_prior_to_codes(self, z.detach(), steps=self.epoch_settle_steps,
+                               learning_rate=0.05, batch_size=2048, seed=seed)
+        finally:
+            set_rng_state(training_stream)
 
     def in_use_threshold(self) -> float:
         """1 %: a cluster is in use when its posterior-mean weight holds 1 % of the data."""

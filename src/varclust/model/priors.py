@@ -90,13 +90,13 @@ class MixturePrior(PyroModule):
         """Refit the clusters to the codes (N, D); called after every epoch when
         :attr:`fits_clusters_to_codes`. Default: nothing."""
 
-    def end_epoch(self, codes: Callable[[], Tensor], seed: int) -> None:
+    def end_epoch(self, codes: Callable[[], tuple[Tensor, Tensor]], seed: int) -> None:
         """Called after every SVI epoch with ``codes``, a function that encodes the data set:
-        () -> (N, D), E[z | x] under the guide (called only by a prior that needs them).
-        Default: :meth:`fit_to_codes` for a prior that :attr:`fits_clusters_to_codes`, else
-        nothing."""
+        () -> (loc, scale) of q(z | x), each (N, D) (called only by a prior that needs them).
+        Default: :meth:`fit_to_codes` on the means for a prior that
+        :attr:`fits_clusters_to_codes`, else nothing."""
         if self.fits_clusters_to_codes:
-            self.fit_to_codes(codes(), seed)
+            self.fit_to_codes(codes()[0], seed)
 
     def globals_guide(self) -> Callable[[], None] | None:
         """The guide of the prior's global sites, which the amortized guide runs before its
