@@ -62,12 +62,15 @@ switch clusters off in a few epochs; :meth:`DirichletProcessPrior.settle_on_code
 by the fit after :meth:`~DirichletProcessPrior.set_mixture`) first fits them alone to the
 pretrained codes by SVI (:func:`~varclust.model.prior_fit.fit_prior_to_codes`), and
 :meth:`DirichletProcessPrior.end_epoch` does the same for ``epoch_settle_steps`` steps on each
-epoch's codes. Both are steps on the ELBO's global terms with the networks held, the codes
-E[z | x] standing in for draws of q(z | x): a coordinate step on the global posterior, as the
-variational DP mixture's coordinate ascent takes one per sweep (Blei & Jordan 2006). Without the
-epoch's settling the weights lag the codes: components the codes have left keep their weight,
-so they keep a share of new codes and the codes never leave them for good (measured on the
-digits, truncation 30: 23 to 29 clusters in use without it; BENCHMARKS.md, issue 17).
+epoch's codes. With ``epoch_settle_on="draws"`` (the default) those codes are one draw
+z_n ~ q(z | x_n) a datum, so the steps are Monte Carlo steps on the ELBO's terms in the globals
+with the networks held: a coordinate step on the global posterior, as the variational DP
+mixture's coordinate ascent takes one per sweep (Blei & Jordan 2006). ``"means"`` fits E[z | x]
+instead, which ignores the spread of q(z | x): not a step on the ELBO. The settling before the
+joint fit uses the means (q(z | x) is then set narrow beside the components). Without the epoch's
+settling the weights lag the codes: components the codes have left keep their weight, so they
+keep a share of new codes and the codes never leave them for good. Measured on the digits
+(truncation 30, 5 seeds; BENCHMARKS.md, issue 17): 23 to 29 clusters in use without it, RESULT.
 
 Point estimates (``point_parameters``, used by ``predict``): the posterior-mean weights
 E[pi_k] = E[v_k] prod_{j<k} E[1 - v_j] (exact for independent sticks; scikit-learn's
