@@ -209,27 +209,15 @@ class FitConfig:
         self.hidden = tuple(int(h) for h in self.hidden)
         for check in NAME_CHECKS:  # the registry's names
             check(self)
-        if self.label_weight < 0:
-            raise ValueError(f"label_weight must be >= 0, got {self.label_weight}")
-        if not self.dirichlet_concentration > 0:
-            raise ValueError(
-                f"dirichlet_concentration must be positive, got {self.dirichlet_concentration}"
-            )
         if not 0 < self.temperature_min <= self.temperature or not 0 < self.temperature_decay <= 1:
             raise ValueError(
                 "the relaxed guide's schedule needs 0 < temperature_min <= temperature and "
                 f"0 < temperature_decay <= 1, got {self.temperature_min}, {self.temperature}, "
                 f"{self.temperature_decay}"
             )
-        for name in ("dp_concentration", "dp_scale_pseudo_count"):
+        for name in ("dp_concentration", "dp_scale_pseudo_count", "dirichlet_concentration"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if not self.cluster_balance >= 0:
-            raise ValueError(f"cluster_balance must be >= 0 (0: the confidence term alone), got "
-                             f"{self.cluster_balance}")
-        for name in ("dp_settle_steps", "dp_epoch_settle_steps"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0 (0: none), got {getattr(self, name)}")
         if not self.prior_temperature > 0:
             raise ValueError(f"prior_temperature must be > 0, got {self.prior_temperature}")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
@@ -240,8 +228,9 @@ class FitConfig:
         for name in ("latent_dim", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("epochs", "pretrain_epochs", "lr_decay_from"):
-            if getattr(self, name) < 0:
+        for name in ("epochs", "pretrain_epochs", "lr_decay_from", "label_weight",
+                     "cluster_balance", "dp_settle_steps", "dp_epoch_settle_steps"):
+            if not getattr(self, name) >= 0:  # 0: none (cluster_balance: confidence alone)
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.learning_rate > 0 or not self.pretrain_lr > 0:
             raise ValueError("learning rates must be positive")
