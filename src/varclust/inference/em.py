@@ -52,8 +52,8 @@ from ..model.gmm import (
     mixture_log_likelihood,
     warn_floored,
 )
-from .batching import batched_apply
 from .kl_warmup import KLScale, kl_warmup
+from .prediction import encode_codes
 from .svi import SVITrainer
 
 __all__ = [
@@ -316,8 +316,7 @@ def fit_em(
         t1 = time.perf_counter()
         model.eval()
         guide.eval()
-        stats = batched_apply(lambda b: torch.cat(guide.encode(b), -1), data)
-        loc, scale = stats.chunk(2, -1)
+        loc, scale = encode_codes(guide, data)
         history, extra = e_step(model.prior, loc, scale, seed * 1_000_003 + iteration)
         t2 = time.perf_counter()
         record = {

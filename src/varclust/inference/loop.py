@@ -29,7 +29,7 @@ from .distributed import DistributedContext, DistributedSVITrainer
 from .em import fit_em, kl_warmup, make_e_step
 from .kl_warmup import KLScale, kl_warmup_weight
 from .persistence import CHECKPOINT_NAME, FitRecord, restore_record, save_fit
-from .prediction import predict_clusters
+from .prediction import encode_codes, predict_clusters
 from .progress import Progress
 from .regularisers import cluster_information, regularisers_of, terms_outside_elbo
 from .revival import revive_dead_clusters
@@ -177,12 +177,10 @@ class FitLoop:
         self.trainer.sync_parameters()  # ranks whose rounding split otherwise follow rank 0
         return {"revived_clusters": len(splits)}
 
-    @torch.no_grad()
     def codes(self) -> tuple[Tensor, Tensor]:
         """q(z | x) of the data set under the guide: its loc and scale, each (N, D)."""
         self.fit.guide.eval()
-        loc, scale = zip(*(self.fit.guide.encode(chunk) for chunk in self.x.split(2048)))
-        return torch.cat(loc), torch.cat(scale)
+        return encode_codes(self.fit.guide, self.x)
 
     def refit_clusters(self) -> None:
         """A fit without SVI epochs (or resumed after its last): a prior whose clusters are

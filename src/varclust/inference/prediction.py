@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from .batching import batched_apply
 
-__all__ = ["ClusterPrediction", "encode_means", "predict_clusters"]
+__all__ = ["ClusterPrediction", "encode_codes", "encode_means", "predict_clusters"]
 
 
 @dataclass
@@ -26,6 +26,12 @@ class ClusterPrediction:
     labels: np.ndarray
     responsibilities: np.ndarray
     entropy: np.ndarray
+
+
+def encode_codes(guide: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    """q(z | x) of data x (N, ...), in batches: its loc and scale, each (N, D)."""
+    loc, scale = batched_apply(lambda b: torch.cat(guide.encode(b), -1), x).chunk(2, -1)
+    return loc, scale
 
 
 def encode_means(guide: nn.Module, x: Tensor) -> Tensor:
