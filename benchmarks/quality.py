@@ -68,6 +68,8 @@ VARIANTS: dict[str, dict] = {
     "dp-30-means": {"prior": "dp", "num_clusters": 30, "dp_epoch_settle_on": "means"},
     # no settling after the epochs (the DP before 2026-12-02)
     "dp-30-unsettled": {"prior": "dp", "num_clusters": 30, "dp_epoch_settle_steps": 0},
+    # a quarter of the epoch's settling steps (50 of the default 200): the cost of the settling
+    "dp-30-settle50": {"prior": "dp", "num_clusters": 30, "dp_epoch_settle_steps": 50},
     # nu = 100 and the confidence term alone (lambda N mean H(q(c|x)), outside the ELBO; no
     # balance, which would reward using all 30 components)
     "dp-30-nu100-confidence": {"prior": "dp", "num_clusters": 30, "dp_scale_pseudo_count": 100.0,
