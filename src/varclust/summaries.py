@@ -13,6 +13,7 @@ from .inference.elbo import SyncFreeTraceEnum_ELBO
 from .inference.persistence import FitRecord
 from .model.normal_prior import StandardNormalPrior
 from .model.priors import MixturePrior
+from .modes import evaluating
 
 __all__ = ["cluster_means", "describe", "mean_elbo", "mixture_parameters"]
 
@@ -64,13 +65,12 @@ def mean_elbo(model, guide, x: Tensor, batch_size: int = 512) -> float:
     """The ELBO of data x (N, ...) per datum under a fitted model and guide, with the cluster
     summed out exactly and one draw of z per datum (the training objective on held-out data;
     higher is better)."""
-    model.eval()
-    guide.eval()
     elbo = SyncFreeTraceEnum_ELBO(max_plate_nesting=1)
     total = 0.0
-    for batch in x.split(batch_size):
-        indices = torch.arange(len(batch), device=batch.device)
-        total += float(elbo.loss(model, guide, batch, indices, len(batch)))
+    with evaluating(model, guide):
+        for batch in x.split(batch_size):
+            indices = torch.arange(len(batch), device=batch.device)
+            total += float(elbo.loss(model, guide, batch, indices, len(batch)))
     return -total / len(x)
 
 

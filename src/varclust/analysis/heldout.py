@@ -48,6 +48,7 @@ import torch
 from numpy.typing import ArrayLike
 from torch import Tensor
 
+from ..modes import evaluating
 from .importance import importance_draws
 
 if TYPE_CHECKING:
@@ -90,9 +91,8 @@ def heldout_pointwise(
     pointwise = {}
     for name, fit in fits.items():
         x = fit._prepare(heldout_images, name="heldout_images")
-        fit.model.eval()
-        fit.guide.eval()
-        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        devices = [x.device] if x.device.type == "cuda" else []
+        with evaluating(fit.model, fit.guide), torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             draws = importance_draws(fit.model, fit.guide, x, 1, num_particles)
         pointwise[name] = draws.log_likelihood[0].cpu().numpy().astype(np.float64)

@@ -77,6 +77,7 @@ from numpy.typing import ArrayLike
 from torch import Tensor
 
 from ..inference.batching import batched_apply
+from ..modes import evaluating
 from .global_posterior import draw_globals, global_posterior, mixture_at_draws
 from .importance import importance_draws
 
@@ -175,34 +176,33 @@ def to_inference_data(
         if label_array.shape != (num_data,):
             raise ValueError(f"labels must have shape ({num_data},), got {label_array.shape}")
 
-    fit.model.eval()
-    fit.guide.eval()
     prior = fit.model.prior
     posterior_guide = global_posterior(prior)
     if posterior_guide is None:
         warnings.warn(
             "this fit has point estimates of its global parameters, not a posterior: "
             "log_likelihood holds " + POINT_ESTIMATE_NOTE, PointEstimateWarning, stacklevel=2)
-    mixture: dict[str, np.ndarray] = {}
-    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        if posterior_guide is None:
-            draws = importance_draws(fit.model, fit.guide, x, num_samples, importance_samples)
-            for name, value in _mixture_point_estimates(prior).items():
-                mixture[f"mixture_{name}"] = _repeat(value, num_samples)
-        else:
-            globals_ = draw_globals(posterior_guide, num_samples)
-            draws = importance_draws(fit.model, fit.guide, x, num_samples, importance_samples,
-                                     global_values=globals_)
-            for name, value in mixture_at_draws(prior, globals_).items():
-                mixture[f"mixture_{name}"] = _draws(value.float())
-            if "dp_concentration" in globals_:
-                mixture["dp_concentration"] = _draws(globals_["dp_concentration"])
-    resp = draws.responsibilities
-    entropy = -(resp * resp.clamp_min(1e-30).log()).sum(-1)  # (R, N)
-    recon = batched_apply(
-        fit.model.decode_mean, draws.z[:num_reconstructions].transpose(0, 1), batch_size=512
-    ).transpose(0, 1)  # (R', N, *data_shape)
+    with evaluating(fit.model, fit.guide):  # modes restored after
+        mixture: dict[str, np.ndarray] = {}
+        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            if posterior_guide is None:
+                draws = importance_draws(fit.model, fit.guide, x, num_samples, importance_samples)
+                for name, value in _mixture_point_estimates(prior).items():
+                    mixture[f"mixture_{name}"] = _repeat(value, num_samples)
+            else:
+                globals_ = draw_globals(posterior_guide, num_samples)
+                draws = importance_draws(fit.model, fit.guide, x, num_samples, importance_samples,
+                                         global_values=globals_)
+                for name, value in mixture_at_draws(prior, globals_).items():
+                    mixture[f"mixture_{name}"] = _draws(value.float())
+                if "dp_concentration" in globals_:
+                    mixture["dp_concentration"] = _draws(globals_["dp_concentration"])
+        resp = draws.responsibilities
+        entropy = -(resp * resp.clamp_min(1e-30).log()).sum(-1)  # (R, N)
+        recon = batched_apply(
+            fit.model.decode_mean, draws.z[:num_reconstructions].transpose(0, 1), batch_size=512
+        ).transpose(0, 1)  # (R', N, *data_shape)
 
     data_dims = DATA_DIMS.get(x.dim() - 1, tuple(f"data_dim_{i}" for i in range(x.dim() - 1)))
     coords = {

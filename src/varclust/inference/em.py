@@ -52,6 +52,7 @@ from ..model.gmm import (
     mixture_log_likelihood,
     warn_floored,
 )
+from ..modes import evaluating
 from .kl_warmup import KLScale, kl_warmup
 from .prediction import encode_codes
 from .svi import SVITrainer
@@ -314,9 +315,8 @@ def fit_em(
                     on_epoch_start(index)
                 elbo = trainer.epoch(data, batch_size, seed, index, on_m_step, **supervision)
         t1 = time.perf_counter()
-        model.eval()
-        guide.eval()
-        loc, scale = encode_codes(guide, data)
+        with evaluating(model, guide):
+            loc, scale = encode_codes(guide, data)
         history, extra = e_step(model.prior, loc, scale, seed * 1_000_003 + iteration)
         t2 = time.perf_counter()
         record = {

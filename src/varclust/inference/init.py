@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from ..model.likelihoods import Likelihood
 from ..model.pretraining_losses import AutoencoderLoss, DiffusionAutoencoderLoss
+from ..modes import evaluating
 from .batching import epoch_batches
 
 __all__ = [
@@ -99,11 +100,8 @@ def reliance_reached(
     def stop(epoch: int, loss: float) -> bool:
         if (epoch + 1) % every:
             return False
-        was_training = encoder.training
-        encoder.eval()
-        with torch.no_grad():
+        with evaluating(encoder), torch.no_grad():
             codes = encoder(probe)[0]
-        encoder.train(was_training)
         reliance = generator.latent_reliance(probe, codes, seed)
         if on_measure is not None:
             on_measure(epoch, reliance)

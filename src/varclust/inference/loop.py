@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from ..config import FitConfig
 from ..metrics import clustering_scores
+from ..modes import evaluating
 from . import warm_start
 from .callbacks import Callback, Checkpointing, EMProgress, SVIProgress
 from .checkpoint import restore_rng_state
@@ -178,9 +179,10 @@ class FitLoop:
         return {"revived_clusters": len(splits)}
 
     def codes(self) -> tuple[Tensor, Tensor]:
-        """q(z | x) of the data set under the guide: its loc and scale, each (N, D)."""
-        self.fit.guide.eval()
-        return encode_codes(self.fit.guide, self.x)
+        """q(z | x) of the data set under the guide (in eval mode meanwhile; its mode is
+        restored after): its loc and scale, each (N, D)."""
+        with evaluating(self.fit.guide):
+            return encode_codes(self.fit.guide, self.x)
 
     def refit_clusters(self) -> None:
         """A fit without SVI epochs (or resumed after its last): a prior whose clusters are

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..modes import evaluating
 from .batching import batched_apply
 
 __all__ = ["ClusterPrediction", "encode_codes", "encode_means", "predict_clusters"]
@@ -41,10 +42,10 @@ def encode_means(guide: nn.Module, x: Tensor) -> Tensor:
 
 @torch.no_grad()
 def predict_clusters(model: nn.Module, guide: nn.Module, x: Tensor) -> ClusterPrediction:
-    """The guide's cluster posterior of data x (N, ...) under the model's prior (guide in eval
-    mode)."""
-    guide.eval()
-    log_resp = batched_apply(lambda b: guide.cluster_logits(b, model.prior), x)
+    """The guide's cluster posterior of data x (N, ...) under the model's prior (the guide in
+    eval mode meanwhile; its mode is restored after)."""
+    with evaluating(guide):
+        log_resp = batched_apply(lambda b: guide.cluster_logits(b, model.prior), x)
     resp = log_resp.exp()
     entropy = -(resp * log_resp).sum(-1)
     return ClusterPrediction(

@@ -26,9 +26,7 @@ autocast whatever the ``precision`` setting, on the CPU when it is "bfloat16" (m
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 
 import pyro
 import torch
@@ -36,6 +34,7 @@ from pyro.nn import PyroModule
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..modes import evaluating
 from .generative import GenerativeModel, data_plate
 from .precision import MixedPrecisionNetwork
 from .pretraining_losses import DiffusionAutoencoderLoss
@@ -223,16 +222,6 @@ class ConditionalDDPM(nn.Module):
         }.items():
             self.register_buffer(name, value.float(), persistent=False)
 
-    @contextlib.contextmanager
-    def _evaluating(self) -> Iterator[None]:
-        """Eval mode (no latent dropout) within the block, the previous mode restored after."""
-        was_training = self.training
-        self.eval()
-        try:
-            yield
-        finally:
-            self.train(was_training)
-
     def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
         """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise; x0 (B, C, H, W) in [-1, 1], t (B,)."""
         abar = self.alpha_bar[t].view(-1, 1, 1, 1)
@@ -272,7 +261,7 @@ class ConditionalDDPM(nn.Module):
         t = torch.randint(0, self.num_steps, (x.shape[0],), generator=gen).to(x.device)
         noise = torch.randn(x.shape, generator=gen).to(x.device)
         perm = torch.randperm(x.shape[0], generator=gen).to(x.device)
-        with self._evaluating():
+        with evaluating(self):  # no latent dropout
             own = self.noise_loss(x, z, t, noise).mean()
             other = self.noise_loss(x, z[perm], t, noise).mean()
         return float((other - own) / own)
@@ -299,7 +288,7 @@ class ConditionalDDPM(nn.Module):
         [-1, 1]). ``steps`` < T: the deterministic strided sampler (DDIM, eta = 0) over
         ``steps`` evenly spaced steps. ``guidance`` w: classifier-free guidance weight.
         """
-        with self._evaluating():
+        with evaluating(self):  # no latent dropout
             steps = self.num_steps if steps is None else int(steps)
             if not 1 <= steps <= self.num_steps:
                 raise ValueError(f"steps must be in [1, {self.num_steps}], got {steps}")
