@@ -64,14 +64,24 @@ def cluster_means(x: Tensor, responsibilities: np.ndarray) -> np.ndarray:
 def mean_elbo(model, guide, x: Tensor, batch_size: int = 512) -> float:
     """The ELBO of data x (N, ...) per datum under a fitted model and guide, with the cluster
     summed out exactly and one draw of z per datum (the training objective on held-out data;
-    higher is better)."""
+    higher is better).
+
+    Each batch b of size B is scored as the training step scores it, as an estimate of the
+    whole data set's ELBO, L_b = (N / B) sum_{i in b} l_i - KL_global (local terms l_i; the KL
+    of the global latents, for the Bayesian priors, once); weighting L_b by B / N and summing
+    over the batches gives sum_i l_i - KL_global, whatever the batch size: the global KL is
+    counted once, not once a batch. Point-estimate priors have no global KL, and the result is
+    the mean of the l_i."""
     elbo = SyncFreeTraceEnum_ELBO(max_plate_nesting=1)
+    num_data = len(x)
     total = 0.0
     with evaluating(model, guide):
-        for batch in x.split(batch_size):
-            indices = torch.arange(len(batch), device=batch.device)
-            total += float(elbo.loss(model, guide, batch, indices, len(batch)))
-    return -total / len(x)
+        for start in range(0, num_data, batch_size):
+            batch = x[start:start + batch_size]
+            indices = torch.arange(start, start + len(batch), device=batch.device)
+            loss = float(elbo.loss(model, guide, batch, indices, num_data))
+            total += loss * len(batch) / num_data
+    return -total / num_data
 
 
 def describe(vc: FitRecord) -> str:
