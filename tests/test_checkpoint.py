@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from synthetic import binary_blobs
 
 from varclust import VarClust
 from varclust.inference import CheckpointError, load_checkpoint, save_checkpoint
@@ -18,11 +19,7 @@ SETTINGS = dict(latent_dim=2, hidden=(16,), pretrain_epochs=2, batch_size=32, se
 
 def data(n: int = 90, seed: int = 0) -> np.ndarray:
     """Three blobs of 12-pixel binary-ish images."""
-    rng = np.random.default_rng(seed)
-    protos = rng.random((3, 12)) > 0.5
-    y = np.arange(n) % 3
-    flips = rng.random((n, 12)) < 0.1
-    return np.where(flips, ~protos[y], protos[y]).astype(np.float32)
+    return binary_blobs(n, seed=seed)[0]
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
+from synthetic import binary_blobs
 from torch import nn
 
 from varclust import VarClust
@@ -37,10 +37,7 @@ def test_evaluating_restores_the_modes_when_the_block_raises():
 def test_reading_a_fit_keeps_its_training_mode():
     """predict, encode and score between two training steps: the guide and the model stay in
     train mode, as a notebook left them."""
-    rng = np.random.default_rng(0)
-    protos = rng.random((3, 16)) > 0.5
-    y = np.arange(60) % 3
-    x = protos[y].astype(np.float32)
+    x = binary_blobs(60, num_pixels=16, flip=0.0)[0]
     vc = VarClust(3, latent_dim=2, hidden=(8,), epochs=1, pretrain_epochs=2, batch_size=30,
                   device="cpu").fit(x, progress=False)
     vc.model.train()

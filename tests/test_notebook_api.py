@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from matplotlib.figure import Figure
+from synthetic import binary_blobs
 
 from varclust import VarClust
 from varclust.analysis import (
@@ -27,11 +28,7 @@ K = 3
 
 
 def blobs(n: int = 120, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    protos = rng.random((K, 16)) > 0.5
-    y = np.arange(n) % K
-    flips = rng.random((n, 16)) < 0.05
-    return np.where(flips, ~protos[y], protos[y]).astype(np.float32), y
+    return binary_blobs(n, num_pixels=16, flip=0.05, seed=seed, clusters=K)
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from synthetic import binary_blobs
 
 from varclust import VarClust
 from varclust.cli import build_parser
@@ -20,11 +21,7 @@ TINY = dict(latent_dim=2, hidden=(16,), batch_size=16, device="cpu")
 
 def blobs(n: int = 48) -> np.ndarray:
     """n binary vectors (n, 12) around 3 prototypes."""
-    rng = np.random.default_rng(0)
-    protos = rng.random((3, 12)) > 0.5
-    flips = rng.random((n, 12)) < 0.1
-    y = np.arange(n) % 3
-    return np.where(flips, ~protos[y], protos[y]).astype(np.float32)
+    return binary_blobs(n)[0]
 
 
 def test_every_precision_has_a_compute_dtype():

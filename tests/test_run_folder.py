@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from synthetic import binary_blobs
 
 from varclust import VarClust
 from varclust.cli import main
@@ -24,11 +25,7 @@ CLI_TINY = ["--dataset", "digits", "--epochs", "1", "--pretrain-epochs", "1", "-
 
 
 def blobs(n: int = 90, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    protos = rng.random((3, 12)) > 0.5
-    flips = rng.random((n, 12)) < 0.1
-    y = np.arange(n) % 3
-    return np.where(flips, ~protos[y], protos[y]).astype(np.float32)
+    return binary_blobs(n, seed=seed)[0]
 
 
 @pytest.fixture(scope="module")
