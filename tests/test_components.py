@@ -199,6 +199,18 @@ def test_a_fit_starts_from_another_fits_autoencoder(tmp_path, guide, prior, k):
         assert vc.predict(x).responsibilities.shape == (len(x), k)
 
 
+def test_a_fit_from_a_run_folder_equals_the_fit_from_the_object(tmp_path):
+    """Loading the source (its modules built, then overwritten) draws nothing from the seeded
+    fit's random stream, so pretrained=folder and pretrained=fit give the same fit."""
+    x, _ = tiny_data()
+    source = tiny(epochs=0).fit(x, out_dir=tmp_path, progress=False)
+    fits = [VarClust(3, latent_dim=2, hidden=(8,), batch_size=8, device="cpu", epochs=2,
+                     seed=4).fit(x, pretrained=pretrained, progress=False)
+            for pretrained in (source, tmp_path)]
+    for a, b in zip(fits[0].guide.state_dict().values(), fits[1].guide.state_dict().values()):
+        torch.testing.assert_close(a, b)
+
+
 def test_pretrained_with_other_networks_is_refused():
     x, _ = tiny_data()
     source = tiny(epochs=0).fit(x, progress=False)

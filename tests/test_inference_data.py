@@ -279,3 +279,38 @@ def test_swapped_guide_and_prior(swap, blobs):
         assert idata.attrs["draws"] == "point estimate"
         np.testing.assert_allclose(idata.posterior["mixture_loc"].values[0, 0],
                                    point["loc"].detach().numpy(), rtol=1e-6)
+
+
+def test_normal_prior_responsibilities_are_the_fitted_mixture(blobs):
+    """A plain VAE (``prior="normal"``) clusters by the mixture fitted to its codes; its
+    enumerated cluster does not touch z, so reading p(c | z) off the model gave 1/K for every
+    datum. The InferenceData's responsibilities follow the fitted mixture, as ``predict``."""
+    x, _ = blobs
+    x = x[:300]
+    vc = VarClust(TRUE_K, prior="normal", latent_dim=2, hidden=(32, 32), epochs=3,
+                  pretrain_epochs=10, batch_size=64, likelihood="gaussian", seed=1,
+                  device="cpu").fit(x, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PointEstimateWarning)
+        idata = to_inference_data(vc, x, 4, importance_samples=4, seed=0)
+    pred = vc.predict(x)
+    entropy = idata.sample_stats["assignment_entropy"].values.mean()
+    assert entropy < 0.5 * math.log(TRUE_K), entropy
+    labels = idata.posterior["responsibilities"].values[0].mean(0).argmax(-1)
+    assert (labels == pred.labels).mean() >= 0.95
+
+
+@pytest.mark.parametrize("prior", ["dp", "bayes-gmm"])
+def test_inference_data_leaves_the_global_rng_as_it_was(prior, blobs):
+    """The draws use their own seed; a posterior over the globals is looked at without touching
+    the caller's random stream."""
+    x, _ = blobs
+    x = x[:200]
+    vc = VarClust(TRUE_K, prior=prior, global_guide="mean-field", latent_dim=2, hidden=(16,),
+                  epochs=1, pretrain_epochs=3, batch_size=64, likelihood="gaussian", seed=1,
+                  device="cpu").fit(x, progress=False)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    to_inference_data(vc, x, 4, importance_samples=2, seed=0)
+    torch.testing.assert_close(torch.rand(3), expected)

@@ -117,3 +117,15 @@ def test_every_image_of_the_page_loads_in_headless_chromium(report, tmp_path):
     assert images and loaded, f"the check script did not run; chromium printed:\n{dom[:2000]}"
     assert int(images.group(1)) == len(FIGURES)
     assert int(loaded.group(1)) == len(FIGURES)
+
+
+def test_write_report_leaves_the_global_rng_as_it_was(report, tmp_path):
+    """The report seeds its own draws (cluster samples) and gives the caller's stream back."""
+    from varclust.analysis.report import write_report
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    write_report(report.parent, tmp_path / "again", num_data=100, num_samples=2,
+                 importance_samples=2)
+    torch.testing.assert_close(torch.rand(3), expected)

@@ -240,6 +240,7 @@ class VarClust(NotebookMethods):
         state, config = read_fit(Path(path), device)
         vc = cls(config=config)
         vc.components.update(components)
-        vc.build(tuple(state["data_shape"]))
+        with torch.random.fork_rng(devices=[]):  # the initial weights the checkpoint replaces
+            vc.build(tuple(state["data_shape"]))  # (built on the CPU) leave the RNG untouched
         restore_fitted(vc, state)
         return vc

@@ -32,7 +32,9 @@ def global_posterior(prior: PyroModule) -> PyroModule | None:
     guide = prior.globals_guide()  # a MixturePrior hook: None for point-estimated globals
     if guide is None:
         return None
-    trace = poutine.trace(guide).get_trace()
+    cuda = sorted({p.device for p in guide.parameters() if p.device.type == "cuda"}, key=str)
+    with torch.random.fork_rng(devices=cuda):  # a look at the sites' kinds: the RNG untouched
+        trace = poutine.trace(guide).get_trace()
     sites = [site for site in trace.nodes.values() if site["type"] == "sample"]
     if all(isinstance(site["fn"], dist.Delta) for site in sites):
         return None

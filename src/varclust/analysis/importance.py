@@ -98,9 +98,13 @@ def _cluster_logits(
 
     When the model enumerates the cluster, its dim of ``joint`` (*enumerated, *plates) is kept
     and any other enumerated site summed out; when a guide sampled the cluster (the model then
-    replays it), the prior's ``log_joint(z)`` (log p(c = k, z) at its point parameters, (..., K))
-    is used, z being the guide's codes (*guide plates, D).
+    replays it), or when the prior's clusters are a mixture fitted to the codes (the plain VAE's
+    ``normal`` prior, whose enumerated cluster z does not depend on), the prior's
+    ``log_joint(z)`` (log p(c = k, z) at its point parameters, (..., K)) is used, z being the
+    guide's codes (*guide plates, D).
     """
+    if prior.fits_clusters_to_codes:  # the model's cluster says nothing: 1/K for every datum
+        return prior.log_joint(z).movedim(-1, 0)
     site = model_trace.nodes.get(cluster_site)
     if site is not None and site["infer"].get("_enumerate_dim") is not None:
         dim = joint.dim() + site["infer"]["_enumerate_dim"]

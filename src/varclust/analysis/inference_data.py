@@ -125,7 +125,7 @@ def to_inference_data(
     num_samples: int = 100,
     *,
     importance_samples: int = 16,
-    num_reconstructions: int = 4,
+    num_reconstructions: int | None = None,
     labels: ArrayLike | None = None,
     seed: int = 0,
 ) -> az.InferenceData:
@@ -146,7 +146,8 @@ def to_inference_data(
         importance_samples: S, guide proposals behind each draw (the cost is R * S decoder
             passes per datum for a point-estimate fit; S, shared by the R draws, with a
             global posterior).
-        num_reconstructions: draws kept in ``posterior_predictive`` (at most R).
+        num_reconstructions: draws kept in ``posterior_predictive`` (at most R; default
+            min(4, R)).
         labels: (N,) optional true classes, stored as ``constant_data.label``.
         seed: seeds the Monte Carlo draws (the global RNG state is left as it was).
 
@@ -163,6 +164,8 @@ def to_inference_data(
         )
     if num_samples < 2:
         raise ValueError(f"num_samples must be at least 2 for az.loo/az.waic, got {num_samples}")
+    if num_reconstructions is None:
+        num_reconstructions = min(4, num_samples)
     if not 1 <= num_reconstructions <= num_samples:
         raise ValueError(
             f"num_reconstructions must be in [1, num_samples={num_samples}], "

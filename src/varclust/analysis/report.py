@@ -131,8 +131,10 @@ def write_report(
     k = vc.config.num_clusters
     figures: list[Figure] = []
 
-    torch.manual_seed(seed)
-    plot_cluster_samples([vc.sample(c, 8) for c in range(k)], out_dir / "samples.png",
+    with torch.random.fork_rng(devices=[vc.device] if vc.device.type == "cuda" else []):
+        torch.manual_seed(seed)  # the report's draws repeat; the caller's RNG is left as it was
+        samples = [vc.sample(c, 8) for c in range(k)]
+    plot_cluster_samples(samples, out_dir / "samples.png",
                          members=cluster_members(data.images, pred_all.labels,
                                                  pred_all.responsibilities))
     figures.append(Figure("samples.png", "Row k: images drawn from cluster k, then real "
