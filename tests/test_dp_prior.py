@@ -11,8 +11,9 @@ from pyro import poutine
 from scipy import stats
 from scipy.optimize import linear_sum_assignment
 from sklearn.mixture import BayesianGaussianMixture
+from synthetic import binary_blobs
 
-from varclust import FitConfig
+from varclust import FitConfig, VarClust
 from varclust.cli import main
 from varclust.model.dp_prior import (
     DirichletProcessPrior,
@@ -44,9 +45,11 @@ def test_point_weights_are_the_posterior_mean_of_pi():
     mc = stick_breaking_log_weights(draws).exp().mean(0)
     point = prior.point_parameters()["log_weights"].exp().double()
     torch.testing.assert_close(point, mc, atol=3e-3, rtol=0)
-    # set_mixture sorted the components by weight, the order the sticks favour
-    torch.testing.assert_close(point, torch.tensor([0.5, 0.2, 0.2, 0.1], dtype=torch.float64),
+    # set_mixture keeps component k at k (the guide's heads and labels are tied to k) ...
+    torch.testing.assert_close(point, torch.tensor([0.2, 0.5, 0.1, 0.2], dtype=torch.float64),
                                atol=1e-6, rtol=0)
+    # ... and component_order gives the order the sticks favour, for a fit to start in
+    assert prior.component_order(torch.tensor([0.2, 0.5, 0.1, 0.3])).tolist() == [1, 3, 0, 2]
 
 
 def _log_scale_prior(scale, dims, variance, nu=1.0):
@@ -130,7 +133,9 @@ def fitted_on_blobs():
     a fit starts: at a 20-component GaussianMixture of the codes, which splits every cluster."""
     codes = three_blobs()
     prior = DirichletProcessPrior(TRUNCATION, 2, concentration=1.0)
-    prior.set_mixture(*fit_mixture_to_codes(codes, TRUNCATION, seed=0))
+    weights, loc, scale = fit_mixture_to_codes(codes, TRUNCATION, seed=0)
+    order = prior.component_order(weights)  # as a fit starts it (warm_start.init_mixture)
+    prior.set_mixture(weights[order], loc[order], scale[order])
     assert prior.weights_in_use() > 3  # the start uses more than 3
     losses = fit_prior_to_codes(prior, codes, steps=1000, learning_rate=0.05, seed=0)
     assert np.mean(losses[-50:]) < np.mean(losses[:50])
@@ -274,3 +279,36 @@ def test_the_end_of_an_epoch_settles_the_weights_on_the_codes_and_keeps_the_rand
                                        atol=0.03)
         else:  # 0 steps: nothing moves
             assert prior.weights_in_use() == 4
+
+
+def unequal_blobs() -> tuple[np.ndarray, np.ndarray]:
+    """Three binary blobs of 20, 60 and 100 images: weight order != label order."""
+    x, y = binary_blobs(300, num_pixels=16, clusters=3)
+    keep = np.concatenate([np.flatnonzero(y == 0)[:20], np.flatnonzero(y == 1)[:60],
+                           np.flatnonzero(y == 2)])
+    return x[keep], y[keep]
+
+
+@pytest.mark.parametrize("guide", ["mixture", "relaxed"])
+def test_the_guides_cluster_heads_start_at_the_dp_components_of_the_same_index(guide):
+    """The fit starts the DP at the codes' mixture in decreasing weight and the guide's heads
+    in that same order: prior component k is the guide's cluster k."""
+    x, _ = unequal_blobs()
+    vc = VarClust(3, latent_dim=2, hidden=(16,), prior="dp", guide=guide, epochs=0,
+                  pretrain_epochs=5, batch_size=60, dp_settle_steps=0, device="cpu")
+    vc.fit(x, progress=False)
+    point = vc.model.prior.point_parameters()
+    torch.testing.assert_close(point["loc"], vc.guide.heads.centre.detach())
+    weights = point["log_weights"].exp()
+    assert (weights[:-1] >= weights[1:]).all()  # the stick-breaking order
+
+
+def test_a_labelled_dp_fit_keeps_cluster_k_for_label_k():
+    """Semi-supervised, cluster k = label k: the DP must not reorder the label-matched
+    components (it did, by weight, and put most data in the wrong-numbered cluster: 0.17)."""
+    x, y = unequal_blobs()
+    labelled = np.random.default_rng(0).random(len(y)) < 0.3
+    vc = VarClust(3, latent_dim=2, hidden=(16,), prior="dp", epochs=2, pretrain_epochs=5,
+                  batch_size=60, dp_settle_steps=100, dp_epoch_settle_steps=20, device="cpu")
+    vc.fit(x, y, labelled=labelled, progress=False)
+    assert (vc.predict(x).labels == y).mean() >= 0.6

@@ -107,13 +107,18 @@ def start_from(fit: FitRecord, source: FitRecord, x: Tensor, supervision: dict |
 def init_mixture(fit: FitRecord, x: Tensor, supervision: dict | None) -> None:
     """Fit a GaussianMixture to the codes of x (N, ...) and start the prior (and the guide's
     cluster heads) at it; q(z | x) starts narrow beside the components. Semi-supervised
-    (``supervision``): the components are first matched to the labels."""
+    (``supervision``): the components are first matched to the labels; otherwise they are
+    put in the prior's :meth:`~varclust.model.priors.MixturePrior.component_order`. Prior and
+    guide get the same order: prior component k is the guide's cluster k."""
     c = fit.config
     codes = encode_means(fit.guide, x)
     check_latent_reliance(fit, x[:512], codes[:512])
     weights, loc, scale = fit_mixture_to_codes(codes, c.num_clusters, c.seed)
     if supervision:
         weights, loc, scale = align_to_labels(weights, loc, scale, codes, **supervision)
+    else:
+        order = fit.model.prior.component_order(weights)
+        weights, loc, scale = weights[order], loc[order], scale[order]
     fit.model.prior.set_mixture(weights, loc, scale)
     fit.model.prior.settle_on_codes(codes, c.seed)
     fit.guide.init_from_mixture(weights, loc, scale)

@@ -267,13 +267,16 @@ class DirichletProcessPrior(GlobalGuidedMixture):
 
     @torch.no_grad()
     def set_mixture(self, weights: Tensor, loc: Tensor, scale: Tensor) -> None:
-        """Centre the global guide on a mixture: weights (K,), loc (K, D), scale (K, D). The
-        components are put in decreasing order of weight, the order the stick-breaking prior
-        favours (E[pi_k] decreases in k)."""
+        """Centre the global guide on a mixture: weights (K,), loc (K, D), scale (K, D),
+        component k at k (see :meth:`component_order` for the order the sticks favour)."""
         weights, loc, scale = normalised_mixture(weights, loc, scale, self.min_scale)
         self.set_code_moments(*mixture_moments(weights, loc, scale))
-        order = weights.argsort(descending=True)
-        self.global_guide.set_point(weights[order], loc[order], scale[order])
+        self.global_guide.set_point(weights, loc, scale)
+
+    def component_order(self, weights: Tensor) -> Tensor:
+        """Decreasing weight: the order the stick-breaking prior favours (E[pi_k] decreases
+        in k)."""
+        return weights.argsort(descending=True)
 
     @torch.no_grad()
     def set_code_moments(self, mean: Tensor, variance: Tensor) -> None:

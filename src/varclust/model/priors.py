@@ -84,7 +84,14 @@ class MixturePrior(PyroModule):
 
     def set_mixture(self, weights: Tensor, loc: Tensor, scale: Tensor) -> None:
         """Start the prior at the mixture fitted to the pretrained codes: weights (K,), loc
-        (K, D), scale (K, D). Default: nothing (a prior without a learned mixture)."""
+        (K, D), scale (K, D); component k becomes the prior's component k (the guide's cluster
+        heads and the labels of a semi-supervised fit are tied to k). Default: nothing (a prior
+        without a learned mixture)."""
+
+    def component_order(self, weights: Tensor) -> Tensor:
+        """The order (K,), a permutation, in which this prior would take a new mixture's
+        components with weights (K,), when nothing else (labels) fixes it. Default: as given."""
+        return torch.arange(len(weights), device=weights.device)
 
     def fit_to_codes(self, codes: Tensor, seed: int) -> None:
         """Refit the clusters to the codes (N, D); called after every epoch when
