@@ -180,3 +180,30 @@ def test_other_torch_files_are_not_checkpoints(tmp_path):
     save_checkpoint(path, {"a": torch.ones(2), "n": 3})
     state = load_checkpoint(path)
     assert state["n"] == 3 and torch.equal(state["a"], torch.ones(2))
+
+
+def test_saving_a_fit_into_its_own_run_folder_keeps_the_run_resumable(tmp_path):
+    """``vc.save(run, X, y)`` (what ``varclust evaluate`` asks of a run without its data) adds
+    the data and metadata; the checkpoint keeps its optimiser, schedule and RNG state, so a
+    resume is the uninterrupted fit."""
+    x = data()
+    y = np.arange(len(x)) % 3
+    settings = dict(SETTINGS, lr_decay=0.5)
+    full = VarClust(3, epochs=4, **settings).fit(x, progress=False)
+    part = VarClust(3, epochs=2, **settings).fit(x, out_dir=tmp_path, progress=False,
+                                                 metadata={"tag": "t"})
+    part.save(tmp_path, x, y)
+    resumed = VarClust(3, epochs=4, **settings).fit(x, out_dir=tmp_path, resume=True,
+                                                    progress=False)
+    for a, b in zip(full.guide.state_dict().values(), resumed.guide.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    assert resumed.metadata_["tag"] == "t"  # the run's metadata go on without retyping them
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert record["metadata"] == {"tag": "t", "data": "data.npy", "labels": "labels.npy"}
+
+
+def test_latent_reliance_is_kept_in_the_checkpoint(tmp_path):
+    vc = VarClust(3, epochs=1, **SETTINGS).fit(data(), progress=False)
+    vc.latent_reliance = 0.125
+    vc.save(tmp_path / "model.pt")
+    assert VarClust.load(tmp_path / "model.pt").latent_reliance == 0.125

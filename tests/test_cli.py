@@ -159,3 +159,20 @@ def test_recipe_scratch_trains_from_scratch_and_typed_flags_win(tmp_path: Path) 
     assert metrics["objective_terms_outside_elbo"] == ["cluster_information"]
     assert metrics["moves_outside_elbo"] == ["revive_clusters"]
     assert len(metrics["history"]) == 1 and "cluster_information_nats" in metrics["history"][0]
+
+
+def test_resume_keeps_the_seeded_labelled_mask_and_refuses_a_new_lr_decay(tmp_path: Path,
+                                                                          capsys) -> None:
+    """--resume takes the run's seed for the labelled mask (not only a retyped --seed), and a
+    typed --lr-decay that differs from the run's is refused, not silently dropped."""
+    run = tmp_path / "run"
+    first = ["fit", "--dataset", "digits", "--out", str(run), "--epochs", "1", *SMALL,
+             "--seed", "3", "--labelled-fraction", "0.1"]
+    assert main(first) == 0
+    resume = ["fit", "--dataset", "digits", "--out", str(run), "--epochs", "2", *SMALL,
+              "--labelled-fraction", "0.1", "--resume"]
+    assert main(resume) == 0
+    assert len(_history(run)) == 2
+    capsys.readouterr()
+    assert main([*resume[:6], "3", *resume[7:], "--lr-decay", "0.5"]) != 0
+    assert "lr_decay" in capsys.readouterr().err

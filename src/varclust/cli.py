@@ -187,7 +187,7 @@ def _fit_and_report(args: argparse.Namespace, config: FitConfig, distributed) ->
             where = distributed.describe() if distributed is not None else str(vc.device)
             print(f"varclust: fitting K={config.num_clusters} to {data.name} "
                   f"({len(data)} x {'x'.join(map(str, data.image_shape))}) on {where}")
-        labelled = _labelled_mask(args.labelled_fraction, data, args.seed)
+        labelled = _labelled_mask(args.labelled_fraction, data, config.seed)
         try:
             vc.fit(data.images, data.labels, out_dir=args.out, resume=args.resume,
                    overwrite=args.overwrite, progress="lines" if args.quiet else True,
@@ -231,7 +231,7 @@ def _fit_restarts(args: argparse.Namespace, config: FitConfig) -> int:
                 select_after=args.select_after, out_dir=args.out,
                 resume=args.resume, overwrite=args.overwrite,
                 progress="lines" if args.quiet else True, metadata=metadata,
-                labelled=_labelled_mask(args.labelled_fraction, data, args.seed),
+                labelled=_labelled_mask(args.labelled_fraction, data, config.seed),
                 pretrained=args.pretrained)
         except KeyboardInterrupt:
             print(f"varclust: interrupted; the finished fits and the last checkpoint are in "

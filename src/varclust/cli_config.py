@@ -154,5 +154,7 @@ def with_resumed_settings(flags: FitConfig, out: Path, argv: list[str]) -> FitCo
         return flags
     saved, _ = load_latest_checkpoint(out / "checkpoint.pt")
     typed = typed_fields(argv)
+    if any(a.split("=")[0] == "--lr-decay" for a in argv):  # the decay of the loop that runs
+        typed.add(LR_DECAY_FIELD[flags.method])
     ours = flags.to_dict()
     return FitConfig.from_dict({**saved["config"], **{k: ours[k] for k in typed}})

@@ -164,6 +164,8 @@ class VarClust(NotebookMethods):
             self.metadata_ = dict(metadata or {})
             state = (read_resume_state(self, out, tuple(x.shape[1:]), self.device, main)
                      if resume else None)
+            if state is not None:  # the run's metadata go on; what is typed now is added
+                self.metadata_ = {**state.get("metadata", {}), **self.metadata_}
             if distributed is not None:
                 distributed.barrier()  # every rank has read the checkpoint before one is written
             pyro.set_rng_seed(c.seed)

@@ -92,6 +92,7 @@ def checkpoint_payload(fit: FitRecord, phase: str, epoch: int, trainer: Any, met
         "data_fingerprint": fit.data_fingerprint_,
         "segments": fit.segments,
         "cluster_sizes": _as_list(fit.cluster_sizes_),
+        "latent_reliance": fit.latent_reliance,
         "pretrainer": pretrainer or {},
     }
 
@@ -100,6 +101,11 @@ def save_fit(fit: FitRecord, path: Path, phase: str, epoch: int, trainer: Any, m
              pretrainer: dict | None = None) -> None:
     """Write the checkpoint ``path`` and ``metrics.json`` beside it, each atomically."""
     save_checkpoint(path, checkpoint_payload(fit, phase, epoch, trainer, metadata, pretrainer))
+    write_metrics(fit, path.parent, metadata)
+
+
+def write_metrics(fit: FitRecord, folder: Path, metadata) -> None:
+    """Write ``folder/metrics.json`` (atomically): the fit's settings, records and metadata."""
     summary = {
         "config": fit.config.to_dict(),
         "metadata": dict(metadata or {}),
@@ -114,7 +120,7 @@ def save_fit(fit: FitRecord, path: Path, phase: str, epoch: int, trainer: Any, m
         "cluster_sizes": _as_list(fit.cluster_sizes_),
         "latent_reliance": fit.latent_reliance,
     }
-    write_atomic(path.parent / METRICS_NAME, json.dumps(summary, indent=2).encode())
+    write_atomic(folder / METRICS_NAME, json.dumps(summary, indent=2).encode())
 
 
 def check_compatible(config: FitConfig, state: dict, data_shape: tuple, path: Path) -> None:
@@ -162,6 +168,7 @@ def restore_record(fit: FitRecord, state: dict) -> None:
     fit.history = list(state["history"])
     fit.pretrain_losses = list(state["pretrain_losses"])
     fit.segments = list(state.get("segments", []))
+    fit.latent_reliance = state.get("latent_reliance")
 
 
 def restore_fitted(fit: FitRecord, state: dict) -> None:
@@ -203,10 +210,31 @@ def save_fitted(fit: FitRecord, path: Path, X: Any = None, y: Any = None, *,
         save_checkpoint(path, checkpoint_payload(fit, "done", len(fit.history), None, None))
         return
     with RunLock(path):
-        if not holds_run(path, fit.segments, fit.data_fingerprint_):
+        own = holds_run(path, fit.segments, fit.data_fingerprint_)
+        if not own:
             prepare_run_folder(path, resume=False, overwrite=overwrite)
         meta = {**fit.metadata_, **save_arrays(path, X, y)}
-        save_fit(fit, path / CHECKPOINT_NAME, "done", len(fit.history), None, meta)
+        state = _own_checkpoint(path, fit) if own else None
+        if state is None:
+            save_fit(fit, path / CHECKPOINT_NAME, "done", len(fit.history), None, meta)
+            return
+        # the fit's own run folder: its checkpoint keeps what a resume needs (the trainer's
+        # and RNG state, its phase); only the metadata change
+        state["metadata"] = meta
+        save_checkpoint(path / CHECKPOINT_NAME, state)
+        write_metrics(fit, path, meta)
+
+
+def _own_checkpoint(folder: Path, fit: FitRecord) -> dict | None:
+    """The checkpoint of ``folder`` when it holds the fit as it is now (the same epochs and
+    pretraining), else None."""
+    try:
+        state, _ = load_latest_checkpoint(folder / CHECKPOINT_NAME, map_location="cpu")
+    except (OSError, CheckpointError):
+        return None
+    same = (len(state["history"]) == len(fit.history)
+            and len(state["pretrain_losses"]) == len(fit.pretrain_losses))
+    return state if same else None
 
 
 def _as_list(values: np.ndarray | None) -> list[int] | None:
