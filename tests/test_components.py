@@ -209,6 +209,8 @@ def test_a_fit_from_a_run_folder_equals_the_fit_from_the_object(tmp_path):
             for pretrained in (source, tmp_path)]
     for a, b in zip(fits[0].guide.state_dict().values(), fits[1].guide.state_dict().values()):
         torch.testing.assert_close(a, b)
+    assert [fit.metadata_["pretrained_from"] for fit in fits] == ["a VarClust object",
+                                                                 str(tmp_path)]
 
 
 def test_pretrained_with_other_networks_is_refused():

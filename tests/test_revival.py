@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.mixture import GaussianMixture
+from synthetic import binary_blobs
 
 from varclust import FitConfig, VarClust
 from varclust.guides.base import ClusterGuide
@@ -120,6 +121,20 @@ def test_fits_record_the_move_each_epoch(method, guide):
     assert "revived_clusters" not in VarClust(4, latent_dim=2, hidden=(8,), epochs=1,
                                               pretrain_epochs=0, device="cpu").fit(
         x, progress=False).history[0]
+
+
+@pytest.mark.parametrize("warm_up", [{"epochs": 4, "kl_warmup_epochs": 3},
+                                     {"method": "em", "em_iterations": 4,
+                                      "kl_warmup_iterations": 3}], ids=["svi", "em"])
+def test_revival_waits_for_the_kl_weight_to_reach_one(warm_up):
+    """Splits act from the epoch (EM: iteration) whose KL weight is 1, in either loop."""
+    x, _ = binary_blobs(180, num_pixels=16)
+    vc = VarClust(3, latent_dim=2, hidden=(16,), pretrain_epochs=0, batch_size=60,
+                  device="cpu", revive_clusters=0.3, **warm_up).fit(x, progress=False)
+    for record in vc.history:
+        if record["kl_weight"] < 1:
+            assert record["revived_clusters"] == 0, vc.history
+    assert [r["kl_weight"] for r in vc.history][-1] == 1
 
 
 def test_the_scratch_recipe_revives_clusters_except_with_priors_that_refuse_it(tmp_path):

@@ -151,7 +151,8 @@ class FitConfig:
                                 "ancestral chain", group=EM)
     guidance: float = setting(0.0, "diffusion sampling: classifier-free guidance w", group=EM)
     checkpoint_every_steps: int = setting(0, "also checkpoint every N mini-batches inside an "
-                                          "epoch (0: per epoch)", flag="--checkpoint-every")
+                                          "epoch (0: per epoch; EM: in pretraining, its "
+                                          "iterations per iteration)", flag="--checkpoint-every")
     max_bad_steps: int = setting(10, "stop after this many steps in a row with a non-finite "
                                  "loss")
     lr_scaling: str = setting("none", "scale --lr from batch 256 to --batch-size (large "

@@ -166,6 +166,9 @@ class VarClust(NotebookMethods):
                      if resume else None)
             if state is not None:  # the run's metadata go on; what is typed now is added
                 self.metadata_ = {**state.get("metadata", {}), **self.metadata_}
+            if pretrained is not None:  # metrics.json names where the autoencoder came from
+                self.metadata_["pretrained_from"] = (
+                    "a VarClust object" if isinstance(pretrained, VarClust) else str(pretrained))
             if distributed is not None:
                 distributed.barrier()  # every rank has read the checkpoint before one is written
             pyro.set_rng_seed(c.seed)

@@ -104,7 +104,7 @@ class FitLoop:
                 "seconds": time.perf_counter() - t0,
                 "skipped_steps": self.trainer.last_epoch_skipped,
             }
-            record.update(self.revive_clusters(epoch))
+            record.update(self.revive_clusters(epoch, c.kl_warmup_epochs))
             record.update(self.component_summary())
             if c.kl_warmup_epochs:
                 record["kl_weight"] = beta
@@ -126,7 +126,9 @@ class FitLoop:
 
         def on_iteration(record: dict[str, Any]) -> None:
             record["skipped_steps"] = self.trainer.last_epoch_skipped
-            record.update(self.revive_clusters(record["iteration"] - 1))
+            # the M-step's KL weight reaches 1 at iteration W (kl_warmup): W + 1 in these units
+            record.update(self.revive_clusters(record["iteration"] - 1,
+                                               c.kl_warmup_iterations + 1))
             record.update(self.component_summary())
             record.update(self.epoch_scores())
             fit.history.append(record)
@@ -162,16 +164,16 @@ class FitLoop:
             out.update(clustering_scores(self.labels, assigned))
         return out
 
-    def revive_clusters(self, epoch: int) -> dict[str, float]:
+    def revive_clusters(self, epoch: int, warmup: int) -> dict[str, float]:
         """With ``revive_clusters`` f > 0: split the largest cluster into each one holding less
-        than f of the data (:mod:`.revival`), from the last epoch of the KL warm-up on (before
-        it the codes are not yet shaped by the prior, and splits of them are arbitrary: on
-        the digits from scratch they fixed a clustering of ACC 0.6); the record's
-        ``revived_clusters`` counts them."""
+        than f of the data (:mod:`.revival`), from the last epoch (EM: iteration) of the KL
+        warm-up on, ``epoch`` (0-based) >= ``warmup`` - 1 (before it the codes are not yet
+        shaped by the prior, and splits of them are arbitrary: on the digits from scratch
+        they fixed a clustering of ACC 0.6); the record's ``revived_clusters`` counts them."""
         f = self.config.revive_clusters
         if not f:
             return {}
-        if epoch + 1 < self.config.kl_warmup_epochs:
+        if epoch + 1 < warmup:
             return {"revived_clusters": 0}
         splits = revive_dead_clusters(self.fit.model, self.fit.guide, self.x, f,
                                       self.config.seed * 1_000_003 + epoch)
