@@ -6,7 +6,9 @@ Writes OUT_DIR/rank{R}.pt with (a) the parameters after one data-parallel SVI st
 rank's shard of the first batch, computed in float64 with the guide's noise fixed per datum,
 (b) the clustering accuracy of a data-parallel fit of a small synthetic mixture, and (c) the
 parameters and history of a data-parallel fit with ``revive_clusters`` (4 clusters for 3 blobs,
-so a cluster is split into at every epoch).
+so a cluster is split into at every epoch), (d) the parameters of a data-parallel fit stopped
+after 5 steps (mid-epoch, on every rank) and resumed from its checkpoint, and of the same fit
+run through.
 """
 
 from __future__ import annotations
@@ -87,6 +89,47 @@ def revival_config() -> dict:
     return {**mixture_config(), "num_clusters": 4, "revive_clusters": 0.2, "epochs": 10}
 
 
+def resume_config() -> dict:
+    """Seed 2 (a run's stream seeds once overflowed numpy's 32 bits from seed 2 on), a
+    checkpoint after every step."""
+    return {**mixture_config(), "epochs": 3, "pretrain_epochs": 3, "seed": 2,
+            "checkpoint_every_steps": 1}
+
+
+def stop_after(steps: int, start_step):
+    """A ``start_step`` that stops the fit with KeyboardInterrupt before step ``steps`` + 1,
+    on every rank alike, and otherwise runs ``start_step``."""
+    seen = [0]
+
+    def start(trainer, epoch: int, step: int) -> None:
+        seen[0] += 1
+        if seen[0] > steps:
+            raise KeyboardInterrupt
+        start_step(trainer, epoch, step)
+
+    return start
+
+
+def stopped_and_resumed(xs: Tensor, ys: Tensor, ctx, out: Path) -> tuple[dict, dict]:
+    """(d): the parameters of the fit run through, and of the fit stopped and resumed."""
+    through = VarClust(**resume_config()).fit(xs, ys, out_dir=out / "through", progress=False,
+                                              distributed=ctx)
+    start_step = DistributedSVITrainer.start_step
+    DistributedSVITrainer.start_step = stop_after(5, start_step)
+    try:
+        VarClust(**resume_config()).fit(xs, ys, out_dir=out / "stopped", progress=False,
+                                        distributed=ctx)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        DistributedSVITrainer.start_step = start_step
+    torch.distributed.barrier()  # rank 0 has written the checkpoint of step 5
+    resumed = VarClust(**resume_config()).fit(xs, ys, out_dir=out / "stopped", resume=True,
+                                              progress=False, distributed=ctx)
+    return tuple({k: v.detach().clone() for k, v in fit.guide.named_parameters()}
+                 for fit in (through, resumed))
+
+
 def main(out: Path) -> None:
     torch.set_num_threads(1)
     ctx = init_distributed("cpu")
@@ -104,7 +147,9 @@ def main(out: Path) -> None:
     acc = cluster_accuracy(ys.numpy(), vc.predict(xs).labels)
     # (c) the same with a move outside DDP's all-reduce: every rank must follow rank 0's split
     revived = VarClust(**revival_config()).fit(xs, ys, progress=False, distributed=ctx)
+    through, resumed = stopped_and_resumed(xs, ys, ctx, out)
     torch.save({"indices": idx, "loss": loss, "params": params, "acc": acc,
+                "through_params": through, "resumed_params": resumed,
                 "history": vc.history, "revival_history": revived.history,
                 "revival_params": {k: v.detach().clone()
                                    for k, v in revived.model.named_parameters()}

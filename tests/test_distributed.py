@@ -112,6 +112,15 @@ def test_ranks_hold_rank_zeros_parameters_after_reviving_clusters(two_ranks):
         torch.testing.assert_close(params[1][name], value, atol=1e-6, rtol=0)
 
 
+def test_a_distributed_fit_resumed_mid_epoch_is_the_fit_run_through(two_ranks):
+    """Every step draws from a stream of (seed, epoch, step, rank), so a fit stopped after its
+    5th step and resumed from that checkpoint ends where the fit run through ends."""
+    for rank in two_ranks:
+        assert set(rank["resumed_params"]) == set(rank["through_params"])
+        for name, value in rank["through_params"].items():
+            torch.testing.assert_close(rank["resumed_params"][name], value, atol=0, rtol=0)
+
+
 def test_distributed_flag_without_torchrun_says_how_to_launch(tmp_path, monkeypatch, capsys):
     for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(name, raising=False)

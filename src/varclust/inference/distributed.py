@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyro
 import torch
 import torch.distributed as dist
@@ -187,10 +188,16 @@ class DistributedSVITrainer(SVITrainer):
             dist.broadcast(p, src=0)
 
     def batches(self, num_data: int, batch_size: int, seed: int, epoch: int, device):
-        # a fresh Monte Carlo stream per (seed, epoch, rank): ranks draw different noise, and a
-        # run resumed at an epoch's start draws the same noise as before
-        pyro.set_rng_seed((seed * 1_000_003 + epoch) * 4099 + self.context.rank + 1)
+        self._seed = seed
         return rank_batches(num_data, batch_size, seed, epoch, self.context)
+
+    def start_step(self, epoch: int, step: int) -> None:
+        """A fresh Monte Carlo stream per (seed, epoch, step, rank): ranks draw different
+        noise, and a run resumed anywhere, mid-epoch included, draws the same noise as before
+        (a checkpoint holds rank 0's RNG state only, so the other ranks' streams could not be
+        restored from it)."""
+        stream = np.random.SeedSequence([self._seed, epoch, step, self.context.rank])
+        pyro.set_rng_seed(int(stream.generate_state(1)[0]))  # 32 bits, as numpy's seed needs
 
     def reduce_epoch_total(self, total: Tensor, batches: int) -> tuple[Tensor, int]:
         """Sum the epoch's losses and batch counts over the ranks (one all-reduce per epoch)."""

@@ -190,6 +190,7 @@ class SVITrainer:
         num_data = len(data)
         pos = self.position
         for i in range(pos.step, len(batches)):
+            self.start_step(epoch, i)
             idx = batches[i]
             x = data[idx]
             labels = {} if cluster_mask is None else {
@@ -210,6 +211,10 @@ class SVITrainer:
                 on_step(i, loss)
 
     # hooks that data-parallel training (inference/distributed.py) overrides
+    def start_step(self, epoch: int, step: int) -> None:
+        """Before batch ``step`` of ``epoch``. Default: nothing (one process draws its noise
+        from the RNG stream that its checkpoints capture and restore)."""
+
     def wrap_elbo(self, elbo: torch.nn.Module) -> torch.nn.Module:
         """The module whose call gives the loss (here the ELBO module itself)."""
         return elbo
