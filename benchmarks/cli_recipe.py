@@ -29,7 +29,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from quality import summarise
+from quality import sd_text, summarise
 
 METRICS = ("acc", "nmi", "ari")
 
@@ -91,7 +91,7 @@ def main() -> None:
     print(f"{'variant':<16} {'ACC':>15} {'NMI':>15} {'ARI':>15} {'s / seed':>10}  flags")
     for name, r in results.items():
         s = r["summary"]
-        cells = " ".join(f"{s[m]['mean']:>7.3f} +- {s[m]['std']:.3f}" for m in METRICS)
+        cells = " ".join(f"{s[m]['mean']:>7.3f} {sd_text(s[m])}" for m in METRICS)
         print(f"{name:<16} {cells} {s['seconds']['mean']:>10.0f}  {r['flags']}")
     out = args.json or Path(__file__).parent / "results" / f"cli_recipe_{args.dataset}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

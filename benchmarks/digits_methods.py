@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from quality import summarise  # benchmarks/ is on sys.path when run as a script
+from quality import sd_text, summarise  # benchmarks/ is on sys.path when run as a script
 
 from varclust import VarClust, load_dataset
 
@@ -90,7 +90,7 @@ def main() -> None:
         mine = [r for r in rows if r["method"] == method]
         summary = summarise(mine)
         table[method] = summary
-        cells = [f"{summary[k]['mean']:.3f} +- {summary[k]['std']:.3f}"
+        cells = [f"{summary[k]['mean']:.3f} {sd_text(summary[k])}"
                  for k in ("acc", "nmi", "ari")]
         rel = [r["latent_reliance"] for r in mine if r["latent_reliance"] is not None]
         print(f"{method:<10} {cells[0]:>15} {cells[1]:>15} {cells[2]:>15} "

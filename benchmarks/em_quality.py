@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from quality import summarise  # benchmarks/ is on sys.path when run as a script
+from quality import sd_text, summarise  # benchmarks/ is on sys.path when run as a script
 
 from varclust import FitConfig, VarClust, clustering_scores, load_dataset
 from varclust.analysis.plots import plot_cluster_samples
@@ -144,7 +144,7 @@ def main() -> None:
           f"{config.pretrain_epochs} pretraining epochs, {config.em_iterations} EM iterations "
           f"(or as many SVI epochs)")
     print(f"{'method':<40} {'ACC':>15} {'NMI':>15} {'ARI':>15} {'seconds':>10}")
-    cells = [f"{summary[k]['mean']:.3f} +- {summary[k]['std']:.3f}" for k in ("acc", "nmi", "ari")]
+    cells = [f"{summary[k]['mean']:.3f} {sd_text(summary[k])}" for k in ("acc", "nmi", "ari")]
     print(f"{label:<40} {cells[0]:>15} {cells[1]:>15} {cells[2]:>15} "
           f"{summary['seconds']['mean']:>10.1f}")
     print(f"wrote {out}")

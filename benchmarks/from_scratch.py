@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from quality import run_varclust, summarise, write_json
+from quality import run_varclust, sd_text, summarise, write_json
 
 from varclust import FitConfig, VarClust, load_dataset
 from varclust.cli import DATASET_DEFAULTS, RECIPES
@@ -67,19 +67,22 @@ def main() -> None:
             rows = []
             for seed in range(args.first_seed, args.first_seed + args.seeds):
                 config = base.replace(guide=guide, seed=seed, **settings)
-                row = run_varclust(images, y, config,
-                                   measure=lambda vc: {"agreement_q_p": agreement(vc, images)})
+                row = {"seed": seed, **run_varclust(
+                    images, y, config,
+                    measure=lambda vc: {"agreement_q_p": agreement(vc, images)})}
                 rows.append(row)
                 print(f"{name:22s} seed {seed}: ACC {row['acc']:.3f} NMI {row['nmi']:.3f} "
                       f"agree {row['agreement_q_p']:.3f} ({row['seconds']:.0f} s)", flush=True)
             results[name] = {"runs": rows, **summarise(rows),
+                             "seeds": [row["seed"] for row in rows],
                              "config": base.replace(guide=guide, **settings).to_dict()}
             if args.json:
-                write_json(args.json, args, len(y), base, results)
+                write_json(args.json, args, len(y), base, results,
+                           subset_kind="the first N images")
     columns = ("ACC", "NMI", "ARI")
     print(f"\n{'guide/recipe':22s}", *(f"{h:>14s}" for h in columns), f"{'agree':>6s} s/seed")
     for name, r in results.items():
-        cell = "  ".join(f"{r[k]['mean']:.3f} +- {r[k]['std']:.3f}" for k in ("acc", "nmi", "ari"))
+        cell = "  ".join(f"{r[k]['mean']:.3f} {sd_text(r[k])}" for k in ("acc", "nmi", "ari"))
         agree = np.mean([row["agreement_q_p"] for row in r["runs"]])
         print(f"{name:22s} {cell} {agree:6.3f} {r['seconds']['mean']:7.0f}")
 

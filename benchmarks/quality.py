@@ -37,6 +37,7 @@ from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 
 from varclust import FitConfig, VarClust, clustering_scores, load_dataset
+from varclust.inference.run_folder import data_fingerprint
 
 
 def run_kmeans(x: np.ndarray, y: np.ndarray, k: int, seed: int) -> dict:
@@ -85,6 +86,7 @@ def run_varclust(images, y: np.ndarray, config: FitConfig, pretrained: VarClust 
                  measure=None) -> dict:
     """Fit (pretraining included unless ``pretrained``) and score; y is passed only to record
     ACC per epoch. ``measure(vc)`` returns more numbers for the row."""
+    load_before = list(os.getloadavg())
     t0 = time.perf_counter()
     vc = VarClust(config=config).fit(images, y, progress=False, pretrained=pretrained)
     pred = vc.predict(images)
@@ -93,6 +95,8 @@ def run_varclust(images, y: np.ndarray, config: FitConfig, pretrained: VarClust 
     return {
         **clustering_scores(y, pred.labels),
         "seconds": time.perf_counter() - t0,
+        "load_average_before": load_before,
+        "load_average_after": list(os.getloadavg()),
         "final_elbo": vc.history[-1]["elbo"] if vc.history else None,
         # clusters holding at least 0.5% of the data, and (Bayesian prior) weights > 1/(10K)
         "clusters_used": int((counts >= 0.005 * len(y)).sum()),
@@ -112,24 +116,47 @@ def run_varclust(images, y: np.ndarray, config: FitConfig, pretrained: VarClust 
 
 
 def summarise(rows: list[dict]) -> dict:
+    """Mean and sd (ddof 1) of each score over the rows (seeds); sd None for one seed."""
     out = {}
     for key in ("acc", "nmi", "ari", "seconds"):
         vals = np.array([r[key] for r in rows], dtype=float)
-        out[key] = {"mean": float(vals.mean()), "std": float(vals.std(ddof=1)) if len(vals) > 1
-                    else 0.0}
+        out[key] = {"mean": float(vals.mean()), "n": len(vals),
+                    "std": float(vals.std(ddof=1)) if len(vals) > 1 else None}
     return out
 
 
-def write_json(out: Path, args, num_data: int, config: FitConfig, results: dict) -> None:
+def sd_text(summary: dict) -> str:
+    """'+- sd' over the seeds, or '(1 seed)'."""
+    return f"+- {summary['std']:.3f}" if summary["std"] is not None else "(1 seed)"
+
+
+def write_json(out: Path, args, num_data: int, config: FitConfig, results: dict,
+               subset_kind: str = "a random sample (seed 0)") -> None:
+    """The run's JSON; ``config`` is the base FitConfig (its ``seed`` is not a run's: each
+    row records its own)."""
     out.write_text(json.dumps({
         "dataset": args.dataset, "num_data": num_data, "subset": args.subset,
-        "seeds": args.seeds,
+        "subset_kind": subset_kind if args.subset else None,
+        "seeds": args.seeds, "first_seed": args.first_seed,
         "config": config.to_dict(), "machine": platform.platform(),
         "cpu_threads": torch.get_num_threads(),
         "load_average": list(os.getloadavg()),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "results": results,
     }, indent=2))
+
+
+def check_cached_autoencoder(vc: VarClust, wanted: FitConfig, images, run: Path) -> None:
+    """Refuse an ``--autoencoders`` cache pretrained on other data or with other settings."""
+    theirs = {k: v for k, v in vc.config.to_dict().items() if k != "device"}
+    ours = {k: v for k, v in wanted.to_dict().items() if k != "device"}
+    diffs = [f"{k}: cached {theirs.get(k)!r} vs {v!r}" for k, v in ours.items()
+             if theirs.get(k) != v]
+    if vc.data_fingerprint_ != data_fingerprint(vc._prepare(images)):
+        diffs.append("the data (another data set or --subset)")
+    if diffs:
+        raise SystemExit(f"{run} holds an autoencoder of another configuration "
+                         f"({'; '.join(diffs)}): give another --autoencoders folder")
 
 
 def compared_variants(names: list[str], images, y: np.ndarray, config: FitConfig,
@@ -144,6 +171,7 @@ def compared_variants(names: list[str], images, y: np.ndarray, config: FitConfig
         run = folder / f"seed{seed}" if folder is not None else None
         if run is not None and (run / "seconds.json").exists():
             vc = VarClust.load(run, device=config.device)
+            check_cached_autoencoder(vc, config.replace(seed=seed, epochs=0), images, run)
             seconds = json.loads((run / "seconds.json").read_text())["pretrain_seconds"]
         else:
             t0 = time.perf_counter()
@@ -237,7 +265,7 @@ def main() -> None:
     print(f"{'method':<34} {'ACC':>15} {'NMI':>15} {'ARI':>15} {'seconds':>12}")
     for name, res in results.items():
         s = res["summary"]
-        cells = [f"{s[k]['mean']:.3f} +- {s[k]['std']:.3f}" for k in ("acc", "nmi", "ari")]
+        cells = [f"{s[k]['mean']:.3f} {sd_text(s[k])}" for k in ("acc", "nmi", "ari")]
         print(f"{name:<34} {cells[0]:>15} {cells[1]:>15} {cells[2]:>15} "
               f"{s['seconds']['mean']:>12.1f}")
     print(f"wrote {out}")

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from quality import summarise  # benchmarks/ is on sys.path when run as a script
+from quality import sd_text, summarise  # benchmarks/ is on sys.path when run as a script
 from scipy.stats import spearmanr
 
 from varclust import FitConfig, clustering_scores, load_dataset
@@ -101,7 +101,7 @@ def main() -> None:
     at = "" if args.select_after is None else f" at epoch {args.select_after}"
     for name, rows in ((f"candidates{at}", singles), (f"best of {args.restarts}", kept)):
         s = summarise(rows)
-        cells = "  ".join(f"{k.upper()} {s[k]['mean']:.3f} +- {s[k]['std']:.3f}"
+        cells = "  ".join(f"{k.upper()} {s[k]['mean']:.3f} {sd_text(s[k])}"
                           for k in ("acc", "nmi", "ari"))
         print(f"{name:14s} ({len(rows)}): {cells}  {s['seconds']['mean']:.0f} s")
     if len(singles) > 2:

@@ -278,3 +278,13 @@ def test_a_semi_supervised_ddpm_em_fit_observes_the_labels_in_the_m_step():
     trace = pyro.poutine.trace(vc.model).get_trace(
         x[:4], torch.arange(4), 32, torch.tensor([0, 0, 1, 1]), torch.tensor([1, 0, 1, 0]).bool())
     assert trace.nodes["cluster_observed"]["is_observed"]
+
+
+def test_guidance_without_latent_dropout_is_refused():
+    """With latent_dropout 0 the "no latent" prediction that guidance mixes in is never
+    trained: the setting is refused with what to change."""
+    from varclust import FitConfig
+
+    with pytest.raises(ValueError, match="guidance needs latent_dropout > 0"):
+        FitConfig(generator="ddpm", method="em", guidance=2.0, latent_dropout=0.0)
+    FitConfig(generator="ddpm", method="em", guidance=2.0, latent_dropout=0.1)

@@ -11,7 +11,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .config_checks import check_choices, check_field_types, check_terms_outside_elbo
+from .config_checks import (
+    check_choices,
+    check_em_settings,
+    check_field_types,
+    check_terms_outside_elbo,
+)
 
 __all__ = ["FitConfig", "NAME_CHECKS", "PRECISIONS", "STRUCTURAL_KEYS"]
 
@@ -259,42 +264,7 @@ class FitConfig:
                              f"{REVIVAL_REFUSED_PRIORS[self.prior]}")
         if self.max_bad_steps < 1:
             raise ValueError(f"max_bad_steps must be at least 1, got {self.max_bad_steps}")
-        self._check_em_settings()
-
-    def _check_em_settings(self) -> None:
-        for name in ("em_iterations", "m_step_epochs", "sample_steps"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("e_step_iterations", "diffusion_steps", "diffusion_width"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.sample_steps > self.diffusion_steps:
-            raise ValueError(f"sample_steps ({self.sample_steps}) cannot exceed diffusion_steps "
-                             f"({self.diffusion_steps}); 0 runs all of them")
-        if not 0.0 <= self.latent_dropout < 1.0:
-            raise ValueError(f"latent_dropout must be in [0, 1), got {self.latent_dropout}")
-        if self.diffusion_pretrain_epochs < 0:
-            raise ValueError(f"diffusion_pretrain_epochs must be >= 0, got "
-                             f"{self.diffusion_pretrain_epochs}")
-        if not self.pretrain_reliance >= 0:
-            raise ValueError(f"pretrain_reliance must be >= 0 (0: no early stop), got "
-                             f"{self.pretrain_reliance}")
-        if not self.diffusion_weight > 0:
-            raise ValueError(f"diffusion_weight must be positive, got {self.diffusion_weight}")
-        k = self.num_clusters if isinstance(self.num_clusters, int) and self.num_clusters > 0 else 1
-        if not 0.0 <= self.e_step_min_weight < 1.0 / k:
-            raise ValueError(f"e_step_min_weight must be in [0, 1/num_clusters), got "
-                             f"{self.e_step_min_weight}")
-        if not 0 < self.em_lr_decay <= 1:
-            raise ValueError(f"em_lr_decay must be in (0, 1], got {self.em_lr_decay}")
-        if self.kl_warmup_iterations < 0:
-            raise ValueError(f"kl_warmup_iterations must be >= 0, got "
-                             f"{self.kl_warmup_iterations}")
-        if self.method == "em" and self.prior in EM_REFUSED_PRIORS:
-            raise ValueError(f"method='em' cannot fit prior={self.prior!r}: "
-                             f"{EM_REFUSED_PRIORS[self.prior]}")
-        if self.e_step_reg_covar < 0:
-            raise ValueError(f"e_step_reg_covar must be >= 0, got {self.e_step_reg_covar}")
+        check_em_settings(self)
 
     @property
     def active_lr_decay(self) -> float:
@@ -363,20 +333,6 @@ class FitConfig:
             return cls.from_dict(d)
         except (ValueError, TypeError) as err:
             raise ValueError(f"the config file {path}: {err}") from None
-
-
-#: priors the EM loop refuses, with the reason and the fix
-EM_REFUSED_PRIORS = {
-    "normal": "the standard-normal prior has no mixture for the E-step to refit (its clusters "
-              "are a mixture fitted to the codes after each epoch); use method='svi' with it, "
-              "or prior='gmm' with method='em'",
-    "bayes-gmm": "the E-step refits the mixture by closed-form maximum likelihood, which would "
-                 "overwrite the Bayesian prior's posterior over the weights, means and scales; "
-                 "use method='svi' with it, or prior='gmm' with method='em'",
-    "dp": "the E-step refits the mixture by closed-form maximum likelihood, which would "
-          "overwrite the Dirichlet-process prior's posterior over its sticks, means and scales; "
-          "use method='svi' with it, or prior='gmm' with method='em'",
-}
 
 
 #: priors that revive_clusters refuses, with the reason and the fix

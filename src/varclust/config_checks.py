@@ -64,3 +64,59 @@ def check_terms_outside_elbo(config: Any) -> None:
         raise ValueError(f"adversarial_radius must be > 0, got {config.adversarial_radius}")
     if config.neighbours < 1:
         raise ValueError(f"neighbours must be >= 1, got {config.neighbours}")
+
+
+#: priors the EM loop refuses, with the reason and the fix
+EM_REFUSED_PRIORS = {
+    "normal": "the standard-normal prior has no mixture for the E-step to refit (its clusters "
+              "are a mixture fitted to the codes after each epoch); use method='svi' with it, "
+              "or prior='gmm' with method='em'",
+    "bayes-gmm": "the E-step refits the mixture by closed-form maximum likelihood, which would "
+                 "overwrite the Bayesian prior's posterior over the weights, means and scales; "
+                 "use method='svi' with it, or prior='gmm' with method='em'",
+    "dp": "the E-step refits the mixture by closed-form maximum likelihood, which would "
+          "overwrite the Dirichlet-process prior's posterior over its sticks, means and scales; "
+          "use method='svi' with it, or prior='gmm' with method='em'",
+}
+
+
+def check_em_settings(config: Any) -> None:
+    """ValueError for an EM or diffusion setting out of its range, guidance without a
+    trained unconditional prediction, or a prior the EM loop cannot fit."""
+    for name in ("em_iterations", "m_step_epochs", "sample_steps"):
+        if getattr(config, name) < 0:
+            raise ValueError(f"{name} must be >= 0, got {getattr(config, name)}")
+    for name in ("e_step_iterations", "diffusion_steps", "diffusion_width"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be at least 1, got {getattr(config, name)}")
+    if config.sample_steps > config.diffusion_steps:
+        raise ValueError(f"sample_steps ({config.sample_steps}) cannot exceed diffusion_steps "
+                         f"({config.diffusion_steps}); 0 runs all of them")
+    if not 0.0 <= config.latent_dropout < 1.0:
+        raise ValueError(f"latent_dropout must be in [0, 1), got {config.latent_dropout}")
+    if config.diffusion_pretrain_epochs < 0:
+        raise ValueError(f"diffusion_pretrain_epochs must be >= 0, got "
+                         f"{config.diffusion_pretrain_epochs}")
+    if not config.pretrain_reliance >= 0:
+        raise ValueError(f"pretrain_reliance must be >= 0 (0: no early stop), got "
+                         f"{config.pretrain_reliance}")
+    if not config.diffusion_weight > 0:
+        raise ValueError(f"diffusion_weight must be positive, got {config.diffusion_weight}")
+    k = config.num_clusters
+    k = k if isinstance(k, int) and k > 0 else 1
+    if not 0.0 <= config.e_step_min_weight < 1.0 / k:
+        raise ValueError(f"e_step_min_weight must be in [0, 1/num_clusters), got "
+                         f"{config.e_step_min_weight}")
+    if not 0 < config.em_lr_decay <= 1:
+        raise ValueError(f"em_lr_decay must be in (0, 1], got {config.em_lr_decay}")
+    if config.kl_warmup_iterations < 0:
+        raise ValueError(f"kl_warmup_iterations must be >= 0, got "
+                         f"{config.kl_warmup_iterations}")
+    if config.guidance != 0 and config.latent_dropout == 0:
+        raise ValueError("guidance needs latent_dropout > 0: the unconditional prediction it "
+                         "mixes in is trained only on dropped latents")
+    if config.method == "em" and config.prior in EM_REFUSED_PRIORS:
+        raise ValueError(f"method='em' cannot fit prior={config.prior!r}: "
+                         f"{EM_REFUSED_PRIORS[config.prior]}")
+    if config.e_step_reg_covar < 0:
+        raise ValueError(f"e_step_reg_covar must be >= 0, got {config.e_step_reg_covar}")

@@ -17,8 +17,8 @@ weights w_t, as DDPM and ClusterDDPM train it. :class:`DiffusionClusteringModel`
 ``-weight * L(x, z)`` into the Pyro model as the log-factor ``x``, so the same model/guide pair
 and ``TraceEnum_ELBO`` train encoder and generator.
 
-During training the latent is dropped (replaced by zeros, with a learned "no latent" flag) with
-probability ``latent_dropout``, so sampling can use classifier-free guidance:
+During training the latent is dropped (its embedding replaced by a learned "no latent" vector)
+with probability ``latent_dropout``, so sampling can use classifier-free guidance:
 eps = (1 + w) eps(x_t, t, z) - w eps(x_t, t, none). On CUDA the U-Net runs under bfloat16
 autocast whatever the ``precision`` setting, on the CPU when it is "bfloat16" (mixed precision,
 :mod:`varclust.model.precision`; the loss is taken in float32).
