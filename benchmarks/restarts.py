@@ -71,8 +71,11 @@ def main() -> None:
         rows = []
         for fit, candidate in zip(result.fits, result.candidates, strict=True):
             at_score = fit.history[candidate.epochs - 1]  # the epoch it was scored at
+            # the candidate's own epochs up to its scoring (the group's total, the chosen
+            # fit's continuation and the scoring included, is the kept row's "seconds")
+            own = sum(h["seconds"] for h in fit.history[:candidate.epochs])
             rows.append({"seed": candidate.seed, "elbo": candidate.elbo,
-                         "epochs": candidate.epochs, "seconds": seconds / args.restarts,
+                         "epochs": candidate.epochs, "seconds": own,
                          **{k: at_score[k] for k in ("acc", "nmi", "ari")}})
             print(f"group {group} seed {candidate.seed}: ELBO {candidate.elbo:.3f} at epoch "
                   f"{candidate.epochs}, ACC {rows[-1]['acc']:.3f} NMI {rows[-1]['nmi']:.3f}",
