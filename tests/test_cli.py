@@ -176,3 +176,18 @@ def test_resume_keeps_the_seeded_labelled_mask_and_refuses_a_new_lr_decay(tmp_pa
     capsys.readouterr()
     assert main([*resume[:6], "3", *resume[7:], "--lr-decay", "0.5"]) != 0
     assert "lr_decay" in capsys.readouterr().err
+
+
+def test_resume_honours_a_config_file_and_the_runs_method(tmp_path: Path, capsys) -> None:
+    """On --resume a --config file's keys count as chosen (its em_iterations continue the
+    run), and --lr-decay goes to the decay of the run's own method (EM's)."""
+    run = tmp_path / "run"
+    fit = ["fit", "--dataset", "digits", "--out", str(run), *SMALL]
+    assert main([*fit, "--method", "em", "--em-iterations", "1"]) == 0
+    longer = tmp_path / "longer.json"
+    longer.write_text(json.dumps({"em_iterations": 2}))
+    assert main([*fit, "--config", str(longer), "--resume"]) == 0
+    assert len(_history(run)) == 2
+    capsys.readouterr()
+    assert main([*fit, "--lr-decay", "0.5", "--resume"]) != 0
+    assert "em_lr_decay" in capsys.readouterr().err

@@ -234,16 +234,45 @@ def test_bad_config_file_is_one_clear_cli_error(tmp_path, capsys, text, pattern)
     assert folder_bytes(run) == {"metrics.json": b"{}"}
 
 
-def test_config_file_sets_what_flags_leave_alone(tmp_path) -> None:
-    from varclust.cli import with_config_file
+def _config(argv: list[str]) -> FitConfig:
+    from varclust.cli import build_parser, config_from_args
 
+    argv = [*argv, "--out", "unused"]
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    return config_from_args(args)
+
+
+def test_config_file_sets_what_flags_leave_alone(tmp_path) -> None:
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"num_clusters": 4, "seed": 7, "clip_norm": 2.5, "epochs": 9}))
-    flags = FitConfig(num_clusters=10, seed=3, epochs=60)
-    merged = with_config_file(flags, path, ["fit", "--seed", "3", "--epochs=60"])
+    merged = _config(["fit", "--config", str(path), "--seed", "3", "--epochs=60"])
     assert (merged.num_clusters, merged.clip_norm) == (4, 2.5)  # from the file
     assert (merged.seed, merged.epochs) == (3, 60)  # typed flags win
-    assert merged.hidden == flags.hidden  # neither: the flags' value
+    assert merged.hidden == FitConfig().hidden  # neither: the default
+
+
+def test_a_config_files_settings_count_as_chosen_before_presets_and_recipes(tmp_path) -> None:
+    """The file's keys are settings the user chose: the recipe's schedule follows its epochs,
+    its generator brings that generator's presets, its prior the recipe's exceptions; and
+    --data gets no data set's presets."""
+    def file(**keys):
+        path = tmp_path / f"{'_'.join(keys)}.json"
+        path.write_text(json.dumps(keys))
+        return str(path)
+
+    scratch = _config(["fit", "--recipe", "scratch", "--config", file(epochs=30)])
+    assert (scratch.epochs, scratch.kl_warmup_epochs, scratch.lr_decay_from) == (30, 5, 25)
+    typed = _config(["fit", "--recipe", "scratch", "--epochs", "30"])
+    assert (typed.kl_warmup_epochs, typed.lr_decay_from) == (5, 25)
+    ddpm = _config(["fit", "--config", file(generator="ddpm", method="em")])
+    assert ddpm.learning_rate == _config(["fit", "--generator", "ddpm",
+                                          "--method", "em"]).learning_rate
+    dp = _config(["fit", "--recipe", "scratch", "--config", file(prior="dp")])
+    assert dp.prior == "dp" and dp.revive_clusters == 0
+    npy = tmp_path / "x.npy"
+    np.save(npy, np.zeros((4, 3), np.float32))
+    assert _config(["fit", "--data", str(npy)]).epochs == FitConfig().epochs  # not digits' 60
 
 
 def test_cli_fit_reads_the_config_file(tmp_path) -> None:

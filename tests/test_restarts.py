@@ -118,6 +118,25 @@ def test_select_after_records_the_choice_and_resume_reuses_it(tmp_path):
     assert len(again.best.history) == 4 and len(again.fits[other].history) == 1
 
 
+
+def test_a_moved_restarts_folder_resumes_its_own_candidates(tmp_path):
+    """restarts.json names the candidates' folders inside the restarts folder, so a copy (or
+    a command run from another directory) resumes the candidates where they now are."""
+    import shutil
+
+    x, out, config = _data(), tmp_path / "runs", TINY.replace(epochs=3)
+    fit_restarts(config, x, restarts=2, select_after=1, out_dir=out, progress=False)
+    record = json.loads((out / RESTARTS_FILE).read_text())
+    assert record["chosen_folder"] == f"seed_{record['chosen_seed']}"
+    moved = tmp_path / "moved"
+    shutil.move(out, moved)
+    again = fit_restarts(config.replace(epochs=4), x, restarts=2, select_after=1,
+                         out_dir=moved, resume=True, progress=False)
+    chosen = again.candidates[again.chosen]
+    assert chosen.folder == str(restart_folder(moved, chosen.seed))
+    assert len(VarClust.load(chosen.folder, device="cpu").history) == 4
+
+
 def test_select_after_refuses_what_it_cannot_do(tmp_path, capsys):
     for bad in (0, 2, 5):
         with pytest.raises(ValueError, match="select_after must be between 1 and"):

@@ -16,7 +16,6 @@ from .cli_config import (
     DATASET_DEFAULTS,
     add_config_flags,
     config_from_args,
-    with_config_file,
     with_resumed_settings,
 )
 from .cli_support import (
@@ -38,8 +37,7 @@ from .metrics import clustering_scores
 from .recipes import RECIPES
 from .restarts import RESTARTS_FILE, check_select_after, fit_restarts, restart_folder
 
-__all__ = ["DATASET_DEFAULTS", "RECIPES", "build_parser", "config_from_args", "main",
-           "with_config_file"]
+__all__ = ["DATASET_DEFAULTS", "RECIPES", "build_parser", "config_from_args", "main"]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -160,13 +158,13 @@ def cmd_fit(args: argparse.Namespace) -> int:
             # the first candidate's settings; but a part-way choice's candidates stop at
             # epoch E, so the fit's length is the command's
             resumed = with_resumed_settings(config, restart_folder(args.out, config.seed),
-                                            args.argv)
+                                            args)
             config = (resumed if args.select_after is None
                       else resumed.replace(epochs=config.epochs))
         check_select_after(config, args.select_after)  # before the data are read
         return _fit_restarts(args, config)
     if args.resume:
-        config = with_resumed_settings(config, args.out, args.argv)
+        config = with_resumed_settings(config, args.out, args)
     if not args.distributed:
         return _fit_and_report(args, config, None)
     context = init_distributed(config.device)  # in a process started by torchrun

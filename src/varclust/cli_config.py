@@ -21,8 +21,8 @@ __all__ = [
     "FLAG_FIELDS",
     "add_config_flags",
     "config_from_args",
+    "chosen_settings",
     "typed_fields",
-    "with_config_file",
     "with_resumed_settings",
 ]
 
@@ -111,27 +111,37 @@ def add_config_flags(parser: argparse.ArgumentParser) -> dict[str | None, Any]:
 
 
 def config_from_args(args: argparse.Namespace) -> FitConfig:
-    """The FitConfig of a parsed ``fit`` command: flags, data set and generator presets, the
-    --recipe (for the settings not typed), --config file, --lr-decay."""
-    generator = GENERATORS[args.generator].defaults if args.generator else {}
-    preset = {**generator, **DATASET_DEFAULTS.get(args.dataset, {})}
-    values = {}
-    for name in dict.fromkeys(FLAG_FIELDS.values()):
-        value = getattr(args, name)
-        values[name] = value if value is not None else preset.get(
-            name, FitConfig.__dataclass_fields__[name].default)
-    typed = typed_fields(args.argv)
-    recipe = RECIPES[args.recipe].settings_for(args.dataset, {name: values[name] for name in typed})
+    """The FitConfig of a parsed ``fit`` command. Each field takes, first found: the flag typed,
+    the --config file's key, the --recipe (for the settings neither gives; its schedule follows
+    their ``epochs``), the data set's preset (none for ``--data``), the generator's (typed or
+    from the file), the default; --lr-decay sets the decay of the method that runs."""
+    chosen = chosen_settings(args)
+    generator = GENERATORS[chosen["generator"]].defaults if chosen.get("generator") else {}
+    dataset = None if args.data is not None else args.dataset
+    preset = {**generator, **DATASET_DEFAULTS.get(dataset, {})}
+    values = {name: chosen.get(name, preset.get(name, FitConfig.__dataclass_fields__[name].default))
+              for name in dict.fromkeys(FLAG_FIELDS.values())}
+    values.update(chosen)  # a file's key for a field without a flag too
+    recipe = RECIPES[args.recipe].settings_for(dataset, chosen)
     if values["prior"] in REVIVAL_REFUSED_PRIORS:  # a prior the recipe's move cannot act on
         recipe.pop("revive_clusters", None)
-    # one validation, of the flags with the recipe (a typed flag may need what the recipe sets,
-    # e.g. --warm-up-terms the recipe's KL warm-up)
+    # one validation, of the settings with the recipe (a typed flag may need what the recipe
+    # sets, e.g. --warm-up-terms the recipe's KL warm-up)
     config = FitConfig(**{**values, **recipe})
-    if args.config is not None:
-        config = with_config_file(config, args.config, args.argv)
     if args.lr_decay is not None:  # the decay of the loop that runs
         config = config.replace(**{LR_DECAY_FIELD[config.method]: args.lr_decay})
     return config
+
+
+def chosen_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings the user chose, by FitConfig field: the flags typed in ``args.argv``, then
+    the keys of the --config file (checked as a FitConfig) that no typed flag sets."""
+    chosen = {name: getattr(args, name) for name in typed_fields(args.argv)}
+    if args.config is not None:
+        from_file = FitConfig.from_json(args.config).to_dict()
+        given = upgrade_legacy_keys(json.loads(args.config.read_text()))
+        chosen.update({k: from_file[k] for k in given if k not in chosen})
+    return chosen
 
 
 def typed_fields(argv: list[str]) -> set[str]:
@@ -139,22 +149,16 @@ def typed_fields(argv: list[str]) -> set[str]:
     return {FLAG_FIELDS[a.split("=")[0]] for a in argv if a.split("=")[0] in FLAG_FIELDS}
 
 
-def with_config_file(flags: FitConfig, path: Path, argv: list[str]) -> FitConfig:
-    """The settings of a --config file over the flags' defaults, under the flags typed in argv."""
-    typed = typed_fields(argv)
-    from_file = FitConfig.from_json(path).to_dict()
-    given = upgrade_legacy_keys(json.loads(path.read_text()))
-    return flags.replace(**{k: from_file[k] for k in given if k not in typed})
-
-
-def with_resumed_settings(flags: FitConfig, out: Path, argv: list[str]) -> FitConfig:
-    """--resume: the run's own settings (from its checkpoint), under the flags typed in argv; a
-    typed flag that changes a run-defining setting is then refused by the fit."""
+def with_resumed_settings(config: FitConfig, out: Path, args: argparse.Namespace) -> FitConfig:
+    """--resume: the run's own settings (from its checkpoint), under those the user chose now
+    (typed flags and --config keys, :func:`chosen_settings`; --lr-decay for the run's method);
+    a chosen setting that changes a run-defining one is then refused by the fit."""
     if not any((out / n).exists() for n in ("checkpoint.pt", "checkpoint.prev.pt")):
-        return flags
+        return config
     saved, _ = load_latest_checkpoint(out / "checkpoint.pt")
-    typed = typed_fields(argv)
-    if any(a.split("=")[0] == "--lr-decay" for a in argv):  # the decay of the loop that runs
-        typed.add(LR_DECAY_FIELD[flags.method])
-    ours = flags.to_dict()
-    return FitConfig.from_dict({**saved["config"], **{k: ours[k] for k in typed}})
+    ours = config.to_dict()
+    chosen = {k: ours[k] for k in chosen_settings(args)}
+    if args.lr_decay is not None:  # the decay of the loop that runs: the run's, unless typed
+        method = chosen.get("method", saved["config"].get("method", "svi"))
+        chosen[LR_DECAY_FIELD[method]] = args.lr_decay
+    return FitConfig.from_dict({**saved["config"], **chosen})

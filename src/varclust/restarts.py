@@ -131,7 +131,9 @@ def fit_restarts(
           else tempfile.TemporaryDirectory(prefix="varclust-restarts-")) as root:
         root = None if root is None else Path(root)
         if recorded is not None:  # a part-way choice made before: its candidates as they were
-            candidates = [Candidate(**c) for c in recorded["candidates"]]
+            # the record names folders inside out: found wherever out now is (moved, copied)
+            candidates = [Candidate(**{**c, "folder": str(restart_folder(out, c["seed"]))})
+                          for c in recorded["candidates"]]
             fits = [VarClust.load(c.folder, device=config.device) for c in candidates]
         else:
             fits, candidates = [], []
@@ -179,14 +181,16 @@ def _fit_one(config: FitConfig, X: Any, y: Any, folder: Path | None, resume: boo
 
 def _write_record(out: Path | None, candidates: list[Candidate], best: int, draws: int,
                   select_after: int | None, final_elbo: float | None = None) -> None:
-    """``out/restarts.json``, atomically: the candidates, the choice and how it was made."""
+    """``out/restarts.json``, atomically: the candidates, the choice and how it was made; the
+    folders relative to ``out`` (``seed_S``), so the record holds wherever ``out`` is."""
     if out is None:
         return
     when = "at the end of each fit" if select_after is None else f"after {select_after} epochs"
-    record = {"chosen_seed": candidates[best].seed, "chosen_folder": candidates[best].folder,
+    inside = [{**asdict(c), "folder": Path(c.folder).name} for c in candidates]
+    record = {"chosen_seed": candidates[best].seed, "chosen_folder": inside[best]["folder"],
               "criterion": f"mean ELBO per datum on the fitted data, {draws} draws, {when}",
               "select_after": select_after,
-              "candidates": [asdict(c) for c in candidates]}
+              "candidates": inside}
     if select_after is not None:
         record["chosen_continued"] = final_elbo is not None
         record["chosen_final_elbo"] = final_elbo
