@@ -79,6 +79,11 @@ def test_cli_restarts(tmp_path, capsys):
     capsys.readouterr()
     assert main([*common, "--restarts", "0"]) == 2
     assert "--restarts must be at least 1" in capsys.readouterr().err
+    # the restarts folder is not a run: evaluate names the kept one
+    assert main(["evaluate", str(out)]) == 2
+    kept = restart_folder(out, record["chosen_seed"])
+    assert f"holds restarts, not one run: the fit kept by restarts.json is {kept}" in (
+        capsys.readouterr().err)
 
 
 def test_select_after_scores_part_way_and_continues_only_the_chosen_fit():

@@ -47,12 +47,11 @@ import pyro
 from .config import FitConfig
 from .estimator import VarClust
 from .inference.checkpoint import write_atomic
+from .inference.run_folder import RESTARTS_FILE
 
 __all__ = ["RESTARTS_FILE", "Candidate", "Restarts", "check_select_after", "fit_restarts",
            "restart_folder", "score_by_elbo"]
 
-#: the record of a fit with restarts, in its output folder
-RESTARTS_FILE = "restarts.json"
 
 
 @dataclass

@@ -26,6 +26,7 @@ from .checkpoint import (
 from .regularisers import terms_outside_elbo
 from .revival import moves_outside_elbo
 from .run_folder import (
+    RESTARTS_FILE,
     RunLock,
     check_resume_record,
     clear_derived,
@@ -181,10 +182,23 @@ def restore_fitted(fit: FitRecord, state: dict) -> None:
         fit.cluster_sizes_ = np.asarray(state["cluster_sizes"])
 
 
+def _refuse_restarts_folder(folder: Path) -> None:
+    """FileNotFoundError naming the kept fit when ``folder`` holds restarts, not a run."""
+    checkpoint = folder / CHECKPOINT_NAME
+    record = folder / RESTARTS_FILE
+    if checkpoint.exists() or previous_path(checkpoint).exists() or not record.exists():
+        return
+    chosen = json.loads(record.read_text()).get("chosen_folder")
+    raise FileNotFoundError(
+        f"{folder} holds restarts, not one run: the fit kept by {RESTARTS_FILE} is "
+        f"{folder / chosen if chosen else 'named there'}; give that folder")
+
+
 def read_fit(path: Path, device: str) -> tuple[dict, FitConfig]:
     """The checkpoint ``path`` (a file, or a run folder's) and its config for ``device``;
     when the newest checkpoint is damaged, its previous good copy, with a logged warning."""
     if path.is_dir():
+        _refuse_restarts_folder(path)
         path = path / CHECKPOINT_NAME
     state, path = load_latest_checkpoint(path, map_location="cpu")
     if state["phase"] == "pretrain":

@@ -43,6 +43,8 @@ __all__ = [
 ]
 
 LOCK_NAME = ".varclust.lock"
+#: the record of a fit with restarts, in its output folder (``varclust.restarts``)
+RESTARTS_FILE = "restarts.json"
 #: files and folders a run folder's commands write (``fit``, ``evaluate``, ``sample``,
 #: ``report``, ``VarClust.save``): ``--overwrite`` removes exactly these
 ARTEFACT_PATTERNS = (
