@@ -113,5 +113,5 @@ def test_help_shows_the_defaults(capsys):
         build_parser().parse_args(["fit", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     for shown in ("--batch-size BATCH_SIZE default: 256", "(default: 10)", "default 2e-3",
-                  "default: mlp"):
+                  "default: mlp", "seeds every random draw (default: 0)"):  # 0 shown, too
         assert shown in text, shown

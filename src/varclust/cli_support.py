@@ -22,7 +22,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """``--help`` shows each option's default, except where there is none (None, a flag off)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default in (None, False) or "default" in (action.help or ""):
+        if action.default is None or action.default is False or "default" in (action.help or ""):
             return action.help or ""
         return super()._get_help_string(action)
 
@@ -30,7 +30,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def show_defaults(parser: argparse.ArgumentParser) -> None:
     """Give the options without a help text one, so that --help lists their defaults too."""
     for action in parser._actions:
-        if action.help is None and action.default not in (None, False):
+        if action.help is None and action.default is not None and action.default is not False:
             action.help = "default: %(default)s"
 
 

@@ -11,6 +11,7 @@ from .plots import (
     plot_latent_map,
     plot_training_curve,
 )
+from .report import write_report
 
 __all__ = [
     "PointEstimateWarning",
@@ -25,4 +26,5 @@ __all__ = [
     "plot_latent_map",
     "plot_training_curve",
     "to_inference_data",
+    "write_report",
 ]

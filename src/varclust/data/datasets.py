@@ -205,7 +205,7 @@ DATASETS: dict[str, Callable[[Path, bool], ImageDataset]] = {
 
 
 def load_dataset(
-    name: str, root: str | os.PathLike | None = None, download: bool = True
+    name: str, root: str | os.PathLike | None = None, download: bool = False
 ) -> ImageDataset:
     """Load a whole data set (train + test) as floats in [0, 1].
 
@@ -214,7 +214,8 @@ def load_dataset(
             ``fashion-mnist``, ``mnist`` (70000 x 1 x 28 x 28), ``usps`` (9298 x 1 x 16 x 16),
             ``cifar10`` (60000 x 3 x 32 x 32).
         root: torchvision's data folder; default ``$VARCLUST_DATA`` or ``~/.cache/varclust``.
-        download: let torchvision download what is missing (needs a network).
+        download: let torchvision download what is missing (needs a network); off by
+            default, as in torchvision: nothing is fetched unless asked.
 
     Raises:
         ValueError: an unknown name.

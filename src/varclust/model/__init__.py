@@ -4,7 +4,7 @@ from .bayesian_prior import BayesianGaussianMixturePrior
 from .categorical256 import GreyLevelCategorical, GreyLevelCategoricalLikelihood
 from .decoders import ConvDecoder, MLPDecoder, make_decoder
 from .dp_prior import DirichletProcessPrior
-from .generative import ClusteringModel, data_plate
+from .generative import ClusteringModel, GenerativeModel, data_plate
 from .likelihoods import (
     BernoulliLikelihood,
     ContinuousBernoulliLikelihood,
@@ -24,6 +24,7 @@ __all__ = [
     "DirichletProcessPrior",
     "GaussianLikelihood",
     "GaussianMixturePrior",
+    "GenerativeModel",
     "GreyLevelCategorical",
     "GreyLevelCategoricalLikelihood",
     "LaplaceLikelihood",
