@@ -207,3 +207,41 @@ def test_latent_reliance_is_kept_in_the_checkpoint(tmp_path):
     vc.latent_reliance = 0.125
     vc.save(tmp_path / "model.pt")
     assert VarClust.load(tmp_path / "model.pt").latent_reliance == 0.125
+
+
+class _LoadedOnGPU:
+    """Stands in for an RNG state tensor that ``torch.load(map_location="cuda")`` put on a GPU:
+    numpy and PyTorch's RNG setters accept it only after ``.cpu()``."""
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self.tensor = tensor
+
+    def cpu(self) -> torch.Tensor:
+        return self.tensor
+
+    def numpy(self):
+        raise TypeError("can't convert cuda:0 device type tensor to numpy")
+
+
+def test_rng_state_loaded_onto_a_gpu_restores(monkeypatch):
+    """A checkpoint resumed on CUDA is loaded with map_location="cuda": the RNG states come back
+    to the CPU before numpy and PyTorch take them, and a state saved on more GPUs than this
+    machine has restores those it has."""
+    from varclust.inference.checkpoint import capture_rng_state, restore_rng_state
+
+    torch.manual_seed(5)
+    np.random.seed(5)
+    state = capture_rng_state()
+    expected = (torch.rand(2), np.random.rand(2))
+    gpu_states = [torch.full((8,), i, dtype=torch.uint8) for i in range(2)]
+    state["torch"] = _LoadedOnGPU(state["torch"])
+    state["numpy"]["keys"] = _LoadedOnGPU(state["numpy"]["keys"])
+    state["cuda"] = [_LoadedOnGPU(s) for s in gpu_states]
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.extend)
+    restore_rng_state(state)
+    torch.testing.assert_close(torch.rand(2), expected[0])
+    np.testing.assert_array_equal(np.random.rand(2), expected[1])
+    assert len(restored) == 1 and torch.equal(restored[0], gpu_states[0])

@@ -11,7 +11,7 @@ from pyro import poutine
 from varclust import FitConfig, VarClust
 from varclust.inference import SVITrainer
 from varclust.inference.loop import make_trainer
-from varclust.inference.speed import configure_fast_math, scaled_learning_rate
+from varclust.inference.speed import configure_fast_math, fast_math, scaled_learning_rate
 
 HAS_CUDA = torch.cuda.is_available()
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="no GPU"))]
@@ -60,6 +60,19 @@ def test_cuda_without_a_gpu_is_an_error_not_a_silent_cpu_run():
     with pytest.raises(RuntimeError, match="no GPU"):
         VarClust(3, device="cuda")
     assert configure_fast_math(torch.device("cpu")) is False
+
+
+def test_fast_math_gives_pytorchs_settings_back_after_the_block():
+    """TF32 is for the fit: whatever the block set, the caller's settings come back."""
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        with fast_math(torch.device("cpu")) as on:
+            assert on is False  # a CPU: nothing to switch
+            torch.set_float32_matmul_precision("high")  # as configure_fast_math does on a GPU
+        assert torch.get_float32_matmul_precision() == "highest"
+    finally:
+        torch.set_float32_matmul_precision(before)
 
 
 def test_learning_rate_scales_with_the_batch():

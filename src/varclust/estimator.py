@@ -22,7 +22,7 @@ from .inference.persistence import read_fit, read_resume_state, restore_fitted, 
 from .inference.prediction import ClusterPrediction, encode_means, predict_clusters
 from .inference.progress import Progress
 from .inference.run_folder import RunLock, check_writable, data_fingerprint, prepare_run_folder
-from .inference.speed import configure_fast_math, resolve_device
+from .inference.speed import fast_math, resolve_device
 from .metrics import clustering_scores
 from .model.generative import GenerativeModel
 from .notebook_methods import NotebookMethods
@@ -149,11 +149,11 @@ class VarClust(NotebookMethods):
             if not main:
                 progress, y = False, None
         show = Progress(progress)
-        configure_fast_math(self.device)
         x, labels, supervision = check_fit_input(X, y, labelled, c.num_clusters,
                                                  self._check_data, self.device)
         out = Path(out_dir) if out_dir is not None else None
         with contextlib.ExitStack() as stack:
+            stack.enter_context(fast_math(self.device))  # TF32 on a recent GPU, for the fit
             if out is not None:
                 check_writable(out)
                 if main:

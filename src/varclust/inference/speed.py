@@ -1,9 +1,10 @@
-"""The training device, and settings that make training fast on it without changing what is
-computed."""
+"""The training device, the learning rate for large batches, and TF32 on recent GPUs."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 
@@ -11,6 +12,7 @@ __all__ = [
     "LR_SCALING_RULES",
     "REFERENCE_BATCH",
     "configure_fast_math",
+    "fast_math",
     "resolve_device",
     "scaled_learning_rate",
 ]
@@ -37,7 +39,9 @@ def configure_fast_math(device: torch.device) -> bool:
     """On an Ampere or newer GPU let float32 matrix products and convolutions use TF32 tensor
     cores (PyTorch's ``set_float32_matmul_precision("high")``). Returns whether it did.
 
-    This is a process-wide PyTorch setting; CPUs are left alone.
+    TF32 keeps float32's range with a 10-bit mantissa, so those products differ from full
+    float32 at about 1e-3 relative: faster, not the same arithmetic. This is a process-wide
+    PyTorch setting (:func:`fast_math` restores it after a block); CPUs are left alone.
     """
     if device.type != "cuda" or not torch.cuda.is_available():
         return False
@@ -47,6 +51,18 @@ def configure_fast_math(device: torch.device) -> bool:
     torch.set_float32_matmul_precision("high")
     torch.backends.cudnn.allow_tf32 = True
     return True
+
+
+@contextlib.contextmanager
+def fast_math(device: torch.device) -> Iterator[bool]:
+    """:func:`configure_fast_math` for the block (a fit); PyTorch's previous settings are
+    restored after it, so the caller's own float32 work is not changed behind its back."""
+    before = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
+    try:
+        yield configure_fast_math(device)
+    finally:
+        torch.set_float32_matmul_precision(before[0])
+        torch.backends.cudnn.allow_tf32 = before[1]
 
 
 def resolve_device(device: str) -> torch.device:

@@ -305,15 +305,18 @@ class DirichletProcessPrior(GlobalGuidedMixture):
         stream, seeded by ``seed``."""
         if not self.epoch_settle_steps:
             return
-        training_stream = get_rng_state()
-        try:
-            pyro.set_rng_seed(seed)
-            loc, scale = codes()
-            z = loc + scale * torch.randn_like(scale) if self.epoch_settle_on == "draws" else loc
-            fit_prior_to_codes(self, z.detach(), steps=self.epoch_settle_steps,
-                               learning_rate=0.05, batch_size=2048, seed=seed)
-        finally:
-            set_rng_state(training_stream)
+        device = self.code_variance.device  # a GPU's stream is reseeded too: kept as well
+        training_stream = get_rng_state()  # torch's CPU stream, Python's and numpy's
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            try:
+                pyro.set_rng_seed(seed)
+                loc, scale = codes()
+                z = (loc + scale * torch.randn_like(scale) if self.epoch_settle_on == "draws"
+                     else loc)
+                fit_prior_to_codes(self, z.detach(), steps=self.epoch_settle_steps,
+                                   learning_rate=0.05, batch_size=2048, seed=seed)
+            finally:
+                set_rng_state(training_stream)
 
     def in_use_threshold(self) -> float:
         """1 %: a cluster is in use when its posterior-mean weight holds 1 % of the data."""
