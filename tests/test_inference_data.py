@@ -298,6 +298,9 @@ def test_normal_prior_responsibilities_are_the_fitted_mixture(blobs):
     assert entropy < 0.5 * math.log(TRUE_K), entropy
     labels = idata.posterior["responsibilities"].values[0].mean(0).argmax(-1)
     assert (labels == pred.labels).mean() >= 0.95
+    # and the mixture that defines its clusters is the one fitted to its codes, as vc.mixture_
+    np.testing.assert_allclose(idata.posterior["mixture_weights"].values[0, 0],
+                               vc.mixture_["weights"], rtol=1e-6)
 
 
 @pytest.mark.parametrize("prior", ["dp", "bayes-gmm"])

@@ -267,8 +267,9 @@ def check_name(kind: str, name: str) -> None:
     """Raise ValueError unless ``name`` is a registered ``kind`` or "custom"."""
     if name != CUSTOM and name not in _TABLES[kind]:
         raise ValueError(
-            f"unknown {kind} {name!r}; choose one of {sorted(_TABLES[kind])}, or pass your own "
-            f"object as VarClust({kind}=...)"
+            f"unknown {kind} {name!r}; choose one of {sorted(_TABLES[kind])}; a name registered "
+            f"in another session needs register_{kind}({name!r}, ...) run (its module imported) "
+            f"first; or pass your own object as VarClust({kind}=...)"
         )
 
 

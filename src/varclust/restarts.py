@@ -98,7 +98,7 @@ def score_by_elbo(fit: VarClust, X: Any, draws: int = 3, seed: int = 0) -> float
 def fit_restarts(
     config: FitConfig, X: Any, y: Any = None, *, restarts: int, select_after: int | None = None,
     out_dir: str | os.PathLike | None = None, resume: bool = False, overwrite: bool = False,
-    draws: int = 3, **fit_kwargs: Any,
+    draws: int = 3, components: dict[str, Any] | None = None, **fit_kwargs: Any,
 ) -> Restarts:
     """Fit ``config`` from the seeds config.seed, ..., config.seed + restarts - 1 and return
     them with their ELBO on X (N, ...) and the index of the highest (module docstring).
@@ -107,9 +107,12 @@ def fit_restarts(
     continue the chosen one alone; None scores the whole fits. ``y`` (N,) labels only feed the
     per-epoch scores, never the choice. ``out_dir``: a folder of candidate run folders and
     ``restarts.json``; ``resume`` continues the candidates whose folder holds a checkpoint and
-    starts the others; ``overwrite`` as :meth:`VarClust.fit`. Other keyword arguments go to
+    starts the others; ``overwrite`` as :meth:`VarClust.fit`. ``components``: your own
+    prior, guide, likelihood or model objects, as ``VarClust(config=..., prior=...)`` takes
+    them (a config naming a custom component needs them). Other keyword arguments go to
     :meth:`VarClust.fit`.
     """
+    components = dict(components or {})
     if restarts < 1:
         raise ValueError(f"restarts must be at least 1, got {restarts}")
     check_select_after(config, select_after)
@@ -133,13 +136,14 @@ def fit_restarts(
             # the record names folders inside out: found wherever out now is (moved, copied)
             candidates = [Candidate(**{**c, "folder": str(restart_folder(out, c["seed"]))})
                           for c in recorded["candidates"]]
-            fits = [VarClust.load(c.folder, device=config.device) for c in candidates]
+            fits = [VarClust.load(c.folder, device=config.device, **components)
+                    for c in candidates]
         else:
             fits, candidates = [], []
             for seed in range(config.seed, config.seed + restarts):
                 folder = restart_folder(root, seed) if root is not None else None
                 fit = _fit_one(scored.replace(seed=seed), X, y, folder, resume, overwrite,
-                               fit_kwargs)
+                               fit_kwargs, components)
                 if select_after is not None and len(fit.history) != select_after:
                     raise ValueError(
                         f"{folder} holds a fit of {len(fit.history)} epochs, not the "
@@ -152,7 +156,7 @@ def fit_restarts(
         if select_after is not None:  # the chosen one continued from its checkpoint (exact)
             seed = candidates[best].seed
             fits[best] = _fit_one(config.replace(seed=seed), X, y, restart_folder(root, seed),
-                                  True, False, fit_kwargs)
+                                  True, False, fit_kwargs, components)
             _write_record(out, candidates, best, draws, select_after,
                           final_elbo=score_by_elbo(fits[best], X, draws))
     return Restarts(fits, candidates, best, select_after)
@@ -171,10 +175,11 @@ def check_select_after(config: FitConfig, select_after: int | None) -> None:
 
 
 def _fit_one(config: FitConfig, X: Any, y: Any, folder: Path | None, resume: bool,
-             overwrite: bool, fit_kwargs: dict[str, Any]) -> VarClust:
+             overwrite: bool, fit_kwargs: dict[str, Any],
+             components: dict[str, Any]) -> VarClust:
     """One candidate fitted into ``folder`` (resumed where it holds a checkpoint and resume)."""
     resumable = resume and folder is not None and (folder / "checkpoint.pt").exists()
-    fit = VarClust(config=config)  # each fit seeds itself at its start
+    fit = VarClust(config=config, **components)  # each fit seeds itself at its start
     return fit.fit(X, y, out_dir=folder, resume=resumable, overwrite=overwrite, **fit_kwargs)
 
 

@@ -67,7 +67,7 @@ def _check_comparable(fits: Mapping[str, VarClust]) -> None:
             raise ValueError(f"fit {name!r}: the {fit.config.generator_name} generator has no "
                              "likelihood of x (it scores x by a training loss, which is not a "
                              "density); use an mlp or conv generator")
-        kinds[name] = type(fit.model.likelihood).__name__
+        kinds[name] = fit.model.density_kind()
     if len(set(kinds.values())) > 1:
         raise ValueError(
             f"the fits' likelihoods differ ({kinds}): their log-likelihoods are not densities "

@@ -78,6 +78,7 @@ from torch import Tensor
 
 from ..inference.batching import batched_apply
 from ..modes import evaluating
+from ..summaries import mixture_parameters
 from .global_posterior import draw_globals, global_posterior, mixture_at_draws
 from .importance import importance_draws
 
@@ -256,15 +257,15 @@ def to_inference_data(
 
 
 def _mixture_point_estimates(prior: torch.nn.Module) -> dict[str, Tensor]:
-    """The prior's mixture weights (K,), loc and scale (K, D) as point estimates, or {} (e.g. a
-    standard normal prior). A prior whose parameters are random (``bayes-gmm``) gives its global
-    guide's point estimates through ``point_parameters()``."""
+    """The mixture that defines the clusters as point estimates: weights (K,) summing to 1, loc
+    and scale (K, D), the mean and standard deviation of each component p(z | c)
+    (:func:`varclust.summaries.mixture_parameters`: any prior's ``component``, a Bayesian
+    prior's point values, a plain VAE's mixture fitted to the codes)."""
     with torch.no_grad():
-        params = prior.point_parameters()
-    if {"log_weights", "loc", "scale"} <= params.keys():
-        return {"weights": params["log_weights"].exp(), "loc": params["loc"],
-                "scale": params["scale"]}
-    return {}
+        mixture = mixture_parameters(prior)
+    return {"weights": torch.as_tensor(mixture["weights"]),
+            "loc": torch.as_tensor(mixture["means"]),
+            "scale": torch.as_tensor(mixture["scales"])}
 
 
 def _add_elbo_trace(idata: az.InferenceData, history: list[dict]) -> None:

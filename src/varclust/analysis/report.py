@@ -9,6 +9,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import arviz as az
 import numpy as np
@@ -62,9 +63,9 @@ def has_global_posterior(vc: VarClust) -> bool:
     return global_posterior(vc.model.prior) is not None
 
 
-def _run_data(run: Path, data_root: Path | None, arrays=None):
+def _run_data(run: Path, data_root: Path | None, arrays=None, components=None):
     """The fitted model of a run folder, the name of its data and the data."""
-    vc, data = load_run(run, data_root, arrays=arrays)
+    vc, data = load_run(run, data_root, arrays=arrays, **(components or {}))
     return vc, data.name, data
 
 
@@ -81,6 +82,7 @@ def write_report(
     seed: int = 0,
     arrays: Sequence[str | os.PathLike | None] | None = None,
     heldout: ArrayLike | torch.Tensor | None = None,
+    components: dict[str, Any] | None = None,
 ) -> Path:
     """Write the report of a run folder (``varclust fit --out RUN``) and return its page.
 
@@ -112,12 +114,14 @@ def write_report(
             :func:`varclust.analysis.run_data.load_run`).
         heldout: (M, ...) data none of the runs was trained on, for the importance-weighted
             comparison (unused when every run has a global posterior: that is PSIS-LOO).
+        components: your own prior, guide, ... objects the runs were fitted with, as
+            :meth:`VarClust.load` takes them (``{"prior": MyPrior}``).
     """
     run = Path(run)
     out_dir = Path(out) if out is not None else run / REPORT_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     root = Path(data_root) if data_root is not None else None
-    vc, dataset, data = _run_data(run, root, arrays)
+    vc, dataset, data = _run_data(run, root, arrays, components)
     if num_data < 2:
         raise ValueError(f"num_data must be at least 2, got {num_data}")
     generator = torch.Generator().manual_seed(seed)
@@ -166,7 +170,7 @@ def write_report(
         fits = {run.name: vc}
         assigned = {run.name: (pred_all.labels, k)}
         for other in map(Path, compare):
-            other_vc, other_dataset, _ = _run_data(other, root, arrays)
+            other_vc, other_dataset, _ = _run_data(other, root, arrays, components)
             if other_dataset != dataset:
                 raise ValueError(
                     f"{other} was fitted to {other_dataset!r}, {run} to {dataset!r}: "

@@ -79,17 +79,19 @@ def run_dataset(run: Path, meta: dict[str, Any], data_root: Path | None = None
 
 
 def load_run(run: str | os.PathLike, data_root: str | os.PathLike | None = None,
-             device: str = "auto", arrays: Sequence[str | os.PathLike | None] | None = None):
+             device: str = "auto", arrays: Sequence[str | os.PathLike | None] | None = None,
+             **components: Any):
     """The fitted model of a run folder and the data it was fitted to: (VarClust, ImageDataset).
 
     ``arrays`` = (X.npy, y.npy or None) gives the data instead of the run's record (for a run
-    folder that records none). Warns when the data do not match the fingerprint recorded at
-    fitting time.
+    folder that records none). ``components``: your own prior, guide, ... objects, as
+    :meth:`VarClust.load` takes them. Warns when the data do not match the fingerprint
+    recorded at fitting time.
     """
     from ..estimator import VarClust
 
     run = Path(run)
-    vc = VarClust.load(run, device=device)
+    vc = VarClust.load(run, device=device, **components)
     meta = vc.metadata_
     if arrays is not None:
         meta = {"dataset": Path(arrays[0]).stem, "data": str(Path(arrays[0]).resolve()),

@@ -86,7 +86,13 @@ def revive_dead_clusters(model: nn.Module, guide: nn.Module, x: Tensor, min_frac
         return []
     codes = encode_means(guide, x).double().cpu().numpy()
     params = model.prior.point_parameters()
-    weights = params["log_weights"].detach().exp().double().cpu()
+    missing = {"log_weights", "loc", "scale"} - params.keys()
+    if missing:
+        raise ValueError(
+            f"revive_clusters splits Gaussian components, but this prior's point_parameters() "
+            f"has no {sorted(missing)}; give the prior log_weights, loc and scale (and a "
+            f"set_mixture that writes them), or set revive_clusters=0")
+    weights = params["log_weights"].detach().log_softmax(-1).exp().double().cpu()
     loc = params["loc"].detach().double().cpu().clone()
     scale = params["scale"].detach().double().cpu().clone()
     splits = []

@@ -61,6 +61,25 @@ class GenerativeModel(PyroModule):
         generator does not measure it. Default: None."""
         return None
 
+    def decode_mean(self, z: Tensor) -> Tensor:
+        """The expected datum for codes z (..., D): (..., *data_shape), the reconstructions of
+        ``to_inference_data``. Default: :meth:`generate`."""
+        return self.generate(z)
+
+    def density_kind(self) -> str:
+        """The name of the density of x, so that held-out comparisons refuse fits whose
+        log-likelihoods are not of the same kind. Default: the model's class name."""
+        return type(self).__name__
+
+    def relax_cluster(self, temperature: float | None) -> None:
+        """Draw the cluster as a relaxed one-hot (the ``relaxed`` guide's model). Default: a
+        model without a relaxed cluster refuses."""
+        if temperature is not None:
+            raise ValueError(
+                f"the relaxed guide needs a model with a relaxed cluster, which "
+                f"{type(self).__name__} does not have: implement relax_cluster(temperature) "
+                "(see ClusteringModel), or use guide='marginal' or 'mixture'")
+
 
 class ClusteringModel(GenerativeModel):
     """p(x, z, c) = p(c) p(z | c) p(x | z), the prior, decoder and likelihood swappable.
@@ -87,6 +106,10 @@ class ClusteringModel(GenerativeModel):
         self.label_weight = 0.0
         #: the relaxed model's Concrete temperature T_p of p(w); None: the discrete cluster
         self.cluster_temperature: float | None = None
+
+    def density_kind(self) -> str:
+        """The likelihood's class: fits compare on held-out data when theirs agree."""
+        return type(self.likelihood).__name__
 
     def relax_cluster(self, temperature: float | None) -> None:
         """Draw the cluster as a relaxed one-hot w ~ Concrete(temperature, weights) through
