@@ -5,6 +5,7 @@ import pyro
 import pytest
 import torch
 from pyro import poutine
+from synthetic import binary_blobs
 
 from varclust import VarClust, load_dataset
 
@@ -78,3 +79,36 @@ def test_bad_labelled_masks_are_refused():
         vc.fit(x, labelled=np.ones(10, bool), progress=False)
     with pytest.raises(ValueError, match="must lie in \\[0, 2\\]"):
         vc.fit(x, np.arange(10), labelled=np.ones(10, bool), progress=False)
+
+
+@pytest.mark.parametrize("settings, words", [
+    ({"prior": "normal"}, "refits a mixture to the codes"),
+    ({"revive_clusters": 0.2}, "splits that ignore the labels"),
+])
+def test_settings_that_break_cluster_k_label_k_are_refused_before_the_folder(settings, words,
+                                                                            tmp_path):
+    x, y = binary_blobs(60, num_pixels=8)
+    run = tmp_path / "run"
+    vc = VarClust(3, latent_dim=2, hidden=(8,), epochs=1, pretrain_epochs=1, device="cpu",
+                  **settings)
+    with pytest.raises(ValueError, match=words):
+        vc.fit(x, y, labelled=np.arange(60) % 4 == 0, out_dir=run, progress=False)
+    assert not run.exists()  # nothing written for a fit that was refused
+
+
+def test_a_labelled_fit_records_how_many_labelled_data_sit_in_their_labels_cluster():
+    x, y = binary_blobs(90, num_pixels=12)
+    labelled = np.arange(90) % 3 == 0
+    vc = VarClust(3, latent_dim=2, hidden=(8,), epochs=2, pretrain_epochs=3, batch_size=30,
+                  device="cpu").fit(x, y, labelled=labelled, progress=False)
+    agreement = vc.history[-1]["labelled_agreement"]
+    assert agreement == np.mean(vc.predict(x).labels[labelled] == y[labelled])
+
+
+def test_the_scratch_recipe_leaves_its_revival_out_of_a_labelled_command():
+    from varclust.cli import build_parser, config_from_args
+
+    argv = ["fit", "--recipe", "scratch", "--labelled-fraction", "0.1", "--out", "unused"]
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    assert config_from_args(args).revive_clusters == 0

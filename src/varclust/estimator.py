@@ -14,7 +14,12 @@ from numpy.typing import ArrayLike
 from torch import Tensor
 
 from .config import FitConfig
-from .data.validation import as_image_tensor, check_fit_input, check_num_clusters
+from .data.validation import (
+    as_image_tensor,
+    check_fit_input,
+    check_num_clusters,
+    check_supervised_settings,
+)
 from .guides.base import ClusterGuide
 from .inference import loop
 from .inference.distributed import DistributedContext
@@ -151,6 +156,10 @@ class VarClust(NotebookMethods):
         show = Progress(progress)
         x, labels, supervision = check_fit_input(X, y, labelled, c.num_clusters,
                                                  self._check_data, self.device)
+        pyro.set_rng_seed(c.seed)
+        self.build(tuple(x.shape[1:]))  # before the run folder is touched: a refusal loses nothing
+        if supervision:
+            check_supervised_settings(c.revive_clusters, self.model.prior)
         out = Path(out_dir) if out_dir is not None else None
         with contextlib.ExitStack() as stack:
             stack.enter_context(fast_math(self.device))  # TF32 on a recent GPU, for the fit
@@ -171,8 +180,6 @@ class VarClust(NotebookMethods):
                     "a VarClust object" if isinstance(pretrained, VarClust) else str(pretrained))
             if distributed is not None:
                 distributed.barrier()  # every rank has read the checkpoint before one is written
-            pyro.set_rng_seed(c.seed)
-            self.build(tuple(x.shape[1:]))
             loop.run(self, x, labels, supervision, state=state, out=out, show=show,
                      distributed=distributed, pretrained=self._source(pretrained),
                      own_pretraining=generator_of(c).pretrain)

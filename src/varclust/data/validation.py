@@ -120,3 +120,18 @@ def check_fit_input(
     check_data(x)
     labels = check_labels(y, len(x))
     return x, labels, supervision_of(labels, labelled, num_clusters, len(x), device)
+
+
+def check_supervised_settings(revive_clusters: float, prior: Any) -> None:
+    """ValueError for a labelled (semi-supervised) fit whose settings would break cluster k =
+    label k: a prior that refits its clusters to the codes (the plain VAE's ``normal``: no label
+    ties its refitted mixture to k), or the revival move (its splits ignore the labels)."""
+    if prior.fits_clusters_to_codes:
+        raise ValueError(
+            "labelled data need a prior whose clusters are the model's: this prior refits a "
+            "mixture to the codes after every epoch, which no label ties to cluster k; use "
+            "prior='gmm' (or 'bayes-gmm', 'dp') for a labelled fit")
+    if revive_clusters:
+        raise ValueError(
+            "revive_clusters moves clusters by splits that ignore the labels, which breaks "
+            "cluster k = label k; set revive_clusters=0 (--revive-clusters 0) for a labelled fit")

@@ -151,7 +151,9 @@ class FitLoop:
     def epoch_scores(self) -> dict[str, float]:
         """The collapse guard's record (clusters_used, largest_cluster; see
         :mod:`varclust.inference.collapse`), I_q(c; x) when terms outside the ELBO act on it,
-        and ACC/NMI/ARI when labels are known; keeps ``fit.cluster_sizes_`` (K,)."""
+        ACC/NMI/ARI (clusters matched to classes) when labels are known, and for a labelled fit
+        ``labelled_agreement``: the share of the labelled data in the cluster of their label,
+        unmatched (cluster k = label k); keeps ``fit.cluster_sizes_`` (K,)."""
         k = self.config.num_clusters
         pred = predict_clusters(self.fit.model, self.fit.guide, self.x)
         assigned = pred.labels
@@ -162,6 +164,11 @@ class FitLoop:
                 torch.as_tensor(pred.responsibilities).clamp_min(1e-30).log()))
         if self.labels is not None:
             out.update(clustering_scores(self.labels, assigned))
+        given = self.supervision.get("cluster_mask")
+        if given is not None and bool(given.any()):  # cluster k = label k, unmatched
+            given = given.cpu().numpy()
+            label = self.supervision["cluster"].cpu().numpy()
+            out["labelled_agreement"] = float((assigned[given] == label[given]).mean())
         return out
 
     def revive_clusters(self, epoch: int, warmup: int) -> dict[str, float]:
