@@ -53,7 +53,6 @@ __all__ = ["RESTARTS_FILE", "Candidate", "Restarts", "check_select_after", "fit_
            "restart_folder", "score_by_elbo"]
 
 
-
 @dataclass
 class Candidate:
     """One restart: its seed, its run folder (None in memory), its mean ELBO per datum and the
