@@ -395,3 +395,21 @@ def test_the_cli_sets_the_em_options_and_the_decay_of_the_loop_that_runs(tmp_pat
     old.write_text(json.dumps({"method": "em", "e_step_code_variance": True}))
     assert config("--config", str(old)).e_step == "vade"
     assert config("--dataset", "fashion-mnist", "--method", "em").em_iterations == 20
+
+
+def test_em_refuses_a_prior_whose_set_mixture_does_not_store_the_mixture():
+    """A prior with the mixture's keys whose set_mixture writes only the means would let EM
+    run with weights it never refits; it is refused, naming what to implement."""
+    from synthetic import binary_blobs
+
+    from varclust.model import GaussianMixturePrior
+
+    class MeansOnly(GaussianMixturePrior):
+        def set_mixture(self, weights, loc, scale):
+            super().set_mixture(torch.full_like(weights, 1 / len(weights)), loc, scale)
+
+    x, _ = binary_blobs(60, num_pixels=8)
+    skewed = VarClust(3, prior=MeansOnly, method="em", em_iterations=1, latent_dim=2,
+                      hidden=(8,), pretrain_epochs=1, batch_size=30, device="cpu")
+    with pytest.raises(ValueError, match="set_mixture did not store the mixture"):
+        skewed.fit(x, progress=False)

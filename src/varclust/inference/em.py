@@ -103,6 +103,21 @@ def prior_mixture(prior: nn.Module) -> DiagonalMixture:
                            params["scale"].detach())
 
 
+def write_mixture(prior: nn.Module, mixture: DiagonalMixture) -> None:
+    """``prior.set_mixture`` with the E-step's mixture, then a check that the prior holds it
+    (its weights and means as :func:`prior_mixture` reads them back): ValueError, naming the
+    fix, for a prior whose ``set_mixture`` does not write what EM refits."""
+    prior.set_mixture(mixture.weights, mixture.loc, mixture.scale)
+    held = prior_mixture(prior)
+    if not (torch.allclose(held.loc, mixture.loc.to(held.loc), atol=1e-4)
+            and torch.allclose(held.weights, (mixture.weights / mixture.weights.sum())
+                               .to(held.weights), atol=1e-4)):
+        raise ValueError(
+            f"{type(prior).__name__}.set_mixture did not store the mixture the E-step refitted "
+            "(point_parameters() reads back other weights or means): implement "
+            "set_mixture(weights, loc, scale) to write all three, or use method='svi'")
+
+
 class EStep:
     """An E-step: the prior's mixture refitted to the encoded data, warm-started.
 
@@ -135,7 +150,7 @@ class EStep:
         history and the record's extra facts."""
         check_min_weight(self.min_weight, prior.num_clusters)
         mixture, history, extra = self.refit(prior_mixture(prior), loc, scale, seed)
-        prior.set_mixture(mixture.weights, mixture.loc, mixture.scale)
+        write_mixture(prior, mixture)
         return history, extra
 
 
@@ -246,7 +261,7 @@ def e_step(
     """
     mixture, history = diagonal_mixture_em(codes, prior_mixture(prior), iterations, reg_covar,
                                            min_weight, code_var)
-    prior.set_mixture(mixture.weights, mixture.loc, mixture.scale)
+    write_mixture(prior, mixture)
     return history
 
 
