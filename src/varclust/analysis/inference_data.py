@@ -114,10 +114,9 @@ def _draws(values: Tensor | np.ndarray) -> np.ndarray:
     return arr[None]
 
 
-def _repeat(values: Tensor, num_draws: int) -> np.ndarray:
+def _repeat(values: np.ndarray, num_draws: int) -> np.ndarray:
     """A point estimate (...) repeated as (chain=1, draw, ...)."""
-    arr = values.detach().cpu().numpy()
-    return np.broadcast_to(arr, (1, num_draws, *arr.shape)).copy()
+    return np.broadcast_to(values, (1, num_draws, *values.shape)).copy()
 
 
 def to_inference_data(
@@ -256,16 +255,14 @@ def to_inference_data(
     return idata
 
 
-def _mixture_point_estimates(prior: torch.nn.Module) -> dict[str, Tensor]:
+def _mixture_point_estimates(prior: torch.nn.Module) -> dict[str, np.ndarray]:
     """The mixture that defines the clusters as point estimates: weights (K,) summing to 1, loc
     and scale (K, D), the mean and standard deviation of each component p(z | c)
     (:func:`varclust.summaries.mixture_parameters`: any prior's ``component``, a Bayesian
     prior's point values, a plain VAE's mixture fitted to the codes)."""
     with torch.no_grad():
         mixture = mixture_parameters(prior)
-    return {"weights": torch.as_tensor(mixture["weights"]),
-            "loc": torch.as_tensor(mixture["means"]),
-            "scale": torch.as_tensor(mixture["scales"])}
+    return {"weights": mixture["weights"], "loc": mixture["means"], "scale": mixture["scales"]}
 
 
 def _add_elbo_trace(idata: az.InferenceData, history: list[dict]) -> None:

@@ -50,6 +50,7 @@ from ..model.gmm import (
     diagonal_mixture_em,
     floor_weights,
     mixture_log_likelihood,
+    point_mixture,
     warn_floored,
 )
 from ..modes import evaluating
@@ -91,16 +92,8 @@ def frozen(module: nn.Module) -> Iterator[None]:
 def prior_mixture(prior: nn.Module) -> DiagonalMixture:
     """The prior's current mixture from its ``point_parameters()``: weights (K,), loc (K, D),
     scale (K, D). ValueError, naming the fix, for a prior without a mixture to refit."""
-    params = prior.point_parameters()
-    if "loc" not in params or "scale" not in params:
-        raise ValueError(
-            f"method='em' refits the prior's Gaussian mixture in its E-step, but "
-            f"{type(prior).__name__} has no mixture parameters (point_parameters() gives "
-            f"{sorted(params)}); use method='svi' with this prior, or prior='gmm' with method='em'"
-        )
-    weights = params["log_weights"].detach().exp()
-    return DiagonalMixture(weights / weights.sum(), params["loc"].detach(),
-                           params["scale"].detach())
+    return point_mixture(prior, "method='em' (its E-step refits it)",
+                         "use method='svi' with this prior, or prior='gmm' with method='em'")
 
 
 def write_mixture(prior: nn.Module, mixture: DiagonalMixture) -> None:

@@ -36,6 +36,7 @@ import torch
 from sklearn.mixture import GaussianMixture
 from torch import Tensor, nn
 
+from ..model.gmm import point_mixture
 from .prediction import encode_means, predict_clusters
 
 __all__ = ["MOVES_OUTSIDE_ELBO", "Split", "moves_outside_elbo", "revive_dead_clusters"]
@@ -85,16 +86,13 @@ def revive_dead_clusters(model: nn.Module, guide: nn.Module, x: Tensor, min_frac
     if not dead:
         return []
     codes = encode_means(guide, x).double().cpu().numpy()
-    params = model.prior.point_parameters()
-    missing = {"log_weights", "loc", "scale"} - params.keys()
-    if missing:
-        raise ValueError(
-            f"revive_clusters splits Gaussian components, but this prior's point_parameters() "
-            f"has no {sorted(missing)}; give the prior log_weights, loc and scale (and a "
-            f"set_mixture that writes them), or set revive_clusters=0")
-    weights = params["log_weights"].detach().log_softmax(-1).exp().double().cpu()
-    loc = params["loc"].detach().double().cpu().clone()
-    scale = params["scale"].detach().double().cpu().clone()
+    mixture = point_mixture(
+        model.prior, "revive_clusters (it splits Gaussian components)",
+        "give the prior log_weights, loc and scale and a set_mixture that writes them, or set "
+        "revive_clusters=0")
+    weights = mixture.weights.double().cpu()
+    loc = mixture.loc.double().cpu().clone()
+    scale = mixture.scale.double().cpu().clone()
     splits = []
     for revived in dead:
         donor = int(counts.argmax())
@@ -110,7 +108,7 @@ def revive_dead_clusters(model: nn.Module, guide: nn.Module, x: Tensor, min_frac
         labels[second] = revived
         counts = np.bincount(labels, minlength=k)
         splits.append(split)
-    device = params["loc"].device
+    device = mixture.loc.device
     model.prior.set_mixture(weights.float().to(device), loc.float().to(device),
                             scale.float().to(device))
     for split in splits:

@@ -53,6 +53,7 @@ __all__ = [
     "diagonal_mixture_em",
     "floor_weights",
     "mixture_log_likelihood",
+    "point_mixture",
 ]
 
 log = logging.getLogger("varclust")
@@ -67,6 +68,21 @@ class DiagonalMixture:
     weights: Tensor
     loc: Tensor
     scale: Tensor
+
+
+def point_mixture(prior, needed_by: str, fix: str) -> DiagonalMixture:
+    """A prior's Gaussian mixture from its ``point_parameters()``, detached: weights (K,)
+    summing to 1, loc (K, D), scale (K, D). ValueError naming ``needed_by`` (what reads the
+    mixture) and ``fix`` when the prior has no ``log_weights``, ``loc`` and ``scale``."""
+    params = prior.point_parameters()
+    missing = {"log_weights", "loc", "scale"} - params.keys()
+    if missing:
+        raise ValueError(
+            f"{needed_by} needs the prior's Gaussian mixture, but {type(prior).__name__} has no "
+            f"mixture parameters (point_parameters() gives {sorted(params)}, without "
+            f"{sorted(missing)}); {fix}")
+    return DiagonalMixture(params["log_weights"].detach().log_softmax(-1).exp(),
+                           params["loc"].detach(), params["scale"].detach())
 
 
 def _log_joint(codes: Tensor, mixture: DiagonalMixture, code_var: Tensor | None = None
