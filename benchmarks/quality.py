@@ -65,6 +65,8 @@ VARIANTS: dict[str, dict] = {
     # the same with a Gamma prior of 100 x the pseudo-data on the precisions (fewer, broader)
     "dp-30-nu100": {"prior": "dp", "num_clusters": 30, "dp_scale_pseudo_count": 100.0},
     "dp-30-nu1000": {"prior": "dp", "num_clusters": 30, "dp_scale_pseudo_count": 1000.0},
+    # full covariances: Wishart priors on the components' precision matrices
+    "dp-full-30": {"prior": "dp-full", "num_clusters": 30},
     # the epoch's settling on the means E[z|x] rather than draws of q(z|x) (not an ELBO step)
     "dp-30-means": {"prior": "dp", "num_clusters": 30, "dp_epoch_settle_on": "means"},
     # no settling after the epochs (the DP before 2026-12-02)

@@ -77,6 +77,9 @@ EM_REFUSED_PRIORS = {
     "dp": "the E-step refits the mixture by closed-form maximum likelihood, which would "
           "overwrite the Dirichlet-process prior's posterior over its sticks, means and scales; "
           "use method='svi' with it, or prior='gmm' with method='em'",
+    "dp-full": "the E-step refits a diagonal mixture by closed-form maximum likelihood, which "
+               "would overwrite the Dirichlet-process prior's posterior over its sticks, means "
+               "and precisions; use method='svi' with it, or prior='gmm' with method='em'",
 }
 
 

@@ -43,6 +43,7 @@ from .model.bayesian_prior import BayesianGaussianMixturePrior
 from .model.categorical256 import GreyLevelCategoricalLikelihood
 from .model.decoders import make_decoder
 from .model.diffusion import ConditionalDDPM, DiffusionClusteringModel, check_unit_interval
+from .model.dp_full_prior import FullCovarianceDirichletProcessPrior
 from .model.dp_prior import DirichletProcessPrior
 from .model.generative import ClusteringModel, GenerativeModel
 from .model.likelihoods import (
@@ -83,6 +84,7 @@ PRIORS: dict[str, Callable[..., nn.Module]] = {
     "normal": StandardNormalPrior,
     "bayes-gmm": BayesianGaussianMixturePrior,
     "dp": DirichletProcessPrior,
+    "dp-full": FullCovarianceDirichletProcessPrior,
 }
 GUIDES: dict[str, Callable[..., nn.Module]] = {
     "marginal": lambda encoder, num_clusters, latent_dim: MarginalGuide(encoder),
@@ -193,7 +195,7 @@ def _options(kind: str, name: str, config: FitConfig) -> dict[str, Any]:
     if kind == "prior" and name == "bayes-gmm":
         return {"concentration": config.dirichlet_concentration,
                 "global_guide": config.global_guide}
-    if kind == "prior" and name == "dp":
+    if kind == "prior" and name in ("dp", "dp-full"):
         return {"concentration": config.dp_concentration,
                 "learn_concentration": config.dp_learn_concentration,
                 "settle_steps": config.dp_settle_steps,

@@ -3,6 +3,7 @@
 from .bayesian_prior import BayesianGaussianMixturePrior
 from .categorical256 import GreyLevelCategorical, GreyLevelCategoricalLikelihood
 from .decoders import ConvDecoder, MLPDecoder, make_decoder
+from .dp_full_prior import FullCovarianceDirichletProcessPrior
 from .dp_prior import DirichletProcessPrior
 from .generative import ClusteringModel, GenerativeModel, data_plate
 from .likelihoods import (
@@ -22,6 +23,7 @@ __all__ = [
     "ContinuousBernoulliLikelihood",
     "ConvDecoder",
     "DirichletProcessPrior",
+    "FullCovarianceDirichletProcessPrior",
     "GaussianLikelihood",
     "GaussianMixturePrior",
     "GenerativeModel",

@@ -159,12 +159,10 @@ class GlobalGuidedMixture(DiagonalGaussianMixture):
         return self.global_guide
 
     def point_parameters(self) -> dict[str, Tensor]:
-        point = self.global_guide.point_estimates()
-        return {
-            "log_weights": point["weights"].clamp_min(1e-30).log(),
-            "loc": point["loc"],
-            "scale": point["scale"],
-        }
+        """``log_weights`` (K,) from the guide's point-estimate weights, and its components'
+        estimates as they are (``loc``, ``scale``, ...)."""
+        point = dict(self.global_guide.point_estimates())
+        return {"log_weights": point.pop("weights").clamp_min(1e-30).log(), **point}
 
     def in_use_threshold(self) -> float:
         """The point-estimate weight above which a cluster counts as in use: 1/(10K)."""

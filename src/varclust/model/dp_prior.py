@@ -155,21 +155,39 @@ class StickBreakingGlobals(PyroModule):
             self.log_concentration_loc = PyroParam(torch.tensor(float(concentration)).log())
             self.log_concentration_scale = PyroParam(torch.tensor(0.1),
                                                      constraints.greater_than(1e-4))
+        self.init_components(num_clusters, latent_dim)
+
+    def init_components(self, num_clusters: int, latent_dim: int) -> None:
+        """The components' posteriors: q(loc) = Normal, q(scale) = LogNormal, (K, D)."""
         add_component_posteriors(self, num_clusters, latent_dim)
+
+    def sample_components(self) -> None:
+        """The components' global sites (``loc``, ``scale``)."""
+        sample_component_posteriors(self)
+
+    def component_estimates(self) -> dict[str, Tensor]:
+        """The components' point estimates: loc (K, D), scale (K, D)."""
+        return component_point_estimates(self)
+
+    def centre_components(self, loc: Tensor, scale: Tensor) -> None:
+        """Centre the components' posteriors on loc (K, D) and scale (K, D)."""
+        centre_component_posteriors(self, loc, scale)
 
     def forward(self) -> None:
         if self.learn_concentration:
             pyro.sample("dp_concentration", dist.LogNormal(
                 self.log_concentration_loc.double(), self.log_concentration_scale.double()))
         pyro.sample("sticks", dist.Beta(self.stick_a.double(), self.stick_b.double()).to_event(1))
-        sample_component_posteriors(self)
+        self.sample_components()
+
+    def mean_weights(self) -> Tensor:
+        """E_q[pi] (K,) = E[v_k] prod_{j<k} E[1 - v_j]."""
+        a, b = self.stick_a.double(), self.stick_b.double()
+        return stick_breaking_log_weights(a / (a + b)).exp().to(self.stick_a.dtype)
 
     def point_estimates(self) -> dict[str, Tensor]:
-        """weights (K,) = E[pi] under q, loc (K, D), scale (K, D)."""
-        a, b = self.stick_a.double(), self.stick_b.double()
-        mean_sticks = a / (a + b)
-        weights = stick_breaking_log_weights(mean_sticks).exp().to(self.stick_a.dtype)
-        return {"weights": weights, **component_point_estimates(self)}
+        """weights (K,) = E[pi] under q and the components' estimates (loc, scale (K, D))."""
+        return {"weights": self.mean_weights(), **self.component_estimates()}
 
     def concentration_mean(self) -> Tensor | None:
         """E_q[alpha] when alpha is learned, else None."""
@@ -182,7 +200,7 @@ class StickBreakingGlobals(PyroModule):
         sticks = sticks_from_weights(torch.as_tensor(weights, dtype=torch.float64))
         assign_param(self, "stick_a", (sticks * self.init_pseudo_count).clamp_min(2e-3))
         assign_param(self, "stick_b", ((1 - sticks) * self.init_pseudo_count).clamp_min(2e-3))
-        centre_component_posteriors(self, loc, scale)
+        self.centre_components(loc, scale)
 
 
 class DirichletProcessPrior(GlobalGuidedMixture):
@@ -208,6 +226,8 @@ class DirichletProcessPrior(GlobalGuidedMixture):
     """
 
     prunes_clusters = True
+    #: the mean-field guide of the globals (a subclass with other components brings its own)
+    global_guide_type: type[StickBreakingGlobals] = StickBreakingGlobals
 
     def __init__(
         self,
@@ -243,9 +263,9 @@ class DirichletProcessPrior(GlobalGuidedMixture):
         self.register_buffer("loc_prior_loc", torch.zeros(latent_dim))
         self.register_buffer("loc_prior_scale", torch.full((latent_dim,), float(loc_prior_scale)))
         self.register_buffer("code_variance", torch.ones(latent_dim))
-        self.global_guide = StickBreakingGlobals(num_clusters, latent_dim, concentration,
-                                                 learn_concentration, min_scale,
-                                                 init_pseudo_count)
+        self.global_guide = self.global_guide_type(num_clusters, latent_dim, concentration,
+                                                   learn_concentration, min_scale,
+                                                   init_pseudo_count)
 
     def sample_parameters(self) -> dict[str, Tensor]:
         """The global sites (module docstring): ``log_weights`` (K,), ``loc``, ``scale`` (K, D)."""
@@ -257,13 +277,19 @@ class DirichletProcessPrior(GlobalGuidedMixture):
         shape = (self.num_clusters, self.latent_dim)
         loc = pyro.sample("loc", dist.Normal(self.loc_prior_loc, self.loc_prior_scale)
                           .expand(shape).to_event(2))
+        return {"log_weights": stick_breaking_log_weights(sticks).to(loc.dtype), "loc": loc,
+                **self.sample_spreads()}
+
+    def sample_spreads(self) -> dict[str, Tensor]:
+        """The components' spreads, sampled outside the data plate: ``scale`` (K, D) =
+        tau^(-1/2), floored at ``min_scale``, with tau ~ Gamma(nu D / 2, rate nu r / 2)."""
         nu = self.scale_pseudo_count
         precision = dist.Gamma(nu * self.latent_dim / 2 * torch.ones_like(self.code_variance),
                                nu * self.code_variance / 2)
         scale = pyro.sample("scale", dist.TransformedDistribution(
-            precision, [dist.transforms.PowerTransform(-0.5)]).expand(shape).to_event(2))
-        return {"log_weights": stick_breaking_log_weights(sticks).to(loc.dtype),
-                "loc": loc, "scale": scale.clamp_min(self.min_scale)}
+            precision, [dist.transforms.PowerTransform(-0.5)])
+            .expand((self.num_clusters, self.latent_dim)).to_event(2))
+        return {"scale": scale.clamp_min(self.min_scale)}
 
     @torch.no_grad()
     def set_mixture(self, weights: Tensor, loc: Tensor, scale: Tensor) -> None:
