@@ -186,6 +186,10 @@ def test_a_fit_with_full_covariances_runs_and_describes_its_mixture(guide, tmp_p
                                rtol=1e-5)
     idata = to_inference_data(fit, x[:20], num_samples=3, importance_samples=2)
     assert idata.posterior["mixture_scale"].shape == (1, 3, 6, 2)
+    tril = idata.posterior["mixture_scale_tril"].values  # (chain, draw, K, D, D)
+    assert tril.shape == (1, 3, 6, 2, 2) and np.all(np.triu(tril, 1) == 0)
+    np.testing.assert_allclose(idata.posterior["mixture_scale"].values,
+                               np.sqrt((tril**2).sum(-1)), rtol=1e-5)
     fit.save(tmp_path / "model.pt")
     loaded = VarClust.load(tmp_path / "model.pt", device="cpu")
     np.testing.assert_allclose(loaded.predict(x).responsibilities,

@@ -62,8 +62,8 @@ class FitConfig:
     The diffusion generator (:mod:`varclust.model.diffusion`) takes the
     ``diffusion_*`` settings, ``sample_steps`` and ``guidance``. From scratch
     (``pretrain_epochs=0``): the terms outside the ELBO of :mod:`varclust.inference.regularisers`
-    and the KL warm-up. The Dirichlet process (``prior="dp"``): ``num_clusters`` is the
-    truncation, ``dp_*`` its settings.
+    and the KL warm-up. The Dirichlet process (``prior="dp"``, or ``"dp-full"`` with full
+    covariances): ``num_clusters`` is the truncation, ``dp_*`` its settings.
     """
 
     num_clusters: int = setting(10, "K, the number of clusters (dp: the truncation)",
@@ -197,7 +197,8 @@ class FitConfig:
     dp_learn_concentration: bool = setting(False, "dp: a Gamma hyperprior on alpha (mean "
                                            "--dp-concentration), learned")
     dp_scale_pseudo_count: float = setting(1.0, "dp: nu, the Gamma prior's pseudo-data on the "
-                                           "precisions (1: scikit-learn's; larger: fewer, "
+                                           "precisions (dp-full: the Wishart's, nu D degrees of "
+                                           "freedom) (1: scikit-learn's; larger: fewer, "
                                            "broader clusters)")
     dp_settle_steps: int = setting(1000, "dp: SVI steps of the prior alone on the pretrained "
                                    "codes (0: none)")

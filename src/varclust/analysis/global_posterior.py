@@ -51,11 +51,16 @@ def draw_globals(global_guide: PyroModule, num_draws: int) -> dict[str, Tensor]:
 
 @torch.no_grad()
 def mixture_at_draws(prior: PyroModule, global_values: dict[str, Tensor]) -> dict[str, Tensor]:
-    """The mixture at each draw: ``weights`` (R, K), ``loc`` and ``scale`` (R, K, D), from the
-    prior's ``sample_parameters()`` run in a plate of the R draws with its global sites
-    conditioned on ``global_values`` (site name -> (R, ...))."""
+    """The mixture at each draw: ``weights`` (R, K), ``loc`` and ``scale`` (R, K, D) (for a
+    full-covariance prior the marginal standard deviations, and its ``scale_tril`` (R, K, D, D),
+    the covariances' Cholesky factors), from the prior's ``sample_parameters()`` run in a plate
+    of the R draws with its global sites conditioned on ``global_values`` (site name ->
+    (R, ...))."""
     num_draws = len(next(iter(global_values.values())))
     with pyro.plate("draws", num_draws, dim=-1), poutine.condition(data=global_values):
         params = prior.sample_parameters()
-    return {"weights": params["log_weights"].log_softmax(-1).exp(), "loc": params["loc"],
-            "scale": params["scale"]}
+    mixture = {"weights": params["log_weights"].log_softmax(-1).exp(), "loc": params["loc"],
+               "scale": params["scale"]}
+    if "scale_tril" in params:
+        mixture["scale_tril"] = params["scale_tril"]
+    return mixture

@@ -11,6 +11,8 @@ posterior                 ``z``                                   chain, draw, d
 posterior                 ``responsibilities`` p(c | z, x)        chain, draw, datum, cluster
 posterior                 ``mixture_weights``                     chain, draw, cluster
 posterior                 ``mixture_loc``, ``mixture_scale``      chain, draw, cluster, latent
+posterior (dp-full)       ``mixture_scale_tril``                  chain, draw, cluster, latent,
+                                                                  latent_column
 posterior (dp, learned)   ``dp_concentration`` alpha              chain, draw
 log_likelihood            ``x``: see below                        chain, draw, datum
 sample_stats              ``assignment_entropy`` (nats)           chain, draw, datum
@@ -213,12 +215,15 @@ def to_inference_data(
         "cluster": np.arange(fit.config.num_clusters),
         "latent": np.arange(draws.z.shape[-1]),
     }
+    if "mixture_scale_tril" in mixture:  # a full-covariance prior's Cholesky factors
+        coords["latent_column"] = coords["latent"]
     dims = {
         "z": ["datum", "latent"],
         "responsibilities": ["datum", "cluster"],
         "mixture_weights": ["cluster"],
         "mixture_loc": ["cluster", "latent"],
         "mixture_scale": ["cluster", "latent"],
+        "mixture_scale_tril": ["cluster", "latent", "latent_column"],
         "x": ["datum", *data_dims],
         "assignment_entropy": ["datum"],
         "reconstruction": ["datum", *data_dims],
