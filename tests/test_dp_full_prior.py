@@ -17,7 +17,7 @@ from synthetic import binary_blobs
 from varclust import FitConfig, VarClust
 from varclust.analysis import to_inference_data
 from varclust.cli import main
-from varclust.model.dp_full_prior import FullCovarianceDirichletProcessPrior
+from varclust.model.dp_full_prior import FullCovarianceDirichletProcessPrior, covariance_cholesky
 from varclust.model.dp_prior import DirichletProcessPrior
 from varclust.model.prior_fit import fit_prior_to_codes
 from varclust.registry import build_model_and_guide
@@ -41,7 +41,7 @@ def test_global_and_local_terms_match_a_hand_computation():
     prior.set_code_moments(torch.tensor([0.5, -1.0]), variance)  # after: set_mixture sets them
     guide_module = prior.global_guide
     with torch.no_grad():  # a posterior away from the start, with correlations and small df
-        guide_module.precision_df_unconstrained.fill_(np.log(4.0 - 1 - 1e-2))
+        guide_module.precision_df_unconstrained.fill_(np.log(4.0 - d))  # df = 4 (> D)
         tril = torch.tensor([[0.8, 0.0], [0.4, 0.6]]).expand(k, d, d)
         guide_module.precision_tril_unconstrained.copy_(
             torch.distributions.transform_to(torch.distributions.constraints.lower_cholesky)
@@ -211,3 +211,18 @@ def test_cli_fit_with_dp_full_records_the_prior(tmp_path):
 def test_settings_that_would_overwrite_the_posterior_are_refused(setting):
     with pytest.raises(ValueError, match="dp-full"):
         FitConfig(prior="dp-full", num_clusters=10, **setting)
+
+
+def test_a_wishart_without_enough_degrees_of_freedom_is_refused():
+    with pytest.raises(ValueError, match="dp_scale_pseudo_count above 0.9"):
+        FullCovarianceDirichletProcessPrior(5, 10, scale_pseudo_count=0.9)
+
+
+def test_a_precision_float64_cannot_factor_gets_a_covariance_not_an_error():
+    """A numerically singular draw of Lambda (rank 1 here) gives a finite, huge covariance."""
+    singular = torch.tensor([[[1.0, 1.0], [1.0, 1.0]], [[2.0, 0.0], [0.0, 1.0]]])
+    tril = covariance_cholesky(singular, 1e-3)
+    assert torch.isfinite(tril).all()
+    np.testing.assert_allclose((tril[1] @ tril[1].T).numpy(),
+                               np.diag([0.5 + 1e-6, 1 + 1e-6]), rtol=1e-5)
+    assert float((tril[0] @ tril[0].T).max()) > 1e6

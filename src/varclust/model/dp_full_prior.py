@@ -24,8 +24,10 @@ diagonal DP mixture keeps 29 of 30 components (NMI 0.72), its full-covariance on
 prior 13 to 16 (NMI 0.82 to 0.87).
 
 The variational posterior over the globals is mean-field: ``dp``'s q(v_k) = Beta(a_k, b_k) and
-q(loc) = Normal, and q(Lambda_k) = Wishart(df_k, S_k S_k^T) with S_k lower triangular (K,), (K,
-D, D), sampled in float64 (a float32 Bartlett draw with df near D is often numerically singular).
+q(loc) = Normal, and q(Lambda_k) = Wishart(df_k, S_k S_k^T), df_k > D and S_k lower triangular,
+(K,) and (K, D, D), sampled in float64 (a float32 Bartlett draw is often numerically singular,
+and so is any draw whose df is near D - 1, where its last chi-square has almost no degrees of
+freedom).
 The ELBO is ``dp``'s with the global terms log p(Lambda) - log q(Lambda) in place of the scales';
 the component densities use the Cholesky factor of Lambda_k^-1 + s^2 I, computed in float64 once
 per draw of the globals.
@@ -56,9 +58,21 @@ __all__ = ["FullCovarianceDirichletProcessPrior", "WishartStickBreakingGlobals",
 
 def covariance_cholesky(precision: Tensor, min_scale: float) -> Tensor:
     """The lower Cholesky factor (..., D, D) of Lambda^-1 + min_scale^2 I for precision matrices
-    Lambda (..., D, D), computed in float64 and returned in float32."""
+    Lambda (..., D, D), computed in float64 and returned in float32.
+
+    A draw of Lambda that float64 cannot factor (a Bartlett draw with a chi-square of almost no
+    degrees of freedom; kept rare by q's df >= D) gets 1e-9 of its mean diagonal added first:
+    its component's covariance is then huge, so its density on the codes is negligible either
+    way."""
+    precision = precision.double()
     eye = torch.eye(precision.shape[-1], dtype=torch.float64, device=precision.device)
-    covariance = torch.cholesky_inverse(torch.linalg.cholesky(precision.double()))
+    tril, info = torch.linalg.cholesky_ex(precision)
+    if bool((info > 0).any()):
+        jitter = 1e-9 * precision.diagonal(dim1=-2, dim2=-1).mean(-1).abs().clamp_min(1e-30)
+        failed = (info > 0)[..., None, None]
+        tril = torch.linalg.cholesky(torch.where(failed, precision + jitter[..., None, None] * eye,
+                                                 precision))
+    covariance = torch.cholesky_inverse(tril)
     return torch.linalg.cholesky(covariance + min_scale**2 * eye).float()
 
 
@@ -73,8 +87,10 @@ class WishartStickBreakingGlobals(StickBreakingGlobals):
         self.loc_scale = PyroParam(torch.full((num_clusters, latent_dim), 0.01),
                                    constraints.greater_than(1e-5))
         df = float(self.init_pseudo_count)
+        # df >= D: every chi-square of the Bartlett draw keeps >= 1 degree of freedom (near
+        # D - 1 the last one has almost none, and the draws are numerically singular)
         self.precision_df = PyroParam(torch.full((num_clusters,), df),
-                                      constraints.greater_than(latent_dim - 1 + 1e-2))
+                                      constraints.greater_than(float(latent_dim)))
         self.precision_tril = PyroParam(torch.eye(latent_dim).repeat(num_clusters, 1, 1) / df**0.5,
                                         constraints.lower_cholesky)
 
@@ -120,6 +136,15 @@ class FullCovarianceDirichletProcessPrior(DirichletProcessPrior):
     """
 
     global_guide_type = WishartStickBreakingGlobals
+
+    def __init__(self, num_clusters: int, latent_dim: int, **options) -> None:
+        super().__init__(num_clusters, latent_dim, **options)
+        if not self.scale_pseudo_count * latent_dim > latent_dim - 1:
+            raise ValueError(
+                f"the Wishart prior of dp-full needs more than D - 1 = {latent_dim - 1} degrees "
+                f"of freedom, got nu D = {self.scale_pseudo_count * latent_dim:g} "
+                f"(dp_scale_pseudo_count {self.scale_pseudo_count:g}); raise "
+                f"dp_scale_pseudo_count above {(latent_dim - 1) / latent_dim:.3g}")
 
     def sample_spreads(self) -> dict[str, Tensor]:
         """``precision`` ~ Wishart(nu D, (nu diag(r))^-1) (K, D, D), sampled in float64, as
