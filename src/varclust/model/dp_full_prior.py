@@ -61,7 +61,7 @@ def covariance_cholesky(precision: Tensor, min_scale: float) -> Tensor:
     Lambda (..., D, D), computed in float64 and returned in float32.
 
     A draw of Lambda that float64 cannot factor (a Bartlett draw with a chi-square of almost no
-    degrees of freedom; kept rare by q's df >= D) gets 1e-9 of its mean diagonal added first:
+    degrees of freedom; kept rare by q's df > D) gets 1e-9 of its mean diagonal added first:
     its component's covariance is then huge, so its density on the codes is negligible either
     way."""
     precision = precision.double()
@@ -87,7 +87,7 @@ class WishartStickBreakingGlobals(StickBreakingGlobals):
         self.loc_scale = PyroParam(torch.full((num_clusters, latent_dim), 0.01),
                                    constraints.greater_than(1e-5))
         df = float(self.init_pseudo_count)
-        # df >= D: every chi-square of the Bartlett draw keeps >= 1 degree of freedom (near
+        # df > D: every chi-square of the Bartlett draw keeps > 1 degree of freedom (near
         # D - 1 the last one has almost none, and the draws are numerically singular)
         self.precision_df = PyroParam(torch.full((num_clusters,), df),
                                       constraints.greater_than(float(latent_dim)))
