@@ -43,6 +43,10 @@ relaxed guides' start, ``summaries.mixture_parameters``, the InferenceData's ``m
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import pyro
 import pyro.distributions as dist
 import torch
@@ -78,6 +82,17 @@ def covariance_cholesky(precision: Tensor, min_scale: float) -> Tensor:
     return torch.linalg.cholesky(covariance + min_scale**2 * eye).float()
 
 
+@contextmanager
+def quiet_wishart() -> Iterator[None]:
+    """Silence torch's "Singular sample detected" from ``Wishart.rsample``: its first check is
+    inverted (torch 2.14: it flags the positive-definite draws and redraws them once, which
+    keeps their law), so it fires on nearly every draw. A truly singular draw is handled by
+    :func:`covariance_cholesky`."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Singular sample detected")
+        yield
+
+
 class WishartStickBreakingGlobals(StickBreakingGlobals):
     """The mean-field guide of the full-covariance DP's globals: ``dp``'s q(sticks) and q(loc),
     and q(Lambda_k) = Wishart(df_k, scale_tril S_k), (K,) and (K, D, D) (module docstring)."""
@@ -99,8 +114,9 @@ class WishartStickBreakingGlobals(StickBreakingGlobals):
     def sample_components(self) -> None:
         """The sites ``loc`` (K, D) and ``precision`` (K, D, D), the latter in float64."""
         pyro.sample("loc", dist.Normal(self.loc_loc, self.loc_scale).to_event(2))
-        pyro.sample("precision", dist.Wishart(self.precision_df.double(),
-                                              scale_tril=self.precision_tril.double()).to_event(1))
+        with quiet_wishart():
+            pyro.sample("precision", dist.Wishart(
+                self.precision_df.double(), scale_tril=self.precision_tril.double()).to_event(1))
 
     def mean_precision(self) -> Tensor:
         """E_q[Lambda_k] = df_k S_k S_k^T: (K, D, D)."""
@@ -153,9 +169,10 @@ class FullCovarianceDirichletProcessPrior(DirichletProcessPrior):
         the components' ``scale_tril`` (K, D, D) and marginal ``scale`` (K, D)."""
         nu = self.scale_pseudo_count
         wishart_tril = torch.diag((nu * self.code_variance.double()).rsqrt())
-        precision = pyro.sample("precision", dist.Wishart(
-            wishart_tril.new_tensor(nu * self.latent_dim), scale_tril=wishart_tril
-        ).expand((self.num_clusters,)).to_event(1))
+        with quiet_wishart():
+            precision = pyro.sample("precision", dist.Wishart(
+                wishart_tril.new_tensor(nu * self.latent_dim), scale_tril=wishart_tril
+            ).expand((self.num_clusters,)).to_event(1))
         return spreads(covariance_cholesky(precision, self.min_scale))
 
     def component(self, params: dict[str, Tensor], c: Tensor) -> dist.TorchDistribution:
