@@ -98,15 +98,27 @@ def add_component_posteriors(module: PyroModule, num_clusters: int, latent_dim: 
     loc_scale) and q(scale) = LogNormal(log_scale_loc, log_scale_scale), each (K, D), narrow
     (0.01) around standard normal means and unit scales. ``module.min_scale`` must be set."""
     k, d = num_clusters, latent_dim
-    module.loc_loc = PyroParam(torch.randn(k, d))
-    module.loc_scale = PyroParam(torch.full((k, d), 0.01), constraints.greater_than(1e-5))
+    add_loc_posterior(module, k, d)
     module.log_scale_loc = PyroParam(torch.zeros(k, d))
     module.log_scale_scale = PyroParam(torch.full((k, d), 0.01), constraints.greater_than(1e-5))
 
 
+def add_loc_posterior(module: PyroModule, num_clusters: int, latent_dim: int) -> None:
+    """Give ``module`` q(loc) = Normal(loc_loc, loc_scale), (K, D), narrow (0.01) around
+    standard normal means."""
+    module.loc_loc = PyroParam(torch.randn(num_clusters, latent_dim))
+    module.loc_scale = PyroParam(torch.full((num_clusters, latent_dim), 0.01),
+                                 constraints.greater_than(1e-5))
+
+
+def sample_loc_posterior(module: PyroModule) -> None:
+    """The guide's ``loc`` site (K, D) from :func:`add_loc_posterior`."""
+    pyro.sample("loc", dist.Normal(module.loc_loc, module.loc_scale).to_event(2))
+
+
 def sample_component_posteriors(module: PyroModule) -> None:
     """The guide's ``loc`` and ``scale`` sites (K, D) from :func:`add_component_posteriors`."""
-    pyro.sample("loc", dist.Normal(module.loc_loc, module.loc_scale).to_event(2))
+    sample_loc_posterior(module)
     pyro.sample(
         "scale", dist.LogNormal(module.log_scale_loc, module.log_scale_scale).to_event(2)
     )

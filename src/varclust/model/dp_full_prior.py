@@ -55,6 +55,7 @@ from pyro.nn import PyroParam
 from pyro.ops.indexing import Vindex
 from torch import Tensor
 
+from .bayesian_prior import add_loc_posterior, sample_loc_posterior
 from .dp_prior import DirichletProcessPrior, StickBreakingGlobals
 from .priors import assign_param
 
@@ -100,9 +101,7 @@ class WishartStickBreakingGlobals(StickBreakingGlobals):
     def init_components(self, num_clusters: int, latent_dim: int) -> None:
         """q(loc) = Normal (K, D) as ``dp``'s; q(Lambda) with ``init_pseudo_count`` degrees of
         freedom around the identity."""
-        self.loc_loc = PyroParam(torch.randn(num_clusters, latent_dim))
-        self.loc_scale = PyroParam(torch.full((num_clusters, latent_dim), 0.01),
-                                   constraints.greater_than(1e-5))
+        add_loc_posterior(self, num_clusters, latent_dim)
         df = float(self.init_pseudo_count)
         # df > D: every chi-square of the Bartlett draw keeps > 1 degree of freedom (near
         # D - 1 the last one has almost none, and the draws are numerically singular)
@@ -113,7 +112,7 @@ class WishartStickBreakingGlobals(StickBreakingGlobals):
 
     def sample_components(self) -> None:
         """The sites ``loc`` (K, D) and ``precision`` (K, D, D), the latter in float64."""
-        pyro.sample("loc", dist.Normal(self.loc_loc, self.loc_scale).to_event(2))
+        sample_loc_posterior(self)
         with quiet_wishart():
             pyro.sample("precision", dist.Wishart(
                 self.precision_df.double(), scale_tril=self.precision_tril.double()).to_event(1))
