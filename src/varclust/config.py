@@ -342,9 +342,8 @@ REVIVAL_REFUSED_PRIORS = {
               "parameters a split could move; use prior='gmm'",
     "dp": "switching unused clusters off is what the Dirichlet process is for; use prior='gmm' "
           "(or 'bayes-gmm') with a fixed K to keep every cluster in use",
-    "dp-full": "switching unused clusters off is what the Dirichlet process is for; use "
-               "prior='gmm' (or 'bayes-gmm') with a fixed K to keep every cluster in use",
 }
+REVIVAL_REFUSED_PRIORS["dp-full"] = REVIVAL_REFUSED_PRIORS["dp"]  # the same Dirichlet process
 
 
 def upgrade_legacy_keys(d: dict[str, Any]) -> dict[str, Any]:
