@@ -110,8 +110,9 @@ def test_errors_are_one_clear_line(tmp_path: Path, capsys, args: list[str], mess
 
 
 def test_the_scratch_recipe_scales_its_schedule_to_the_data_set_and_the_typed_epochs(tmp_path):
-    """Warm-up over the first sixth, the learning rate's tail over the last sixth, of the
-    recipe's epochs per data set or of the epochs typed; a typed schedule setting wins."""
+    """Warm-up over the first third on the digits (a sixth elsewhere), the learning rate's tail
+    over the last sixth, of the recipe's epochs per data set or of the epochs typed; a typed
+    schedule setting wins."""
     from varclust.cli_config import config_from_args
 
     def config(*flags):
@@ -120,14 +121,14 @@ def test_the_scratch_recipe_scales_its_schedule_to_the_data_set_and_the_typed_ep
         c = config_from_args(args)
         return c.epochs, c.kl_warmup_epochs, c.lr_decay_from
 
-    assert config("--recipe", "scratch") == (120, 20, 100)  # the digits: measured so
+    assert config("--recipe", "scratch") == (120, 40, 100)  # the digits: measured so
     assert config("--recipe", "scratch", "--dataset", "fashion-mnist") == (10, 2, 8)
-    assert config("--recipe", "scratch", "--epochs", "60") == (60, 10, 50)
+    assert config("--recipe", "scratch", "--epochs", "60") == (60, 20, 50)
     assert config("--recipe", "scratch", "--dataset", "fashion-mnist", "--epochs", "30",
                   "--kl-warmup-epochs", "1") == (30, 1, 25)
     assert config() == (60, 0, 0)  # the pretrained recipe picks nothing
     # a typed flag that needs the recipe's warm-up is checked with it, not before it
-    assert config("--recipe", "scratch", "--warm-up-terms") == (120, 20, 100)
+    assert config("--recipe", "scratch", "--warm-up-terms") == (120, 40, 100)
     with pytest.raises(ValueError, match="kl_warmup_epochs is 0"):
         config("--cluster-information", "1", "--warm-up-terms")
 

@@ -262,9 +262,9 @@ def test_a_config_files_settings_count_as_chosen_before_presets_and_recipes(tmp_
         return str(path)
 
     scratch = _config(["fit", "--recipe", "scratch", "--config", file(epochs=30)])
-    assert (scratch.epochs, scratch.kl_warmup_epochs, scratch.lr_decay_from) == (30, 5, 25)
+    assert (scratch.epochs, scratch.kl_warmup_epochs, scratch.lr_decay_from) == (30, 10, 25)
     typed = _config(["fit", "--recipe", "scratch", "--epochs", "30"])
-    assert (typed.kl_warmup_epochs, typed.lr_decay_from) == (5, 25)
+    assert (typed.kl_warmup_epochs, typed.lr_decay_from) == (10, 25)
     ddpm = _config(["fit", "--config", file(generator="ddpm", method="em")])
     assert ddpm.learning_rate == _config(["fit", "--generator", "ddpm",
                                           "--method", "em"]).learning_rate
