@@ -56,16 +56,18 @@ class Recipe:
         """One line for ``--help``."""
         parts = [f"{k}={v}" for k, v in self.settings.items()]
         if self.epochs:
-            per_dataset = ", ".join(f"{d}: {e}" for d, e in self.epochs.items() if d)
-            parts.append(f"epochs={self.epochs[None]}"
-                         + (f" ({per_dataset})" if per_dataset else ""))
+            parts.append("epochs=" + _per_dataset(self.epochs))
         if self.warmup_fraction:
-            per_dataset = ", ".join(f"{d}: {f:.3g}" for d, f in self.warmup_fraction.items() if d)
-            parts.append(f"kl_warmup_epochs=epochs*{self.warmup_fraction[None]:.3g}"
-                         + (f" ({per_dataset})" if per_dataset else ""))
+            parts.append("kl_warmup_epochs=epochs*" + _per_dataset(self.warmup_fraction))
         if self.tail_fraction:
             parts.append(f"lr_decay_from=epochs*{1 - self.tail_fraction:.3g}")
         return ", ".join(parts)
+
+
+def _per_dataset(values: dict[str | None, float]) -> str:
+    """``{None: 120, "mnist": 10}`` as "120 (mnist: 10)": the default, then each data set's."""
+    named = ", ".join(f"{d}: {v:.3g}" for d, v in values.items() if d)
+    return f"{values[None]:.3g}" + (f" ({named})" if named else "")
 
 
 #: the recipes ``--recipe`` offers. "scratch": the best from-scratch settings measured
