@@ -207,7 +207,7 @@ class FitConfig:
                                          "codes (0: none)")
     dp_epoch_settle_on: str = setting("draws", "dp: the codes the epoch's settling fits: "
                                       "draws (one z ~ q(z|x) a datum, a step on the ELBO) or "
-                                      "means (E[z|x]: fewer clusters, a lower ELBO)",
+                                      "means (E[z|x]: to choose K; fewer clusters, a lower ELBO)",
                                       choices=("draws", "means"))
 
     def __post_init__(self) -> None:
