@@ -43,11 +43,10 @@ class Recipe:
         by FitConfig field) does not set; the schedule follows ``given["epochs"]`` if typed."""
         picked = dict(self.settings)
         if self.epochs:
-            picked["epochs"] = self.epochs.get(dataset, self.epochs[None])
+            picked["epochs"] = _for_dataset(self.epochs, dataset)
         epochs = given.get("epochs", picked.get("epochs"))
         if epochs is not None and self.warmup_fraction:
-            fraction = self.warmup_fraction.get(dataset, self.warmup_fraction[None])
-            picked["kl_warmup_epochs"] = round(fraction * epochs)
+            picked["kl_warmup_epochs"] = round(_for_dataset(self.warmup_fraction, dataset) * epochs)
         if epochs is not None and self.tail_fraction:
             picked["lr_decay_from"] = epochs - round(self.tail_fraction * epochs)
         return {k: v for k, v in picked.items() if k not in given}
@@ -62,6 +61,11 @@ class Recipe:
         if self.tail_fraction:
             parts.append(f"lr_decay_from=epochs*{1 - self.tail_fraction:.3g}")
         return ", ".join(parts)
+
+
+def _for_dataset(values: dict[str | None, Any], dataset: str | None) -> Any:
+    """The value ``values`` (keyed by data set name, ``None`` the default) gives ``dataset``."""
+    return values.get(dataset, values[None])
 
 
 def _per_dataset(values: dict[str | None, float]) -> str:

@@ -71,9 +71,9 @@ joint fit uses the means (q(z | x) is then set narrow beside the components). Wi
 settling the weights lag the codes: components the codes have left keep their weight, so they
 keep a share of new codes and the codes never leave them for good. Measured on the digits
 (truncation 30, 5 seeds; BENCHMARKS.md, issue 17): 23 to 29 clusters in use without it, NMI
-0.768; 16 to 18 with it (draws), NMI 0.804, the same ELBO; 9 to 13 on the means, NMI 0.824,
-the ELBO 3 nats a datum lower (remeasured on later code: 9 to 11, NMI 0.831 against K = 10's
-0.807), so ``"means"`` is the setting for choosing K and ``"draws"`` for the model's bound.
+0.768; 16 to 18 with it (draws), NMI 0.804, the same ELBO; 9 to 11 on the means, NMI 0.831
+against K = 10's 0.807, the ELBO 3.8 nats a datum lower. So ``"means"`` is the setting for
+choosing K and ``"draws"`` for the model's bound.
 On the whole of Fashion-MNIST (3 seeds) 29 stay in use with or without it, 27 to 28 on the
 means: 70 000 codes support almost every component.
 
