@@ -92,10 +92,11 @@ class FitConfig:
                              "results differ slightly; outputs, parameters and ELBO stay "
                              "float32; the U-Net is bfloat16 on CUDA either way)",
                              choices=PRECISIONS)
-    prior: str = setting("gmm", "gmm (learned mixture), normal (plain VAE + mixture fitted to "
-                         "the codes), bayes-gmm (Dirichlet/Normal/LogNormal priors on the "
-                         "mixture), dp (Dirichlet process: --clusters is the truncation, unused "
-                         "clusters switch off)")
+    prior: str = setting("gmm", "gmm (learned mixture), gmm-full (learned mixture, full "
+                         "covariances), normal (plain VAE + mixture fitted to the codes), "
+                         "bayes-gmm (Dirichlet/Normal/LogNormal priors on the mixture), dp "
+                         "(Dirichlet process: --clusters is the truncation, unused clusters "
+                         "switch off), dp-full (dp with full covariances)")
     guide: str = setting("marginal", "marginal q(z|x), mixture q(c|x)q(z|x,c), relaxed "
                          "(Gumbel-softmax)")
     dirichlet_concentration: float = setting(

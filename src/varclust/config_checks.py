@@ -80,6 +80,8 @@ EM_REFUSED_PRIORS = {
     "dp-full": "the E-step refits a diagonal mixture by closed-form maximum likelihood, which "
                "would overwrite the Dirichlet-process prior's posterior over its sticks, means "
                "and precisions; use method='svi' with it, or prior='gmm' with method='em'",
+    "gmm-full": "the E-steps refit a diagonal mixture, which would leave the full covariances "
+                "at their start; use method='svi' with it, or prior='gmm' with method='em'",
 }
 
 

@@ -45,6 +45,7 @@ from .model.decoders import make_decoder
 from .model.diffusion import ConditionalDDPM, DiffusionClusteringModel, check_unit_interval
 from .model.dp_full_prior import FullCovarianceDirichletProcessPrior
 from .model.dp_prior import DirichletProcessPrior
+from .model.full_gmm_prior import FullCovarianceGaussianMixturePrior
 from .model.generative import ClusteringModel, GenerativeModel
 from .model.likelihoods import (
     BernoulliLikelihood,
@@ -85,6 +86,7 @@ PRIORS: dict[str, Callable[..., nn.Module]] = {
     "bayes-gmm": BayesianGaussianMixturePrior,
     "dp": DirichletProcessPrior,
     "dp-full": FullCovarianceDirichletProcessPrior,
+    "gmm-full": FullCovarianceGaussianMixturePrior,
 }
 GUIDES: dict[str, Callable[..., nn.Module]] = {
     "marginal": lambda encoder, num_clusters, latent_dim: MarginalGuide(encoder),

@@ -11,7 +11,7 @@ posterior                 ``z``                                   chain, draw, d
 posterior                 ``responsibilities`` p(c | z, x)        chain, draw, datum, cluster
 posterior                 ``mixture_weights``                     chain, draw, cluster
 posterior                 ``mixture_loc``, ``mixture_scale``      chain, draw, cluster, latent
-posterior (dp-full)       ``mixture_scale_tril``                  chain, draw, cluster, latent,
+posterior (*-full)        ``mixture_scale_tril``                  chain, draw, cluster, latent,
                                                                   latent_column
 posterior (dp, learned)   ``dp_concentration`` alpha              chain, draw
 log_likelihood            ``x``: see below                        chain, draw, datum
@@ -264,10 +264,15 @@ def _mixture_point_estimates(prior: torch.nn.Module) -> dict[str, np.ndarray]:
     """The mixture that defines the clusters as point estimates: weights (K,) summing to 1, loc
     and scale (K, D), the mean and standard deviation of each component p(z | c)
     (:func:`varclust.summaries.mixture_parameters`: any prior's ``component``, a Bayesian
-    prior's point values, a plain VAE's mixture fitted to the codes)."""
+    prior's point values, a plain VAE's mixture fitted to the codes), and a full-covariance
+    prior's Cholesky factors ``scale_tril`` (K, D, D)."""
     with torch.no_grad():
         mixture = mixture_parameters(prior)
-    return {"weights": mixture["weights"], "loc": mixture["means"], "scale": mixture["scales"]}
+        tril = prior.point_parameters().get("scale_tril")
+    point = {"weights": mixture["weights"], "loc": mixture["means"], "scale": mixture["scales"]}
+    if tril is not None:
+        point["scale_tril"] = tril.cpu().numpy()
+    return point
 
 
 def _add_elbo_trace(idata: az.InferenceData, history: list[dict]) -> None:

@@ -52,12 +52,11 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
 from pyro.nn import PyroParam
-from pyro.ops.indexing import Vindex
 from torch import Tensor
 
 from .bayesian_prior import add_loc_posterior, sample_loc_posterior
 from .dp_prior import DirichletProcessPrior, StickBreakingGlobals
-from .priors import assign_param
+from .priors import assign_param, full_normal_component, weighted_full_normal_component
 
 __all__ = ["FullCovarianceDirichletProcessPrior", "WishartStickBreakingGlobals",
            "covariance_cholesky"]
@@ -176,12 +175,8 @@ class FullCovarianceDirichletProcessPrior(DirichletProcessPrior):
 
     def component(self, params: dict[str, Tensor], c: Tensor) -> dist.TorchDistribution:
         """MultivariateNormal(loc[c], scale_tril[c]): batch shape ``c.shape``, event (D,)."""
-        return dist.MultivariateNormal(Vindex(params["loc"])[..., c, :],
-                                       scale_tril=Vindex(params["scale_tril"])[..., c, :, :])
+        return full_normal_component(params, c)
 
     def relaxed_component(self, params: dict[str, Tensor], w: Tensor) -> dist.TorchDistribution:
-        """The law of z = sum_k w_k z_k with independent z_k ~ component k:
-        MultivariateNormal(sum_k w_k loc_k, sum_k w_k^2 Sigma_k); w (..., B, K)."""
-        tril = params["scale_tril"]
-        covariance = torch.einsum("...k,...kde->...de", w**2, tril @ tril.transpose(-1, -2))
-        return dist.MultivariateNormal(w @ params["loc"], covariance_matrix=covariance)
+        """The law of z = sum_k w_k z_k with independent z_k ~ component k; w (..., B, K)."""
+        return weighted_full_normal_component(params, w)

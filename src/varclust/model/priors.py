@@ -42,6 +42,9 @@ __all__ = [
     "MixturePrior",
     "add_mixture_parameters",
     "assign_param",
+    "assign_weights_and_loc",
+    "full_normal_component",
+    "weighted_full_normal_component",
     "weighted_normal_component",
 ]
 
@@ -223,6 +226,24 @@ def diagonal_normal_component(
     return dist.Normal(loc, scale).to_event(1)
 
 
+def full_normal_component(params: dict[str, Tensor], c: Tensor) -> dist.TorchDistribution:
+    """MultivariateNormal(loc[c], scale_tril[c]) from ``params`` with ``loc`` (K, D) and
+    ``scale_tril`` (K, D, D): batch shape ``c.shape``, event shape (D,)."""
+    return dist.MultivariateNormal(Vindex(params["loc"])[..., c, :],
+                                   scale_tril=Vindex(params["scale_tril"])[..., c, :, :])
+
+
+def weighted_full_normal_component(params: dict[str, Tensor], w: Tensor
+                                   ) -> dist.TorchDistribution:
+    """The law of z = sum_k w_k z_k with independent z_k ~ MultivariateNormal(loc_k, Sigma_k),
+    Sigma_k = scale_tril_k scale_tril_k^T: MultivariateNormal(sum_k w_k loc_k, sum_k w_k^2
+    Sigma_k). w (..., B, K) -> batch shape (..., B), event shape (D,); at a corner w = e_k it is
+    component k."""
+    tril = params["scale_tril"]
+    covariance = torch.einsum("...k,...kde->...de", w**2, tril @ tril.transpose(-1, -2))
+    return dist.MultivariateNormal(w @ params["loc"], covariance_matrix=covariance)
+
+
 class DiagonalGaussianMixture(MixturePrior):
     """A mixture of diagonal Gaussians: p(z | c) = Normal(loc[c], scale[c]) from the
     parameters' ``loc`` and ``scale`` (K, D), and the relaxed form the law of the w-weighted sum
@@ -268,10 +289,16 @@ class GaussianMixturePrior(DiagonalGaussianMixture):
             loc: (K, D).
             scale: (K, D) positive, floored just above ``min_scale``.
         """
-        weights = torch.as_tensor(weights).clamp_min(1e-6)
-        assign_param(self, "weights", weights / weights.sum())
-        assign_param(self, "loc", torch.as_tensor(loc))
+        assign_weights_and_loc(self, weights, loc)
         assign_param(self, "scale", torch.as_tensor(scale).clamp_min(2 * self.min_scale))
+
+
+def assign_weights_and_loc(module: PyroModule, weights: Tensor, loc: Tensor) -> None:
+    """Write ``weights`` (K,) (non-negative; floored at 1e-6 and renormalised) and ``loc``
+    (K, D) into ``module``'s PyroParams of those names, in place."""
+    weights = torch.as_tensor(weights).clamp_min(1e-6)
+    assign_param(module, "weights", weights / weights.sum())
+    assign_param(module, "loc", torch.as_tensor(loc))
 
 
 def add_mixture_parameters(
