@@ -4,8 +4,8 @@ from .bayesian_prior import BayesianGaussianMixturePrior
 from .categorical256 import GreyLevelCategorical, GreyLevelCategoricalLikelihood
 from .decoders import ConvDecoder, MLPDecoder, make_decoder
 from .dp_full_prior import FullCovarianceDirichletProcessPrior
-from .full_gmm_prior import FullCovarianceGaussianMixturePrior
 from .dp_prior import DirichletProcessPrior
+from .full_gmm_prior import FullCovarianceGaussianMixturePrior
 from .generative import ClusteringModel, GenerativeModel, data_plate
 from .likelihoods import (
     BernoulliLikelihood,
