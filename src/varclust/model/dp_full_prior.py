@@ -56,7 +56,12 @@ from torch import Tensor
 
 from .bayesian_prior import add_loc_posterior, sample_loc_posterior
 from .dp_prior import DirichletProcessPrior, StickBreakingGlobals
-from .priors import assign_param, full_normal_component, weighted_full_normal_component
+from .priors import (
+    assign_param,
+    full_normal_component,
+    spreads,
+    weighted_full_normal_component,
+)
 
 __all__ = ["FullCovarianceDirichletProcessPrior", "WishartStickBreakingGlobals",
            "covariance_cholesky"]
@@ -135,12 +140,6 @@ class WishartStickBreakingGlobals(StickBreakingGlobals):
         assign_param(self, "precision_df", df)
         assign_param(self, "precision_tril",
                      torch.diag_embed(1 / torch.as_tensor(scale)) / df[:, None, None].sqrt())
-
-
-def spreads(scale_tril: Tensor) -> dict[str, Tensor]:
-    """``scale_tril`` (..., K, D, D) and the marginal standard deviations ``scale`` (..., K, D)
-    (the norms of scale_tril's rows)."""
-    return {"scale_tril": scale_tril, "scale": scale_tril.pow(2).sum(-1).sqrt()}
 
 
 class FullCovarianceDirichletProcessPrior(DirichletProcessPrior):

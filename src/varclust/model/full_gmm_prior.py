@@ -31,12 +31,12 @@ from pyro.distributions import constraints
 from pyro.nn import PyroParam
 from torch import Tensor
 
-from .dp_full_prior import spreads
 from .priors import (
     MixturePrior,
     assign_param,
     assign_weights_and_loc,
     full_normal_component,
+    spreads,
     weighted_full_normal_component,
 )
 

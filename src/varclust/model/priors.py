@@ -44,6 +44,7 @@ __all__ = [
     "assign_param",
     "assign_weights_and_loc",
     "full_normal_component",
+    "spreads",
     "weighted_full_normal_component",
     "weighted_normal_component",
 ]
@@ -231,6 +232,12 @@ def full_normal_component(params: dict[str, Tensor], c: Tensor) -> dist.TorchDis
     ``scale_tril`` (K, D, D): batch shape ``c.shape``, event shape (D,)."""
     return dist.MultivariateNormal(Vindex(params["loc"])[..., c, :],
                                    scale_tril=Vindex(params["scale_tril"])[..., c, :, :])
+
+
+def spreads(scale_tril: Tensor) -> dict[str, Tensor]:
+    """``scale_tril`` (..., K, D, D) and the marginal standard deviations ``scale`` (..., K, D)
+    (the norms of scale_tril's rows)."""
+    return {"scale_tril": scale_tril, "scale": scale_tril.pow(2).sum(-1).sqrt()}
 
 
 def weighted_full_normal_component(params: dict[str, Tensor], w: Tensor
