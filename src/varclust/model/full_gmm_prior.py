@@ -17,6 +17,15 @@ The relaxed model (:mod:`varclust.guides.relaxed`) takes z | w as the law of z =
 with independent z_k ~ component k: MultivariateNormal(sum_k w_k loc_k, sum_k w_k^2 Sigma_k),
 which at a corner w = e_k is component k, as for the diagonal mixture.
 
+The pretrained start: the diagonal mixture fitted to the codes (``set_mixture``), then
+:meth:`~FullCovarianceGaussianMixturePrior.settle_on_codes` gives each component the full
+covariance of the codes it is responsible for (one M-step of a full-covariance EM with the
+weights and means held, so that the guide's cluster heads keep matching the prior's
+components): Sigma_k = sum_n r_nk (z_n - loc_k)(z_n - loc_k)^T / sum_n r_nk + reg I, with the
+responsibilities r (N, K) of the diagonal start and reg = 1e-4, scikit-learn's ``reg_covar``
+of that start. Its diagonal is the start's variances (the diagonal EM's fixed point); only the
+correlations are new.
+
 Point parameters: ``log_weights`` (K,), ``loc`` (K, D), ``scale_tril`` (K, D, D) and ``scale``
 (K, D), the components' marginal standard deviations (the norms of L_k's rows), for what reads
 a mixture as diagonal (the mixture and relaxed guides' start, the revival of dead clusters,
@@ -102,3 +111,22 @@ class FullCovarianceGaussianMixturePrior(MixturePrior):
         assign_param(self, "scale_diagonal",
                      rescaled.diagonal(dim1=-2, dim2=-1).clamp_min(2 * self.min_scale))
         assign_param(self, "scale_lower", rescaled.tril(-1))
+
+    @torch.no_grad()
+    def settle_on_codes(self, codes: Tensor, seed: int, reg_covar: float = 1e-4) -> None:
+        """Give each component the full covariance of the codes (N, D) it is responsible for
+        under the present mixture (module docstring, "The pretrained start"); the weights and
+        means are kept. ``seed`` is unused (the step is deterministic)."""
+        params = self.point_parameters()
+        z = codes.detach().to(params["loc"])
+        k = torch.arange(self.num_clusters, device=z.device)
+        log_joint = self.component(params, k).log_prob(z[:, None]) + params["log_weights"]
+        resp = (log_joint - log_joint.logsumexp(-1, keepdim=True)).exp()  # (N, K)
+        centred = z[:, None] - params["loc"]  # (N, K, D)
+        covariance = torch.einsum("nk,nkd,nke->kde", resp, centred, centred)
+        covariance = covariance / resp.sum(0).clamp_min(1e-10)[:, None, None]
+        covariance = covariance + reg_covar * torch.eye(z.shape[-1]).to(z)
+        tril = torch.linalg.cholesky(covariance.double()).to(z)
+        assign_param(self, "scale_diagonal",
+                     tril.diagonal(dim1=-2, dim2=-1).clamp_min(2 * self.min_scale))
+        assign_param(self, "scale_lower", tril.tril(-1))
