@@ -117,12 +117,9 @@ class FullCovarianceGaussianMixturePrior(MixturePrior):
         """Give each component the full covariance of the codes (N, D) it is responsible for
         under the present mixture (module docstring, "The pretrained start"); the weights and
         means are kept. ``seed`` is unused (the step is deterministic)."""
-        params = self.point_parameters()
-        z = codes.detach().to(params["loc"])
-        k = torch.arange(self.num_clusters, device=z.device)
-        log_joint = self.component(params, k).log_prob(z[:, None]) + params["log_weights"]
-        resp = (log_joint - log_joint.logsumexp(-1, keepdim=True)).exp()  # (N, K)
-        centred = z[:, None] - params["loc"]  # (N, K, D)
+        z = codes.detach().to(self.loc)
+        resp = self.log_joint(z).softmax(-1)  # (N, K)
+        centred = z[:, None] - self.loc  # (N, K, D)
         covariance = torch.einsum("nk,nkd,nke->kde", resp, centred, centred)
         covariance = covariance / resp.sum(0).clamp_min(1e-10)[:, None, None]
         covariance = covariance + reg_covar * torch.eye(z.shape[-1]).to(z)
