@@ -74,33 +74,6 @@ def test_set_mixture_writes_marginal_scales_and_keeps_correlations():
                                0.4 * np.eye(3)[None].repeat(2, 0), rtol=1e-5)
 
 
-def test_settle_on_codes_is_one_full_covariance_m_step():
-    """The pretrained start: after the diagonal mixture (``set_mixture``), each component's
-    covariance is the responsibility-weighted covariance of the codes about the kept mean, plus
-    1e-4 I, with the responsibilities of the diagonal mixture (scipy, by hand)."""
-    rng = np.random.default_rng(0)
-    codes = np.concatenate([rng.multivariate_normal([3, 0], [[1.0, 0.8], [0.8, 1.0]], 300),
-                            rng.multivariate_normal([-3, 1], [[2.0, -1.0], [-1.0, 1.0]], 200)])
-    weights, loc, scale = np.array([0.6, 0.4]), np.array([[3.0, 0.0], [-3.0, 1.0]]), np.array(
-        [[1.0, 1.0], [1.4, 1.0]])
-    prior = FullCovarianceGaussianMixturePrior(2, 2)
-    prior.set_mixture(torch.tensor(weights), torch.tensor(loc), torch.tensor(scale))
-    prior.settle_on_codes(torch.tensor(codes, dtype=torch.float32), seed=0)
-
-    joint = np.stack([np.log(weights[k]) + stats.norm(loc[k], scale[k]).logpdf(codes).sum(-1)
-                      for k in range(2)], -1)
-    resp = np.exp(joint - np.logaddexp.reduce(joint, -1, keepdims=True))
-    params = prior.point_parameters()
-    tril = params["scale_tril"].detach().double()
-    for k in range(2):
-        centred = codes - loc[k]
-        expected = (resp[:, k, None, None] * centred[:, :, None] * centred[:, None]).sum(0)
-        expected = expected / resp[:, k].sum() + 1e-4 * np.eye(2)
-        np.testing.assert_allclose((tril[k] @ tril[k].T).numpy(), expected, rtol=1e-4)
-    np.testing.assert_allclose(params["loc"].detach().numpy(), loc, rtol=1e-6)
-    np.testing.assert_allclose(params["log_weights"].exp().detach().numpy(), weights, rtol=1e-5)
-
-
 def tilted_blobs(n: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
     """Three elongated, tilted Gaussian clusters in 2-D, lifted to 12 features: (N, 12)."""
     rng = np.random.default_rng(seed)
