@@ -86,6 +86,11 @@ class FitConfig:
     pretrain_epochs: int = setting(10, "autoencoder epochs before the mixture is fitted")
     pretrain_lr: float = setting(1e-3, "the autoencoder pretraining's learning rate")
     pretrain_batch_size: int = setting(0, "pretraining's mini-batch (0: --batch-size)")
+    mixture_start: str = setting("codes", "the mixture's start after pretraining: codes (a "
+                                 "diagonal GaussianMixture on the codes); umap (N2D: a "
+                                 "GaussianMixture on a UMAP embedding of the codes chooses the "
+                                 "clusters, which start the components; needs umap-learn)",
+                                 choices=("codes", "umap"))
     seed: int = setting(0, "seeds every random draw")
     device: str = setting("auto", "auto, cpu or cuda")
     precision: str = setting("float32", "bfloat16: the networks under bfloat16 autocast (speed; "

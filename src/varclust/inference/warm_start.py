@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ..model.mixture_fit import align_to_labels, fit_mixture_to_codes
+from ..model.mixture_fit import MIXTURE_STARTS, align_to_labels
 from .persistence import FitRecord
 from .prediction import encode_means
 from .pretrain import Pretrainer
@@ -105,7 +105,8 @@ def start_from(fit: FitRecord, source: FitRecord, x: Tensor, supervision: dict |
 
 
 def init_mixture(fit: FitRecord, x: Tensor, supervision: dict | None) -> None:
-    """Fit a GaussianMixture to the codes of x (N, ...) and start the prior (and the guide's
+    """Fit a GaussianMixture to the codes of x (N, ...) (as ``mixture_start`` says:
+    :data:`~varclust.model.mixture_fit.MIXTURE_STARTS`) and start the prior (and the guide's
     cluster heads) at it; q(z | x) starts narrow beside the components. Semi-supervised
     (``supervision``): the components are first matched to the labels; otherwise they are
     put in the prior's :meth:`~varclust.model.priors.MixturePrior.component_order`. Prior and
@@ -113,7 +114,7 @@ def init_mixture(fit: FitRecord, x: Tensor, supervision: dict | None) -> None:
     c = fit.config
     codes = encode_means(fit.guide, x)
     check_latent_reliance(fit, x[:512], codes[:512])
-    weights, loc, scale = fit_mixture_to_codes(codes, c.num_clusters, c.seed)
+    weights, loc, scale = MIXTURE_STARTS[c.mixture_start](codes, c.num_clusters, c.seed)
     if supervision:
         weights, loc, scale = align_to_labels(weights, loc, scale, codes, **supervision)
     else:

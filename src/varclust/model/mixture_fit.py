@@ -1,7 +1,22 @@
 """A diagonal Gaussian mixture fitted to codes (scikit-learn), and its components matched to
-labels: how the clusters of a fit start, and the clusters of the standard-normal prior."""
+labels: how the clusters of a fit start, and the clusters of the standard-normal prior.
+
+Two starts (``FitConfig.mixture_start``, :data:`MIXTURE_STARTS`):
+
+- ``codes``: a diagonal GaussianMixture on the codes themselves (:func:`fit_mixture_to_codes`).
+- ``umap``: N2D's start (McConville et al., 2020, "N2D: (Not Too) Deep Clustering via
+  Clustering the Local Manifold of an Autoencoded Embedding"): UMAP (McInnes et al., 2018;
+  umap-learn) embeds the codes in K dimensions from their 20 nearest neighbours, a
+  full-covariance GaussianMixture clusters the embedding, and its responsibilities r (N, K)
+  weigh the codes into a diagonal mixture in the codes' own space (weights mean_n r_nk, means
+  and variances the r-weighted moments): :func:`fit_mixture_through_umap`. The embedding only
+  chooses the partition the fit starts from; the model and its ELBO are unchanged.
+"""
 
 from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -9,7 +24,10 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.mixture import GaussianMixture
 from torch import Tensor
 
-__all__ = ["align_to_labels", "fit_mixture_to_codes"]
+__all__ = [
+    "MIXTURE_STARTS", "align_to_labels", "fit_mixture_through_umap", "fit_mixture_to_codes",
+    "mixture_from_responsibilities",
+]
 
 
 def fit_mixture_to_codes(
@@ -28,6 +46,65 @@ def fit_mixture_to_codes(
         torch.from_numpy(gmm.means_.astype(np.float32)),
         torch.from_numpy(np.sqrt(gmm.covariances_).astype(np.float32)),
     )
+
+
+def mixture_from_responsibilities(
+    codes: Tensor, responsibilities: np.ndarray, reg_covar: float = 1e-4
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The diagonal mixture whose components are the responsibility-weighted moments of codes.
+
+    Args:
+        codes (N, D); responsibilities (N, K), rows summing to 1.
+    Returns:
+        weights (K,) = mean_n r_nk; means (K, D) = sum_n r_nk z_n / sum_n r_nk; scales (K, D),
+        the square roots of the weighted variances plus ``reg_covar`` (as scikit-learn's).
+    """
+    z = codes.detach().cpu().double().numpy()
+    r = np.asarray(responsibilities, dtype=np.float64)
+    mass = r.sum(0) + 10 * np.finfo(np.float64).eps  # (K,)
+    means = r.T @ z / mass[:, None]
+    var = (r.T @ z**2) / mass[:, None] - means**2 + reg_covar
+    return (
+        torch.from_numpy((mass / mass.sum()).astype(np.float32)),
+        torch.from_numpy(means.astype(np.float32)),
+        torch.from_numpy(np.sqrt(np.maximum(var, reg_covar)).astype(np.float32)),
+    )
+
+
+def fit_mixture_through_umap(
+    codes: Tensor, num_clusters: int, seed: int, n_init: int = 10, n_neighbors: int = 20
+) -> tuple[Tensor, Tensor, Tensor]:
+    """N2D's start: a full-covariance GaussianMixture on a K-dimensional UMAP embedding of the
+    codes (N, D) partitions them (min_dist 0, ``n_neighbors`` neighbours, ``random_state``
+    seed, so one thread and the same embedding every time), and
+    :func:`mixture_from_responsibilities` turns its responsibilities into a diagonal mixture of
+    the codes. Returns weights (K,), means (K, D) and scales (K, D) as float32 tensors.
+    """
+    try:
+        import umap
+    except ImportError as err:  # an optional dependency
+        raise ImportError(
+            "mixture_start='umap' needs umap-learn, which is not installed: `pip install "
+            "umap-learn` (scripts/bootstrap.sh installs it), or use mixture_start='codes'"
+        ) from err
+    z = codes.detach().cpu().float().numpy()
+    if len(z) <= n_neighbors:
+        raise ValueError(f"mixture_start='umap' needs more than {n_neighbors} data (the UMAP "
+                         f"neighbours), got {len(z)}; use mixture_start='codes'")
+    with warnings.catch_warnings():  # that random_state means one thread: known, and wanted
+        warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
+        embedding = umap.UMAP(n_neighbors=n_neighbors, n_components=num_clusters,
+                              min_dist=0.0, random_state=seed).fit_transform(z)
+    gmm = GaussianMixture(num_clusters, covariance_type="full", n_init=n_init,
+                          random_state=seed).fit(embedding)
+    return mixture_from_responsibilities(codes, gmm.predict_proba(embedding))
+
+
+#: ``FitConfig.mixture_start`` -> f(codes (N, D), K, seed) -> (weights, means, scales)
+MIXTURE_STARTS: dict[str, Callable[[Tensor, int, int], tuple[Tensor, Tensor, Tensor]]] = {
+    "codes": fit_mixture_to_codes,
+    "umap": fit_mixture_through_umap,
+}
 
 
 def align_to_labels(

@@ -1,0 +1,97 @@
+"""The mixture's starts after pretraining (``FitConfig.mixture_start``): the codes' own
+GaussianMixture and N2D's UMAP start."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+from ddp_worker import mixture_config, synthetic_mixture
+
+from varclust import FitConfig, VarClust, clustering_scores
+from varclust.model.mixture_fit import (
+    MIXTURE_STARTS,
+    fit_mixture_through_umap,
+    mixture_from_responsibilities,
+)
+from varclust.model.priors import GaussianMixturePrior
+
+
+def test_moments_of_the_responsibilities_match_a_hand_computation():
+    codes = torch.tensor([[0.0, 1.0], [2.0, 3.0], [4.0, -1.0]])
+    r = np.array([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]])
+    weights, loc, scale = mixture_from_responsibilities(codes, r, reg_covar=0.0)
+    # component 0: weights 1, 0.5 on rows 0, 1; component 1: 0.5, 1 on rows 1, 2
+    mean0 = (np.array([0.0, 1.0]) + 0.5 * np.array([2.0, 3.0])) / 1.5
+    var0 = (np.array([0.0, 1.0]) ** 2 + 0.5 * np.array([2.0, 3.0]) ** 2) / 1.5 - mean0**2
+    mean1 = (0.5 * np.array([2.0, 3.0]) + np.array([4.0, -1.0])) / 1.5
+    var1 = (0.5 * np.array([2.0, 3.0]) ** 2 + np.array([4.0, -1.0]) ** 2) / 1.5 - mean1**2
+    np.testing.assert_allclose(weights.numpy(), [0.5, 0.5], atol=1e-6)
+    np.testing.assert_allclose(loc.numpy(), np.stack([mean0, mean1]), atol=1e-5)
+    np.testing.assert_allclose(scale.numpy(), np.sqrt(np.stack([var0, var1])), atol=1e-5)
+
+
+def blobs(seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
+    """Three elongated clusters in 6 dimensions, 200 points each: (600, 6) codes, labels."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 6, (3, 6))
+    stretch = np.array([3.0, 0.5, 0.5, 0.5, 0.5, 0.5])
+    z = np.concatenate([c + rng.normal(0, 1, (200, 6)) * stretch for c in centres])
+    return torch.tensor(z, dtype=torch.float32), np.repeat(np.arange(3), 200)
+
+
+def test_umap_start_recovers_separated_clusters():
+    pytest.importorskip("umap")
+    codes, labels = blobs()
+    weights, loc, scale = fit_mixture_through_umap(codes, 3, seed=0)
+    assert weights.shape == (3,) and loc.shape == (3, 6) and scale.shape == (3, 6)
+    assert abs(float(weights.sum()) - 1) < 1e-5 and bool((scale > 0).all())
+    log_joint = torch.distributions.Normal(loc, scale).log_prob(codes[:, None]).sum(-1)
+    assigned = (log_joint + weights.log()).argmax(-1).numpy()
+    assert clustering_scores(labels, assigned)["acc"] >= 0.95
+    # random_state fixes UMAP: the same start twice
+    again = fit_mixture_through_umap(codes, 3, seed=0)
+    torch.testing.assert_close(loc, again[1])
+
+
+def test_umap_start_without_umap_learn_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "umap", None)  # import umap now raises ImportError
+    with pytest.raises(ImportError, match="pip install umap-learn"):
+        fit_mixture_through_umap(blobs()[0], 3, seed=0)
+
+
+def test_umap_start_on_too_few_codes_names_the_fix():
+    pytest.importorskip("umap")
+    with pytest.raises(ValueError, match="mixture_start='codes'"):
+        fit_mixture_through_umap(torch.randn(15, 4), 3, seed=0)
+
+
+def test_every_start_is_a_config_choice():
+    for name in MIXTURE_STARTS:
+        FitConfig(mixture_start=name)
+    with pytest.raises(ValueError, match="mixture_start"):
+        FitConfig(mixture_start="kmeans")
+
+
+def test_a_fit_starts_from_its_mixture_start_and_records_it(tmp_path, monkeypatch):
+    """The wiring: the prior and the guide's cluster head start at what the start returns, and
+    the run folder records the start (its quality is measured in benchmarks/, not here)."""
+    x, y = synthetic_mixture()
+    chosen = {}
+
+    def spy(codes, num_clusters, seed):
+        chosen["mixture"] = MIXTURE_STARTS["codes"](codes, num_clusters, seed)
+        chosen["mixture"][0][:] = torch.tensor([0.5, 0.3, 0.2])  # recognisable weights
+        return chosen["mixture"]
+
+    monkeypatch.setitem(MIXTURE_STARTS, "umap", spy)
+    seen = {}  # the prior's weights when the fit starts (settle_on_codes follows set_mixture)
+    monkeypatch.setattr(GaussianMixturePrior, "settle_on_codes", lambda self, codes, seed:
+                        seen.update(weights=self.weights.detach().clone()))
+    vc = VarClust(**{**mixture_config(), "epochs": 1, "mixture_start": "umap"})
+    vc.fit(x, y, out_dir=tmp_path, progress=False)
+    torch.testing.assert_close(seen["weights"], torch.tensor([0.5, 0.3, 0.2]))
+    again = VarClust.load(tmp_path, device="cpu")
+    assert again.config.mixture_start == "umap"
