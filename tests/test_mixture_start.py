@@ -79,12 +79,10 @@ def test_a_fit_starts_from_its_mixture_start_and_records_it(tmp_path, monkeypatc
     """The wiring: the prior and the guide's cluster head start at what the start returns, and
     the run folder records the start (its quality is measured in benchmarks/, not here)."""
     x, y = synthetic_mixture()
-    chosen = {}
 
     def spy(codes, num_clusters, seed):
-        chosen["mixture"] = MIXTURE_STARTS["codes"](codes, num_clusters, seed)
-        chosen["mixture"][0][:] = torch.tensor([0.5, 0.3, 0.2])  # recognisable weights
-        return chosen["mixture"]
+        _, loc, scale = MIXTURE_STARTS["codes"](codes, num_clusters, seed)
+        return torch.tensor([0.5, 0.3, 0.2]), loc, scale  # recognisable weights
 
     monkeypatch.setitem(MIXTURE_STARTS, "umap", spy)
     seen = {}  # the prior's weights when the fit starts (settle_on_codes follows set_mixture)

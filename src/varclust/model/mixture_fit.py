@@ -62,12 +62,12 @@ def mixture_from_responsibilities(
     z = codes.detach().cpu().double().numpy()
     r = np.asarray(responsibilities, dtype=np.float64)
     mass = r.sum(0) + 10 * np.finfo(np.float64).eps  # (K,)
-    means = r.T @ z / mass[:, None]
-    var = (r.T @ z**2) / mass[:, None] - means**2 + reg_covar
+    means = r.T @ z / mass[:, None]  # (K, D)
+    var = np.einsum("nk,nkd->kd", r, (z[:, None] - means) ** 2) / mass[:, None] + reg_covar
     return (
         torch.from_numpy((mass / mass.sum()).astype(np.float32)),
         torch.from_numpy(means.astype(np.float32)),
-        torch.from_numpy(np.sqrt(np.maximum(var, reg_covar)).astype(np.float32)),
+        torch.from_numpy(np.sqrt(var).astype(np.float32)),
     )
 
 
