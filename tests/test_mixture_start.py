@@ -76,8 +76,8 @@ def test_every_start_is_a_config_choice():
 
 
 def test_a_fit_starts_from_its_mixture_start_and_records_it(tmp_path, monkeypatch):
-    """The wiring: the prior and the guide's cluster head start at what the start returns, and
-    the run folder records the start (its quality is measured in benchmarks/, not here)."""
+    """The wiring: the prior starts at what the configured start returns, and the run folder
+    records the start (its quality is measured in benchmarks/, not here)."""
     x, y = synthetic_mixture()
 
     def spy(codes, num_clusters, seed):
