@@ -86,7 +86,8 @@ class FitConfig:
     pretrain_epochs: int = setting(10, "autoencoder epochs before the mixture is fitted")
     pretrain_lr: float = setting(1e-3, "the autoencoder pretraining's learning rate")
     pretrain_batch_size: int = setting(0, "pretraining's mini-batch (0: --batch-size)")
-    mixture_start: str = setting("codes", "the mixture's start after pretraining: codes (a "
+    mixture_start: str = setting("codes", "how the mixture is fitted to the codes after "
+                                 "pretraining and at --mixture-restart-epoch: codes (a "
                                  "diagonal GaussianMixture on the codes); umap (N2D: a "
                                  "GaussianMixture on a UMAP embedding of the codes chooses the "
                                  "clusters, which start the components; needs umap-learn)",
@@ -193,6 +194,11 @@ class FitConfig:
     fit_mixture_at_start: bool = setting(False, "with pretrain_epochs=0: start the mixture and "
                                          "the guide's cluster head at a GaussianMixture of the "
                                          "untrained encoder's codes", group=SCRATCH)
+    mixture_restart_epoch: int = setting(0, "SVI: after this epoch (1-based; 0: never) the "
+                                         "mixture and the guide's cluster heads start again "
+                                         "at a mixture fitted to the codes as --mixture-start "
+                                         "says (umap: N2D's partition), a move outside the "
+                                         "ELBO", group=SCRATCH)
     revive_clusters: float = setting(0.0, "after each epoch from the KL warm-up's last (EM: "
                                      "iteration), a cluster holding less than this fraction of "
                                      "the data takes half of the largest (split by a "
@@ -269,6 +275,12 @@ class FitConfig:
         if self.revive_clusters and self.prior in REVIVAL_REFUSED_PRIORS:
             raise ValueError(f"revive_clusters cannot act on prior={self.prior!r}: "
                              f"{REVIVAL_REFUSED_PRIORS[self.prior]}")
+        if not 0 <= self.mixture_restart_epoch <= self.epochs:
+            raise ValueError(f"mixture_restart_epoch must be in [0, epochs={self.epochs}] (0: "
+                             f"never), got {self.mixture_restart_epoch}")
+        if self.mixture_restart_epoch and self.method == "em":
+            raise ValueError("mixture_restart_epoch is an SVI setting: EM's E-step refits the "
+                             "mixture every iteration already; set it to 0 with method='em'")
         if self.max_bad_steps < 1:
             raise ValueError(f"max_bad_steps must be at least 1, got {self.max_bad_steps}")
         check_em_settings(self)

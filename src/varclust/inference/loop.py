@@ -104,6 +104,7 @@ class FitLoop:
                 "seconds": time.perf_counter() - t0,
                 "skipped_steps": self.trainer.last_epoch_skipped,
             }
+            record.update(self.restart_mixture(epoch))
             record.update(self.revive_clusters(epoch, c.kl_warmup_epochs))
             record.update(self.component_summary())
             if c.kl_warmup_epochs:
@@ -170,6 +171,20 @@ class FitLoop:
             label = self.supervision["cluster"].cpu().numpy()
             out["labelled_agreement"] = float((assigned[given] == label[given]).mean())
         return out
+
+    def restart_mixture(self, epoch: int) -> dict[str, float]:
+        """With ``mixture_restart_epoch`` E > 0: after epoch ``epoch`` (0-based) = E - 1, the
+        prior and the guide's cluster heads start again at a mixture fitted to the codes
+        (:func:`.warm_start.restart_mixture`); the record's ``mixture_restarted`` is 1 there,
+        0 at the other epochs."""
+        restart = self.config.mixture_restart_epoch
+        if not restart:
+            return {}
+        if epoch + 1 != restart:
+            return {"mixture_restarted": 0}
+        warm_start.restart_mixture(self.fit, self.x, self.supervision)
+        self.trainer.sync_parameters()  # every rank starts again from rank 0's mixture
+        return {"mixture_restarted": 1}
 
     def revive_clusters(self, epoch: int, warmup: int) -> dict[str, float]:
         """With ``revive_clusters`` f > 0: split the largest cluster into each one holding less

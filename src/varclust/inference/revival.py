@@ -44,7 +44,7 @@ __all__ = ["MOVES_OUTSIDE_ELBO", "Split", "moves_outside_elbo", "revive_dead_clu
 log = logging.getLogger("varclust")
 
 #: the settings of moves on the parameters outside the ELBO, each named after its field
-MOVES_OUTSIDE_ELBO = ("revive_clusters",)
+MOVES_OUTSIDE_ELBO = ("revive_clusters", "mixture_restart_epoch")
 
 
 def moves_outside_elbo(config) -> list[str]:

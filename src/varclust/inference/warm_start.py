@@ -1,6 +1,7 @@
 """How a fit starts before its first epoch: autoencoder pretraining, or the autoencoder of
 another fit (``pretrained=``); then a Gaussian mixture fitted to the codes starts the prior
 (and the guide's cluster heads), and a generator that measures it reports its latent reliance.
+The same mixture fit can start them again after an SVI epoch (``mixture_restart_epoch``).
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ..model.mixture_fit import MIXTURE_STARTS, align_to_labels
+from ..model.mixture_fit import MIXTURE_STARTS, align_to_labels, widen_by_code_scales
+from ..modes import evaluating
 from .persistence import FitRecord
-from .prediction import encode_means
+from .prediction import encode_codes, encode_means
 from .pretrain import Pretrainer
 from .progress import Progress
 
@@ -23,7 +25,9 @@ __all__ = [
     "autoencoder_modules",
     "init_mixture",
     "pretrain",
+    "restart_mixture",
     "start_from",
+    "start_mixture_at_codes",
 ]
 
 log = logging.getLogger("varclust")
@@ -105,16 +109,44 @@ def start_from(fit: FitRecord, source: FitRecord, x: Tensor, supervision: dict |
 
 
 def init_mixture(fit: FitRecord, x: Tensor, supervision: dict | None) -> None:
-    """Fit a GaussianMixture to the codes of x (N, ...) (as ``mixture_start`` says:
-    :data:`~varclust.model.mixture_fit.MIXTURE_STARTS`) and start the prior (and the guide's
-    cluster heads) at it; q(z | x) starts narrow beside the components. Semi-supervised
-    (``supervision``): the components are first matched to the labels; otherwise they are
-    put in the prior's :meth:`~varclust.model.priors.MixturePrior.component_order`. Prior and
-    guide get the same order: prior component k is the guide's cluster k."""
-    c = fit.config
+    """Fit a GaussianMixture to the codes of x (N, ...) and start the prior and the guide's
+    cluster heads at it (:func:`start_mixture_at_codes`); q(z | x) starts narrow beside the
+    components."""
     codes = encode_means(fit.guide, x)
     check_latent_reliance(fit, x[:512], codes[:512])
+    scale = start_mixture_at_codes(fit, codes, supervision)
+    fit.guide.set_initial_code_scale(0.1 * float(scale.median()))
+
+
+def restart_mixture(fit: FitRecord, x: Tensor, supervision: dict | None) -> None:
+    """``mixture_restart_epoch``'s move: the prior and the guide's cluster heads start again
+    at a mixture fitted to the means of q(z | x) of x (N, ...) under the guide in eval mode
+    (its mode is restored after), as :func:`start_mixture_at_codes` does, with the components
+    widened by the codes' own scales (:func:`~varclust.model.mixture_fit.widen_by_code_scales`:
+    q(z | x) is not narrowed here as after pretraining). The networks keep what they learned."""
+    with evaluating(fit.guide):
+        code_loc, code_scale = encode_codes(fit.guide, x)
+    start_mixture_at_codes(fit, code_loc, supervision, code_scale)
+
+
+def start_mixture_at_codes(fit: FitRecord, codes: Tensor, supervision: dict | None,
+                           code_scale: Tensor | None = None) -> Tensor:
+    """Fit a GaussianMixture to codes (N, D) (as ``mixture_start`` says:
+    :data:`~varclust.model.mixture_fit.MIXTURE_STARTS`) and set the prior and the guide's
+    cluster heads to it. Semi-supervised (``supervision``): the components are first matched
+    to the labels; otherwise they are put in the prior's
+    :meth:`~varclust.model.priors.MixturePrior.component_order`. Prior and guide get the same
+    order: prior component k is the guide's cluster k. With ``code_scale`` (N, D), the scales
+    of q(z | x) about the codes, the components are widened by them
+    (:func:`~varclust.model.mixture_fit.widen_by_code_scales`).
+
+    Returns:
+        The components' scales (K, D).
+    """
+    c = fit.config
     weights, loc, scale = MIXTURE_STARTS[c.mixture_start](codes, c.num_clusters, c.seed)
+    if code_scale is not None:
+        scale = widen_by_code_scales(weights, loc, scale, codes.cpu(), code_scale.cpu())
     if supervision:
         weights, loc, scale = align_to_labels(weights, loc, scale, codes, **supervision)
     else:
@@ -123,7 +155,7 @@ def init_mixture(fit: FitRecord, x: Tensor, supervision: dict | None) -> None:
     fit.model.prior.set_mixture(weights, loc, scale)
     fit.model.prior.settle_on_codes(codes, c.seed)
     fit.guide.init_from_mixture(weights, loc, scale)
-    fit.guide.set_initial_code_scale(0.1 * float(scale.median()))
+    return scale
 
 
 def check_latent_reliance(fit: FitRecord, x: Tensor, codes: Tensor) -> None:
