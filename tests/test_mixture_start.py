@@ -54,6 +54,18 @@ def test_umap_start_recovers_separated_clusters():
     # random_state fixes UMAP: the same start twice
     again = fit_mixture_through_umap(codes, 3, seed=0)
     torch.testing.assert_close(loc, again[1])
+    # numba's pool that does not leave a thread spinning after PyTorch's OpenMP
+    assert numba_layer() == "workqueue"
+
+
+def numba_layer() -> str:
+    """The threading layer numba has started (or was told to start)."""
+    import numba
+
+    try:
+        return numba.threading_layer()
+    except ValueError:  # no parallel function has run in this process yet
+        return numba.config.THREADING_LAYER
 
 
 def test_umap_start_without_umap_learn_says_how_to_install(monkeypatch):

@@ -81,6 +81,14 @@ def fit_mixture_through_umap(
     the codes. Returns weights (K,), means (K, D) and scales (K, D) as float32 tensors.
     """
     try:
+        import numba
+
+        if numba.config.THREADING_LAYER == "default":  # not chosen by the user
+            # numba's default (OpenMP) pool, started after PyTorch's own OpenMP, left a worker
+            # thread spinning for the rest of the process (3 runs of 3; the SVI epochs after
+            # the start then ran at half speed on 2 cores). The workqueue pool does not (4 of
+            # 4), and the seeded UMAP runs one thread anyway, so nothing is lost.
+            numba.config.THREADING_LAYER = "workqueue"
         import umap
     except ImportError as err:  # an optional dependency
         raise ImportError(
