@@ -23,8 +23,8 @@ from .checkpoint import (
     save_checkpoint,
     write_atomic,
 )
+from .moves import moves_outside_elbo
 from .regularisers import terms_outside_elbo
-from .revival import moves_outside_elbo
 from .run_folder import (
     RESTARTS_FILE,
     RunLock,

@@ -39,19 +39,9 @@ from torch import Tensor, nn
 from ..model.gmm import point_mixture
 from .prediction import encode_means, predict_clusters
 
-__all__ = ["MOVES_OUTSIDE_ELBO", "Split", "moves_outside_elbo", "revive_dead_clusters"]
+__all__ = ["Split", "revive_dead_clusters"]
 
 log = logging.getLogger("varclust")
-
-#: the settings of moves on the parameters outside the ELBO, each named after its field
-MOVES_OUTSIDE_ELBO = ("revive_clusters", "mixture_restart_epoch")
-
-
-def moves_outside_elbo(config) -> list[str]:
-    """The moves outside the ELBO that a :class:`~varclust.config.FitConfig` turns on, as
-    ``metrics.json`` lists them."""
-    return [name for name in MOVES_OUTSIDE_ELBO if getattr(config, name)]
-
 
 @dataclass
 class Split:
