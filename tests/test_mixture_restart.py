@@ -10,7 +10,8 @@ import torch
 from ddp_worker import mixture_config, synthetic_mixture
 
 from varclust import FitConfig, VarClust
-from varclust.model.mixture_fit import MIXTURE_STARTS, widen_by_code_scales
+from varclust.model.gmm import widen_by_code_scales
+from varclust.model.mixture_fit import MIXTURE_STARTS
 
 
 def scratch_config(**changes) -> dict:

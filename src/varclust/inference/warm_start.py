@@ -12,7 +12,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ..model.mixture_fit import MIXTURE_STARTS, align_to_labels, widen_by_code_scales
+from ..model.gmm import widen_by_code_scales
+from ..model.mixture_fit import MIXTURE_STARTS, align_to_labels
 from ..modes import evaluating
 from .persistence import FitRecord
 from .prediction import encode_codes, encode_means
@@ -122,7 +123,7 @@ def restart_mixture(fit: FitRecord, x: Tensor, supervision: dict | None) -> None
     """``mixture_restart_epoch``'s move: the prior and the guide's cluster heads start again
     at a mixture fitted to the means of q(z | x) of x (N, ...) under the guide in eval mode
     (its mode is restored after), as :func:`start_mixture_at_codes` does, with the components
-    widened by the codes' own scales (:func:`~varclust.model.mixture_fit.widen_by_code_scales`:
+    widened by the codes' own scales (:func:`~varclust.model.gmm.widen_by_code_scales`:
     q(z | x) is not narrowed here as after pretraining). The networks keep what they learned."""
     with evaluating(fit.guide):
         code_loc, code_scale = encode_codes(fit.guide, x)
@@ -138,7 +139,7 @@ def start_mixture_at_codes(fit: FitRecord, codes: Tensor, supervision: dict | No
     :meth:`~varclust.model.priors.MixturePrior.component_order`. Prior and guide get the same
     order: prior component k is the guide's cluster k. With ``code_scale`` (N, D), the scales
     of q(z | x) about the codes, the components are widened by them
-    (:func:`~varclust.model.mixture_fit.widen_by_code_scales`).
+    (:func:`~varclust.model.gmm.widen_by_code_scales`).
 
     Returns:
         The components' scales (K, D).

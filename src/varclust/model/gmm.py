@@ -1,4 +1,5 @@
-"""The closed-form E-steps of the EM loop: a diagonal Gaussian mixture refitted to codes.
+"""The closed-form E-steps of the EM loop: a diagonal Gaussian mixture refitted to codes (and
+:func:`widen_by_code_scales`, the same variance update for a mixture restarted mid-fit).
 
 Written in torch so they run on the training device; the sums run in float64.
 
@@ -54,6 +55,7 @@ __all__ = [
     "floor_weights",
     "mixture_log_likelihood",
     "point_mixture",
+    "widen_by_code_scales",
 ]
 
 log = logging.getLogger("varclust")
@@ -95,6 +97,30 @@ def _log_joint(codes: Tensor, mixture: DiagonalMixture, code_var: Tensor | None 
     log_comp = -0.5 * ((quad / var[None]).sum(-1) + var.log().sum(-1)[None]
                        + codes.shape[-1] * math.log(2 * math.pi))
     return log_comp + mixture.weights.log()[None]
+
+
+def widen_by_code_scales(
+    weights: Tensor, loc: Tensor, scale: Tensor, code_loc: Tensor, code_scale: Tensor
+) -> Tensor:
+    """The scales of a mixture fitted to the means m_n of q(z | x_n) = N(m_n, s_n^2), widened
+    by the s_n that fit ignored: the variance update of the module docstring's VaDE bound with
+    the weights and means held,
+
+        sigma_k^2 = sum_n r_nk [(m_n - mu_k)^2 + s_n^2] / sum_n r_nk
+                  = (the mixture's variance) + sum_n r_nk s_n^2 / sum_n r_nk,
+
+    r_nk the mixture's responsibilities for the points m_n. (A start after pretraining needs no
+    widening: q(z | x) is then set narrow beside the components.)
+
+    Args:
+        weights (K,), loc (K, D), scale (K, D): the mixture fitted to the means;
+        code_loc (N, D), code_scale (N, D): the codes' q(z | x).
+    Returns:
+        scale (K, D), widened.
+    """
+    r = _log_joint(code_loc, DiagonalMixture(weights, loc, scale)).softmax(-1)  # (N, K)
+    mass = r.sum(0).clamp_min(torch.finfo(r.dtype).tiny)  # (K,)
+    return (scale**2 + r.T @ code_scale**2 / mass[:, None]).sqrt()
 
 
 def _as64(mixture: DiagonalMixture, like: Tensor) -> DiagonalMixture:

@@ -26,7 +26,7 @@ from torch import Tensor
 
 __all__ = [
     "MIXTURE_STARTS", "align_to_labels", "fit_mixture_through_umap", "fit_mixture_to_codes",
-    "mixture_from_responsibilities", "widen_by_code_scales",
+    "mixture_from_responsibilities",
 ]
 
 
@@ -106,36 +106,6 @@ def fit_mixture_through_umap(
     gmm = GaussianMixture(num_clusters, covariance_type="full", n_init=n_init,
                           random_state=seed).fit(embedding)
     return mixture_from_responsibilities(codes, gmm.predict_proba(embedding))
-
-
-def widen_by_code_scales(
-    weights: Tensor, loc: Tensor, scale: Tensor, code_loc: Tensor, code_scale: Tensor
-) -> Tensor:
-    """The scales of a mixture fitted to the means of q(z | x_n) = N(m_n, s_n^2) widened by
-    the s_n the fit ignored.
-
-    The ELBO holds a component's scale in E_q[log N(z; mu_k, sigma_k^2)] = log N(m_n; mu_k,
-    sigma_k^2) - s_n^2 / (2 sigma_k^2) (per dimension), and the sum of that over the data
-    weighed by responsibilities r_nk is largest at
-
-        sigma_k^2 = sum_n r_nk [(m_n - mu_k)^2 + s_n^2] / sum_n r_nk,
-
-    the mixture's variance plus the r-weighted mean of s_n^2, with r_nk the mixture's
-    responsibilities for m_n. (A start after pretraining needs no widening: q(z | x) is then
-    set narrow beside the components.)
-
-    Args:
-        weights (K,), loc (K, D), scale (K, D): the mixture fitted to the means;
-        code_loc (N, D), code_scale (N, D): the codes' q(z | x).
-    Returns:
-        scale (K, D), widened.
-    """
-    log_joint = (torch.distributions.Normal(loc, scale).log_prob(code_loc[:, None]).sum(-1)
-                 + weights.clamp_min(1e-30).log())  # (N, K)
-    r = log_joint.softmax(-1)
-    mass = r.sum(0).clamp_min(torch.finfo(r.dtype).tiny)  # (K,)
-    code_var = r.T @ code_scale**2 / mass[:, None]  # (K, D)
-    return (scale**2 + code_var).sqrt()
 
 
 #: ``FitConfig.mixture_start`` -> f(codes (N, D), K, seed) -> (weights, means, scales)
