@@ -45,3 +45,20 @@ def test_notebook_executes_at_small_settings(path, tmp_path, monkeypatch):
     client.execute()  # raises CellExecutionError, naming the cell, on any error
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
     assert "small settings" in "".join(out.get("text", "") for out in code[0].outputs)
+    # each cell shows what its committed output shows (a figure, a table, a value), so the
+    # committed outputs describe what the code now does
+    committed = [cell for cell in nbformat.read(path, as_version=4).cells
+                 if cell.cell_type == "code"]
+    assert len(committed) == len(code)
+    fashion = _fashion_mnist_on_disk()  # without it, a cell that loads it shows no figure
+    for index, (ran, kept) in enumerate(zip(code, committed)):
+        if fashion or '"fashion-mnist"' not in ran.source:
+            assert _shown(ran) == _shown(kept), f"cell {index} of {path.name}: {ran.source[:80]!r}"
+
+
+def _shown(cell) -> list[tuple[str, tuple[str, ...]]]:
+    """What a code cell displays, not what it prints: (output type, MIME types) of each
+    display or result output, in order (stream text and its warnings may differ between the
+    small and the full settings)."""
+    return [(out["output_type"], tuple(sorted(out.get("data", {}))))
+            for out in cell.outputs if out["output_type"] in ("display_data", "execute_result")]
