@@ -1,5 +1,5 @@
 """Every notebook in notebooks/ executes without error at its small settings, and is committed
-with its outputs."""
+with its outputs, which display what the executed cells display."""
 
 import os
 from pathlib import Path
