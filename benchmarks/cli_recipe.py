@@ -8,7 +8,14 @@ EM), timed end to end, with variants of extra flags for ablations (issue 16).
         --variant float32 "--precision float32" --variant svi15 "--epochs 15"
 
 Each ``--variant NAME "FLAGS"`` is a row: the dataset's defaults plus FLAGS (an empty string:
-the defaults alone). Every seed of every row is one ``varclust fit`` process into a fresh run
+the defaults alone). With ``--share-pretraining`` each seed's autoencoder is pretrained once
+(``varclust fit --epochs 0``, timed apart) and every variant starts from it (``--pretrained``),
+so the rows differ only in what comes after pretraining:
+
+    python benchmarks/cli_recipe.py --dataset fashion-mnist --seeds 5 --share-pretraining \
+        --variant svi10 "--epochs 10" \
+        --variant umap_graph "--epochs 10 --umap-graph 1000 --prior gmm-full"
+ Every seed of every row is one ``varclust fit`` process into a fresh run
 folder; its ACC/NMI/ARI are the last epoch's of its ``metrics.json`` (the labels are read only
 there, to score). Prints per-seed rows and mean +- sd (ddof 1, ``quality.summarise``) per
 variant with the seconds per seed and the load average before and after each fit; writes all
@@ -34,9 +41,9 @@ from quality import sd_text, summarise
 METRICS = ("acc", "nmi", "ari")
 
 
-def run_seed(dataset: str, seed: int, flags: str, threads: int, folder: Path) -> dict:
-    """One cold-start ``varclust fit`` of ``dataset`` at ``seed`` with ``flags`` into folder;
-    returns its scores, clusters in use, seconds and the load around it."""
+def fit_process(dataset: str, seed: int, flags: str, threads: int, folder: Path) -> dict:
+    """Run one cold-start ``varclust fit`` of ``dataset`` at ``seed`` with ``flags`` into
+    folder; returns its seconds, the load around it and the command."""
     command = [sys.executable, "-m", "varclust", "fit", "--dataset", dataset, "--seed",
                str(seed), "--out", str(folder), "--quiet", *shlex.split(flags)]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads)) if threads else dict(os.environ)
@@ -46,13 +53,22 @@ def run_seed(dataset: str, seed: int, flags: str, threads: int, folder: Path) ->
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"{shlex.join(command)} failed:\n{done.stderr[-3000:]}")
+    return {"seconds": seconds, "load_before": list(load_before),
+            "load_after": list(os.getloadavg()), "command": shlex.join(command[1:])}
+
+
+def run_seed(dataset: str, seed: int, flags: str, threads: int, folder: Path) -> dict:
+    """One cold-start ``varclust fit`` (:func:`fit_process`); returns its last epoch's scores,
+    clusters in use, ACC and NMI per epoch, seconds and the load around it."""
+    process = fit_process(dataset, seed, flags, threads, folder)
     metrics = json.loads((folder / "metrics.json").read_text())
     last = metrics["history"][-1]
     return {"seed": seed, **{m: last[m] for m in METRICS},
-            "clusters_used": last.get("clusters_used"), "seconds": seconds,
+            "clusters_used": last.get("clusters_used"), "seconds": process["seconds"],
             "acc_per_epoch": [h.get("acc") for h in metrics["history"]],
-            "load_before": list(load_before), "load_after": list(os.getloadavg()),
-            "command": shlex.join(command[1:])}
+            "nmi_per_epoch": [h.get("nmi") for h in metrics["history"]],
+            "load_before": process["load_before"], "load_after": process["load_after"],
+            "command": process["command"]}
 
 
 def main() -> None:
@@ -67,24 +83,35 @@ def main() -> None:
     parser.add_argument("--keep-runs", type=Path, metavar="DIR",
                         help="write the run folders under DIR/NAME_SEED and keep them (e.g. for "
                         "benchmarks/seed_criteria.py); default: a temporary folder, removed")
+    parser.add_argument("--share-pretraining", action="store_true",
+                        help="pretrain each seed's autoencoder once (--epochs 0) and start every "
+                        "variant from it (--pretrained)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     variants = args.variant or [["defaults", ""]]
     seeds = range(args.first_seed, args.first_seed + args.seeds)
-    results = {}
+    rows: dict[str, list[dict]] = {name: [] for name, _ in variants}
+    pretraining = []
     with tempfile.TemporaryDirectory(prefix="cli_recipe_") as tmp:
         root = args.keep_runs or Path(tmp)
-        for name, flags in variants:
-            rows = []
-            for seed in seeds:
-                folder = root / f"{name}_{seed}"
-                row = run_seed(args.dataset, seed, flags, args.threads, folder)
-                rows.append(row)
+        for seed in seeds:
+            shared = ""
+            if args.share_pretraining:
+                folder = root / f"autoencoder_{seed}"
+                pretraining.append({"seed": seed, **fit_process(
+                    args.dataset, seed, "--epochs 0", args.threads, folder)})
+                shared = f" --pretrained {shlex.quote(str(folder))}"
+                print(f"autoencoder seed {seed}: {pretraining[-1]['seconds']:.0f} s", flush=True)
+            for name, flags in variants:
+                row = run_seed(args.dataset, seed, flags + shared, args.threads,
+                               root / f"{name}_{seed}")
+                rows[name].append(row)
                 print(f"{name} seed {seed}: ACC {row['acc']:.3f} NMI {row['nmi']:.3f} "
                       f"ARI {row['ari']:.3f} clusters {row['clusters_used']} "
                       f"{row['seconds']:.0f} s (load {row['load_before'][0]:.1f} -> "
                       f"{row['load_after'][0]:.1f})", flush=True)
-            results[name] = {"flags": flags, "rows": rows, "summary": summarise(rows)}
+    results = {name: {"flags": flags, "rows": rows[name], "summary": summarise(rows[name])}
+               for name, flags in variants}
 
     print(f"\n{args.dataset}, `varclust fit` defaults plus the flags, seeds "
           f"{seeds.start}..{seeds.stop - 1}, mean +- sd")
@@ -99,6 +126,7 @@ def main() -> None:
         "dataset": args.dataset, "seeds": list(seeds), "threads": args.threads,
         "machine": platform.platform(), "cpu_count": os.cpu_count(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "variants": results,
+        "shared_pretraining": pretraining,
     }, indent=2))
     print(f"wrote {out}")
 

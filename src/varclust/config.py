@@ -191,6 +191,10 @@ class FitConfig:
                                            "of x's nearest neighbours in the data, outside "
                                            "the ELBO", group=SCRATCH)
     neighbours: int = setting(5, "k: x' is one of x's k nearest neighbours", group=SCRATCH)
+    umap_graph: float = setting(0.0, "w of w * N * UMAP's cross-entropy of the codes on the "
+                                "fuzzy graph of the codes at the start of SVI (needs "
+                                "pretraining and umap-learn), outside the ELBO")
+    umap_neighbours: int = setting(20, "the nearest neighbours of UMAP's graph (--umap-graph)")
     fit_mixture_at_start: bool = setting(False, "with pretrain_epochs=0: start the mixture and "
                                          "the guide's cluster head at a GaussianMixture of the "
                                          "untrained encoder's codes", group=SCRATCH)

@@ -47,12 +47,14 @@ def check_choices(config: Any) -> None:
 
 def check_terms_outside_elbo(config: Any) -> None:
     """ValueError for a negative weight of a term outside the ELBO or warm-up length, a
-    non-positive adversarial radius, fewer than one neighbour, or ``warm_up_terms`` without a
-    KL warm-up of the method that runs (``kl_warmup_iterations`` in EM, else epochs). A term's
-    own parameters (``neighbours``, ``adversarial_radius``, ``cluster_balance``) are inert while
-    its weight is 0, so a recipe's values survive a typed 0."""
+    non-positive adversarial radius, fewer than one neighbour (two for UMAP's graph), or
+    ``warm_up_terms`` without a KL warm-up of the method that runs (``kl_warmup_iterations`` in
+    EM, else epochs). A term's own parameters (``neighbours``, ``umap_neighbours``,
+    ``adversarial_radius``, ``cluster_balance``) are inert while its weight is 0, so a recipe's
+    values survive a typed 0."""
     for name in ("cluster_information", "augmentation_consistency", "virtual_adversarial",
-                 "neighbour_consistency", "kl_warmup_epochs"):  # 0 turns one off
+                 "neighbour_consistency", "umap_graph",
+                 "kl_warmup_epochs"):  # 0 turns one off
         if getattr(config, name) < 0:
             raise ValueError(f"{name} must be >= 0 (0: off), got {getattr(config, name)}")
     warmup = "kl_warmup_iterations" if config.method == "em" else "kl_warmup_epochs"
@@ -64,6 +66,9 @@ def check_terms_outside_elbo(config: Any) -> None:
         raise ValueError(f"adversarial_radius must be > 0, got {config.adversarial_radius}")
     if config.neighbours < 1:
         raise ValueError(f"neighbours must be >= 1, got {config.neighbours}")
+    if config.umap_neighbours < 2:
+        raise ValueError(f"umap_neighbours must be >= 2 (UMAP's graph counts the datum "
+                         f"itself among them), got {config.umap_neighbours}")
 
 
 #: priors the EM loop refuses, with the reason and the fix

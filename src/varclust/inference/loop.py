@@ -249,6 +249,10 @@ def run(
     go there (by the main process of a distributed fit).
     """
     c = fit.config
+    if c.umap_graph and state is None and pretrained is None and c.pretrain_epochs == 0:
+        raise ValueError("umap_graph keeps UMAP's graph of the codes at the start of SVI, and an "
+                         "untrained encoder's codes have no neighbourhoods worth keeping: set "
+                         "pretrain_epochs > 0, start from a pretrained fit, or set umap_graph=0")
     trainer = make_trainer(fit.model, fit.guide, c, distributed, data=x)
     main = distributed is None or distributed.is_main
     path = out / CHECKPOINT_NAME if out is not None and main else None
@@ -280,6 +284,7 @@ def run(
             pretrain()
         elif c.fit_mixture_at_start:  # from scratch: the mixture at the untrained codes
             warm_start.init_mixture(fit, x, supervision)
+    trainer.start_terms(x, c.seed)  # e.g. UMAP's graph of the codes as training starts
     if state is None or state["phase"] == "pretrain":
         save("init", 0)
     trainer.sync_parameters()  # pretraining on a GPU is not bit-reproducible over ranks

@@ -52,6 +52,10 @@ together what a pixel-space neighbourhood already groups and lets the ELBO and t
 information decide the rest. Like the other consistency terms it is the loss nu * N * (1/B)
 sum_b KL(q(c | x_b) || q(c | x'_b)) with q(c | x_b) held fixed.
 
+**UMAP's graph of the pretrained codes** (``umap_graph`` = w): the codes keep the
+neighbourhoods that UMAP's fuzzy graph finds among the codes at the start of SVI (N2D's
+structure, held through training rather than read off once); :mod:`.umap_graph` derives it.
+
 **Warming the terms up with the KL** (``warm_up_terms``): with a KL warm-up of weight beta_e in
 epoch e (:mod:`.kl_warmup`) the trainer maximises
 
@@ -72,6 +76,9 @@ import torch
 from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 from torch import Tensor, nn
+
+from .objective_term import TermOutsideELBO
+from .umap_graph import UMAPGraphTerm
 
 __all__ = [
     "AugmentationConsistency",
@@ -95,10 +102,10 @@ def terms_outside_elbo(config) -> list[str]:
     return [term.name for term in TERMS_OUTSIDE_ELBO if getattr(config, term.name)]
 
 
-def regularisers_of(config, data: Tensor | None = None) -> list:
+def regularisers_of(config, data: Tensor | None = None) -> list[TermOutsideELBO]:
     """The terms outside the ELBO that a :class:`~varclust.config.FitConfig` turns on, for a
-    fit to ``data`` (N, ...), which the neighbour term needs (it finds each datum's
-    neighbours there); each term builds itself (``from_config``)."""
+    fit to ``data`` (N, ...), which the neighbour and UMAP terms need (their edges join data);
+    each term builds itself (``from_config``)."""
     return [term.from_config(config, data) for term in TERMS_OUTSIDE_ELBO
             if getattr(config, term.name)]
 
@@ -139,7 +146,7 @@ def cluster_information(log_q: Tensor) -> Tensor:
     return marginal_entropy - conditional_entropy
 
 
-class ClusterInformation:
+class ClusterInformation(TermOutsideELBO):
     """The loss term -weight * N * [mu H(mean q) - mean H(q)] on a mini-batch (module
     docstring; mu = 1: -weight * N * I_q(c; x)).
 
@@ -173,7 +180,7 @@ class ClusterInformation:
         return -self.weight * num_data * (self.balance * marginal_entropy - conditional_entropy)
 
 
-class ConsistencyTerm:
+class ConsistencyTerm(TermOutsideELBO):
     """The loss term weight * N * mean_b KL(q(c | x_b) || q(c | x'_b)): q(c | x_b), held fixed,
     is the target for a moved copy x'_b of the datum, which each subclass makes (:meth:`move`).
 
@@ -329,4 +336,4 @@ class NeighbourConsistency(ConsistencyTerm):
 #: the terms outside the ELBO, each named after the FitConfig field of its weight, in the
 #: order they are added to the loss
 TERMS_OUTSIDE_ELBO = (ClusterInformation, AugmentationConsistency, VirtualAdversarialSmoothing,
-                      NeighbourConsistency)
+                      NeighbourConsistency, UMAPGraphTerm)

@@ -103,6 +103,13 @@ class SVITrainer:
         self.last_epoch_skipped = 0
         self._last_bad = ""  # what the last bad step showed
 
+    def start_terms(self, data: Tensor, seed: int) -> None:
+        """Let each term outside the ELBO build what it needs from the guide as training starts
+        on ``data`` (N, ...) (:meth:`~.objective_term.TermOutsideELBO.start`); a term restored
+        from a checkpoint keeps its state."""
+        for term in self.regularisers:
+            term.start(self.guide, data, seed)
+
     def sync_parameters(self) -> None:
         """Make every process hold the same parameters after a change outside the optimiser
         (a data-parallel trainer broadcasts rank 0's). One process: nothing to do."""
@@ -247,6 +254,7 @@ class SVITrainer:
             "scheduler": self.scheduler.state_dict(),
             "position": self.position.state_dict(),
             "bad_steps": self.bad_steps.state_dict(),
+            "terms": [term.state_dict() for term in self.regularisers],
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -256,3 +264,5 @@ class SVITrainer:
             device = next(iter(self.elbo.parameters())).device
             self.position.load_state_dict(state["position"], device)
             self.bad_steps.load_state_dict(state["bad_steps"])
+        for term, term_state in zip(self.regularisers, state.get("terms", ()), strict=False):
+            term.load_state_dict(term_state)

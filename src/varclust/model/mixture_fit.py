@@ -24,6 +24,8 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.mixture import GaussianMixture
 from torch import Tensor
 
+from ..optional_umap import import_umap
+
 __all__ = [
     "MIXTURE_STARTS", "align_to_labels", "fit_mixture_through_umap", "fit_mixture_to_codes",
     "mixture_from_responsibilities",
@@ -80,21 +82,7 @@ def fit_mixture_through_umap(
     :func:`mixture_from_responsibilities` turns its responsibilities into a diagonal mixture of
     the codes. Returns weights (K,), means (K, D) and scales (K, D) as float32 tensors.
     """
-    try:
-        import numba
-
-        if numba.config.THREADING_LAYER == "default":  # not chosen by the user
-            # numba's default (OpenMP) pool, started after PyTorch's own OpenMP, left a worker
-            # thread spinning for the rest of the process (3 runs of 3; the SVI epochs after
-            # the start then ran at half speed on 2 cores). The workqueue pool does not (4 of
-            # 4), and the seeded UMAP runs one thread anyway, so nothing is lost.
-            numba.config.THREADING_LAYER = "workqueue"
-        import umap
-    except ImportError as err:  # an optional dependency
-        raise ImportError(
-            "mixture_start='umap' needs umap-learn, which is not installed: `pip install "
-            "umap-learn` (scripts/bootstrap.sh installs it), or use mixture_start='codes'"
-        ) from err
+    umap = import_umap("mixture_start='umap'", "use mixture_start='codes'")
     z = codes.detach().cpu().float().numpy()
     if len(z) <= n_neighbors:
         raise ValueError(f"mixture_start='umap' needs more than {n_neighbors} data (the UMAP "
