@@ -15,7 +15,8 @@ so the rows differ only in what comes after pretraining:
     python benchmarks/cli_recipe.py --dataset fashion-mnist --seeds 5 --share-pretraining \
         --variant svi10 "--epochs 10" \
         --variant umap_graph "--epochs 10 --umap-graph 1000 --prior gmm-full"
- Every seed of every row is one ``varclust fit`` process into a fresh run
+
+Every seed of every row is one ``varclust fit`` process into a fresh run
 folder; its ACC/NMI/ARI are the last epoch's of its ``metrics.json`` (the labels are read only
 there, to score). Prints per-seed rows and mean +- sd (ddof 1, ``quality.summarise``) per
 variant with the seconds per seed and the load average before and after each fit; writes all

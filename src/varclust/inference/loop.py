@@ -284,7 +284,7 @@ def run(
             pretrain()
         elif c.fit_mixture_at_start:  # from scratch: the mixture at the untrained codes
             warm_start.init_mixture(fit, x, supervision)
-    trainer.start_terms(x, c.seed)  # e.g. UMAP's graph of the codes as training starts
+    trainer.start_terms(x)  # e.g. UMAP's graph of the codes as training starts
     if state is None or state["phase"] == "pretrain":
         save("init", 0)
     trainer.sync_parameters()  # pretraining on a GPU is not bit-reproducible over ranks

@@ -20,8 +20,10 @@ class TermOutsideELBO:
     """
 
     name = ""
+    #: whether :meth:`loss` reads the batch's log q(c | x) (the trainer computes it only then)
+    needs_cluster_posterior = True
 
-    def start(self, guide: nn.Module, data: Tensor, seed: int) -> None:
+    def start(self, guide: nn.Module, data: Tensor) -> None:
         """Before the first step on ``data`` (N, ...), with ``guide`` as training starts (after
         pretraining or a warm start). Default: nothing to build. A term restored from a
         checkpoint (:meth:`load_state_dict`) keeps what it restored."""

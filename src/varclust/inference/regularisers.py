@@ -188,8 +188,6 @@ class ConsistencyTerm(TermOutsideELBO):
         weight: the term's weight (gamma, eta) > 0.
     """
 
-    name = ""
-
     def __init__(self, weight: float) -> None:
         if not weight > 0:
             raise ValueError(f"the {self.name} weight must be positive, got {weight}")

@@ -67,7 +67,8 @@ class SVITrainer:
             with :class:`~.guards.NonFiniteTrainingError`; fewer are skipped and counted.
         regularisers: terms outside the ELBO (:mod:`.regularisers`), each with
             ``loss(guide, prior, x, indices, num_data, log_q)`` where log_q (B, K) is the batch's
-            log q(c | x), computed once for all terms; added to the loss that is minimised,
+            log q(c | x), computed once for the terms that read it (``needs_cluster_posterior``;
+            None for the others); added to the loss that is minimised,
             never to the ELBO that :meth:`step` returns. Their sum is multiplied by
             :attr:`terms_weight` (1 unless a warm-up sets it, ``FitConfig.warm_up_terms``).
     """
@@ -103,12 +104,12 @@ class SVITrainer:
         self.last_epoch_skipped = 0
         self._last_bad = ""  # what the last bad step showed
 
-    def start_terms(self, data: Tensor, seed: int) -> None:
+    def start_terms(self, data: Tensor) -> None:
         """Let each term outside the ELBO build what it needs from the guide as training starts
         on ``data`` (N, ...) (:meth:`~.objective_term.TermOutsideELBO.start`); a term restored
         from a checkpoint keeps its state."""
         for term in self.regularisers:
-            term.start(self.guide, data, seed)
+            term.start(self.guide, data)
 
     def sync_parameters(self) -> None:
         """Make every process hold the same parameters after a change outside the optimiser
@@ -135,7 +136,8 @@ class SVITrainer:
         objective = loss
         if self.regularisers:
             prior = self.model.prior
-            log_q = self.guide.cluster_logits(x, prior)
+            needed = any(term.needs_cluster_posterior for term in self.regularisers)
+            log_q = self.guide.cluster_logits(x, prior) if needed else None
             for term in self.regularisers:  # one at a time: the summation order of before
                 objective = objective + self.terms_weight * term.loss(
                     self.guide, prior, x, indices, num_data, log_q)

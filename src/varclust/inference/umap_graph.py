@@ -58,7 +58,7 @@ CURVE_A, CURVE_B = 1.9328083980052901, 0.7904949736958765
 NEGATIVE_SAMPLES = 5
 
 
-def fuzzy_graph(codes: Tensor, neighbours: int, seed: int) -> tuple[Tensor, Tensor, Tensor]:
+def fuzzy_graph(codes: Tensor, neighbours: int) -> tuple[Tensor, Tensor, Tensor]:
     """umap-learn's fuzzy simplicial set of ``codes`` (N, D): the edges' heads (E,) and tails
     (E,) (long) and membership strengths (E,) (float64), each direction of an edge listed, on
     the codes' device."""
@@ -72,9 +72,10 @@ def fuzzy_graph(codes: Tensor, neighbours: int, seed: int) -> tuple[Tensor, Tens
     # 10 dimensions on 2 cores, where the k-d tree took 124 s
     search = NearestNeighbors(n_neighbors=neighbours, algorithm="brute").fit(z)
     distances, indices = search.kneighbors(z)
+    # with the neighbours given, umap-learn draws nothing: its random_state is unused
     graph, _, _ = umap.umap_.fuzzy_simplicial_set(
-        z, neighbours, np.random.RandomState(seed), "euclidean",
-        knn_indices=indices, knn_dists=distances.astype(np.float32))
+        z, neighbours, None, "euclidean", knn_indices=indices,
+        knn_dists=distances.astype(np.float32))
     graph = graph.tocoo()
     keep = graph.data > 0
     as_tensor = lambda a, dtype: torch.as_tensor(a[keep], dtype=dtype, device=codes.device)  # noqa: E731
@@ -102,6 +103,7 @@ class UMAPGraphTerm(TermOutsideELBO):
     """
 
     name = "umap_graph"
+    needs_cluster_posterior = False
 
     def __init__(self, weight: float, data: Tensor | None, neighbours: int = 20) -> None:
         if not weight > 0:
@@ -111,27 +113,25 @@ class UMAPGraphTerm(TermOutsideELBO):
                              "with the data (regularisers_of(config, data))")
         self.weight, self.data, self.neighbours = weight, data, neighbours
         self.codes: Tensor | None = None  # the codes the graph was built from (N, D)
-        self.seed = 0
 
     @classmethod
     def from_config(cls, config, data: Tensor | None) -> UMAPGraphTerm:
         return cls(config.umap_graph, data, config.umap_neighbours)
 
-    def start(self, guide: nn.Module, data: Tensor, seed: int) -> None:
+    def start(self, guide: nn.Module, data: Tensor) -> None:
         """Build the graph of the guide's codes of ``data`` (N, ...) unless one was restored."""
         if self.codes is None:
             with torch.no_grad(), evaluating(guide):
-                self.build(encode_means(guide, data).float(), seed)
+                self.build(encode_means(guide, data).float())
 
-    def build(self, codes: Tensor, seed: int) -> None:
-        """The graph of ``codes`` (N, D), as :func:`fuzzy_graph` builds it with ``seed``."""
-        self.use_graph(codes, seed, *fuzzy_graph(codes, self.neighbours, seed))
+    def build(self, codes: Tensor) -> None:
+        """The graph of ``codes`` (N, D), as :func:`fuzzy_graph` builds it."""
+        self.use_graph(codes, *fuzzy_graph(codes, self.neighbours))
 
-    def use_graph(self, codes: Tensor, seed: int, heads: Tensor, tails: Tensor,
-                  strengths: Tensor) -> None:
+    def use_graph(self, codes: Tensor, heads: Tensor, tails: Tensor, strengths: Tensor) -> None:
         """Take the graph of edges heads (E,) -> tails (E,) with strengths (E,) > 0, built from
-        ``codes`` (N, D) with ``seed`` (what a checkpoint keeps to build it again)."""
-        self.codes, self.seed, self.heads, self.tails = codes, seed, heads, tails
+        ``codes`` (N, D) (what a checkpoint keeps to build it again)."""
+        self.codes, self.heads, self.tails = codes, heads, tails
         self.cumulative = strengths.double().cumsum(0)
 
     def draw_edges(self, count: int) -> tuple[Tensor, Tensor]:
@@ -143,12 +143,12 @@ class UMAPGraphTerm(TermOutsideELBO):
         return self.heads[picked], self.tails[picked]
 
     def loss(self, guide: nn.Module, prior: nn.Module, x: Tensor, indices: Tensor,
-             num_data: int, log_q: Tensor) -> Tensor:
+             num_data: int, log_q: Tensor | None) -> Tensor:
         """w N times the mean cross-entropy of len(indices) edges drawn from the graph and
         their NEGATIVE_SAMPLES negative pairs each, on the guide's codes of their endpoints:
         a 0-dim tensor carrying gradient to the encoder (the batch x itself is not used)."""
         if self.codes is None:
-            raise RuntimeError("the umap_graph term has no graph: call start(guide, data, seed) "
+            raise RuntimeError("the umap_graph term has no graph: call start(guide, data) "
                                "before the first step (the fit loop does)")
         count = len(indices)
         heads, tails = self.draw_edges(count)
@@ -164,8 +164,8 @@ class UMAPGraphTerm(TermOutsideELBO):
     def state_dict(self) -> dict:
         if self.codes is None:
             return {}
-        return {"codes": self.codes.cpu(), "seed": self.seed}
+        return {"codes": self.codes.cpu()}
 
     def load_state_dict(self, state: dict) -> None:
         if "codes" in state:
-            self.build(state["codes"].to(self.data.device), int(state["seed"]))
+            self.build(state["codes"].to(self.data.device))
