@@ -8,7 +8,9 @@ rank's shard of the first batch, computed in float64 with the guide's noise fixe
 parameters and history of a data-parallel fit with ``revive_clusters`` (4 clusters for 3 blobs,
 so a cluster is split into at every epoch), (d) the parameters of a data-parallel fit stopped
 after 5 steps (mid-epoch, on every rank) and resumed from its checkpoint, and of the same fit
-run through.
+run through, and (e) the parameters of a data-parallel fit with the UMAP graph term
+(``umap_graph``), a term outside the ELBO that calls the guide outside DDP's forward and draws
+other edges on each rank.
 """
 
 from __future__ import annotations
@@ -96,6 +98,12 @@ def resume_config() -> dict:
             "checkpoint_every_steps": 1}
 
 
+def umap_graph_config() -> dict:
+    """The mixture fit with the UMAP graph term of the pretrained codes (8 neighbours)."""
+    return {**mixture_config(), "epochs": 5, "pretrain_epochs": 10, "umap_graph": 1.0,
+            "umap_neighbours": 8}
+
+
 def stop_after(steps: int, start_step):
     """A ``start_step`` that stops the fit with KeyboardInterrupt before step ``steps`` + 1,
     on every rank alike, and otherwise runs ``start_step``."""
@@ -148,12 +156,16 @@ def main(out: Path) -> None:
     # (c) the same with a move outside DDP's all-reduce: every rank must follow rank 0's split
     revived = VarClust(**revival_config()).fit(xs, ys, progress=False, distributed=ctx)
     through, resumed = stopped_and_resumed(xs, ys, ctx, out)
+    # (e) a term outside the ELBO whose gradient must be all-reduced with the ELBO's
+    with_graph = VarClust(**umap_graph_config()).fit(xs, ys, progress=False, distributed=ctx)
     torch.save({"indices": idx, "loss": loss, "params": params, "acc": acc,
                 "through_params": through, "resumed_params": resumed,
                 "history": vc.history, "revival_history": revived.history,
                 "revival_params": {k: v.detach().clone()
                                    for k, v in revived.model.named_parameters()}
-                | {k: v.detach().clone() for k, v in revived.guide.named_parameters()}},
+                | {k: v.detach().clone() for k, v in revived.guide.named_parameters()},
+                "umap_graph_params": {k: v.detach().clone()
+                                      for k, v in with_graph.guide.named_parameters()}},
                out / f"rank{ctx.rank}.pt")
     shutdown_distributed()
 

@@ -21,6 +21,7 @@ from ddp_worker import (
     one_step_problem,
     revival_config,
     synthetic_mixture,
+    umap_graph_config,
 )
 
 from varclust import VarClust, cluster_accuracy
@@ -119,6 +120,21 @@ def test_a_distributed_fit_resumed_mid_epoch_is_the_fit_run_through(two_ranks):
         assert set(rank["resumed_params"]) == set(rank["through_params"])
         for name, value in rank["through_params"].items():
             torch.testing.assert_close(rank["resumed_params"][name], value, atol=0, rtol=0)
+
+
+def test_ranks_hold_one_model_with_the_umap_graph_term(two_ranks):
+    """The term encodes its edges' endpoints through the guide outside DDP's forward, on other
+    edges on each rank: its gradient is all-reduced with the ELBO's (the ranks' parameters
+    would drift apart otherwise), and the fit moves away from the one without the term."""
+    pytest.importorskip("umap")
+    params = [rank["umap_graph_params"] for rank in two_ranks]
+    assert set(params[0]) == set(params[1])
+    for name, value in params[0].items():
+        torch.testing.assert_close(params[1][name], value, atol=1e-6, rtol=0)
+    x, y = synthetic_mixture()
+    plain = VarClust(**{**umap_graph_config(), "umap_graph": 0.0}).fit(x, y, progress=False)
+    assert not all(torch.allclose(value, params[0][name], atol=1e-3)
+                   for name, value in plain.guide.named_parameters())
 
 
 def test_distributed_flag_without_torchrun_says_how_to_launch(tmp_path, monkeypatch, capsys):
