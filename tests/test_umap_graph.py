@@ -14,6 +14,7 @@ from test_checkpoint import copy_run
 from torch import nn
 
 from varclust import FitConfig, VarClust
+from varclust.inference import SVITrainer
 from varclust.inference.umap_graph import (
     CURVE_A,
     CURVE_B,
@@ -120,3 +121,34 @@ def test_a_fit_with_the_term_records_it_and_resumes_exactly(tmp_path):
     plain = VarClust(3, epochs=4, **{**SETTINGS, "umap_graph": 0.0}).fit(x, progress=False)
     assert not all(torch.allclose(a, b) for a, b in zip(
         plain.guide.state_dict().values(), straight.guide.state_dict().values()))
+
+
+def test_from_scratch_the_graph_is_built_at_umap_graph_epoch_and_resumes_exactly(
+        tmp_path, monkeypatch):
+    """Without pretraining, ``umap_graph_epoch`` = 1 builds the graph from the codes after the
+    first epoch: that epoch is the plain fit's, the next ones are not, and a fit stopped as the
+    second epoch starts (its last checkpoint has no graph) resumes with the same graph."""
+    pytest.importorskip("umap")
+    x, labels = binary_blobs(120)
+    scratch = {**SETTINGS, "pretrain_epochs": 0, "umap_graph_epoch": 1}
+    with_graph = VarClust(3, epochs=3, **scratch).fit(x, progress=False)
+    plain = VarClust(3, epochs=3, **{**scratch, "umap_graph": 0.0}).fit(x, progress=False)
+    elbos = [[h["elbo"] for h in fit.history] for fit in (with_graph, plain)]
+    assert elbos[0][0] == pytest.approx(elbos[1][0], rel=1e-6)  # epoch 1: no graph yet
+    assert elbos[0][2] != pytest.approx(elbos[1][2], rel=1e-4)  # the term acts after
+    def stop_at_second_epoch(trainer, epoch: int, step: int) -> None:
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(SVITrainer, "start_step", stop_at_second_epoch)
+        with pytest.raises(KeyboardInterrupt):
+            VarClust(3, epochs=3, **scratch).fit(x, labels, out_dir=tmp_path / "a",
+                                                 progress=False)
+    resumed = VarClust(3, epochs=3, **scratch).fit(x, labels, out_dir=tmp_path / "a",
+                                                   resume=True, progress=False)
+    np.testing.assert_allclose([h["elbo"] for h in resumed.history], elbos[0], rtol=1e-5)
+    with pytest.raises(ValueError, match="umap_graph_epoch 3 is past the fit's last SVI epoch"):
+        FitConfig(umap_graph=1.0, umap_graph_epoch=3, epochs=3)
+    with pytest.raises(ValueError, match="with method='em'"):
+        FitConfig(umap_graph=1.0, umap_graph_epoch=1, method="em")

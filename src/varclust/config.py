@@ -192,9 +192,13 @@ class FitConfig:
                                            "the ELBO", group=SCRATCH)
     neighbours: int = setting(5, "k: x' is one of x's k nearest neighbours", group=SCRATCH)
     umap_graph: float = setting(0.0, "w of w * N * UMAP's cross-entropy of the codes on the "
-                                "fuzzy graph of the codes at the start of SVI (needs "
-                                "pretraining and umap-learn), outside the ELBO")
+                                "fuzzy graph of the codes at the start of SVI or of "
+                                "umap_graph_epoch (needs trained codes and umap-learn), "
+                                "outside the ELBO")
     umap_neighbours: int = setting(20, "the nearest neighbours of UMAP's graph (--umap-graph)")
+    umap_graph_epoch: int = setting(0, "the SVI epoch at whose start UMAP's graph of the codes "
+                                    "is built (0: as SVI starts; from scratch >= 1: the codes "
+                                    "the fit has learnt by then)")
     fit_mixture_at_start: bool = setting(False, "with pretrain_epochs=0: start the mixture and "
                                          "the guide's cluster head at a GaussianMixture of the "
                                          "untrained encoder's codes", group=SCRATCH)

@@ -49,7 +49,8 @@ def check_terms_outside_elbo(config: Any) -> None:
     """ValueError for a negative weight of a term outside the ELBO or warm-up length, a
     non-positive adversarial radius, fewer than one neighbour (two for UMAP's graph), or
     ``warm_up_terms`` without a KL warm-up of the method that runs (``kl_warmup_iterations`` in
-    EM, else epochs). A term's own parameters (``neighbours``, ``umap_neighbours``,
+    EM, else epochs), or a UMAP graph built at an epoch the fit does not reach. A term's own
+    parameters (``neighbours``, ``umap_neighbours``, ``umap_graph_epoch``,
     ``adversarial_radius``, ``cluster_balance``) are inert while its weight is 0, so a recipe's
     values survive a typed 0."""
     for name in ("cluster_information", "augmentation_consistency", "virtual_adversarial",
@@ -69,6 +70,16 @@ def check_terms_outside_elbo(config: Any) -> None:
     if config.umap_neighbours < 2:
         raise ValueError(f"umap_neighbours must be >= 2 (UMAP's graph counts the datum "
                          f"itself among them), got {config.umap_neighbours}")
+    if config.umap_graph_epoch < 0:
+        raise ValueError(f"umap_graph_epoch must be >= 0 (0: as SVI starts), got "
+                         f"{config.umap_graph_epoch}")
+    if config.umap_graph and config.umap_graph_epoch and config.method == "em":
+        raise ValueError("umap_graph_epoch counts SVI epochs; with method='em' UMAP's graph is "
+                         "built as training starts: leave umap_graph_epoch at 0")
+    if config.umap_graph and config.umap_graph_epoch >= max(config.epochs, 1):
+        raise ValueError(f"umap_graph_epoch {config.umap_graph_epoch} is past the fit's last "
+                         f"SVI epoch (epochs={config.epochs}), so the graph would never act: "
+                         "set umap_graph_epoch < epochs")
 
 
 #: priors the EM loop refuses, with the reason and the fix

@@ -92,6 +92,7 @@ class FitLoop:
             fit.model.train()
             fit.guide.train()
             fit.guide.start_epoch(epoch)  # e.g. the relaxed guide's temperature
+            self.trainer.start_terms(x, epoch)  # e.g. UMAP's graph from umap_graph_epoch on
             beta = kl_warmup_weight(epoch, c.kl_warmup_epochs)
             self.trainer.terms_weight = beta if c.warm_up_terms else 1.0
             with KLScale(beta):
@@ -249,10 +250,12 @@ def run(
     go there (by the main process of a distributed fit).
     """
     c = fit.config
-    if c.umap_graph and state is None and pretrained is None and c.pretrain_epochs == 0:
+    if (c.umap_graph and not c.umap_graph_epoch and state is None and pretrained is None
+            and c.pretrain_epochs == 0):
         raise ValueError("umap_graph keeps UMAP's graph of the codes at the start of SVI, and an "
                          "untrained encoder's codes have no neighbourhoods worth keeping: set "
-                         "pretrain_epochs > 0, start from a pretrained fit, or set umap_graph=0")
+                         "pretrain_epochs > 0, start from a pretrained fit, build the graph "
+                         "later (umap_graph_epoch >= 1), or set umap_graph=0")
     trainer = make_trainer(fit.model, fit.guide, c, distributed, data=x)
     main = distributed is None or distributed.is_main
     path = out / CHECKPOINT_NAME if out is not None and main else None
@@ -284,7 +287,7 @@ def run(
             pretrain()
         elif c.fit_mixture_at_start:  # from scratch: the mixture at the untrained codes
             warm_start.init_mixture(fit, x, supervision)
-    trainer.start_terms(x)  # e.g. UMAP's graph of the codes as training starts
+    trainer.start_terms(x, start_epoch)  # e.g. UMAP's graph of the codes as training starts
     if state is None or state["phase"] == "pretrain":
         save("init", 0)
     trainer.sync_parameters()  # pretraining on a GPU is not bit-reproducible over ranks

@@ -22,11 +22,20 @@ class TermOutsideELBO:
     name = ""
     #: whether :meth:`loss` reads the batch's log q(c | x) (the trainer computes it only then)
     needs_cluster_posterior = True
+    #: the SVI epoch from which the term acts: :meth:`start` runs as that epoch starts (0: as
+    #: training starts, after pretraining or a warm start)
+    start_epoch = 0
+
+    @property
+    def started(self) -> bool:
+        """Whether :meth:`start` has built what :meth:`loss` needs (the trainer leaves the term
+        out of the loss until then). Default: True (nothing to build)."""
+        return True
 
     def start(self, guide: nn.Module, data: Tensor) -> None:
-        """Before the first step on ``data`` (N, ...), with ``guide`` as training starts (after
-        pretraining or a warm start). Default: nothing to build. A term restored from a
-        checkpoint (:meth:`load_state_dict`) keeps what it restored."""
+        """Before the first step of epoch :attr:`start_epoch` on ``data`` (N, ...), with
+        ``guide`` as it is then. Default: nothing to build. A term restored from a checkpoint
+        (:meth:`load_state_dict`) keeps what it restored."""
 
     def state_dict(self) -> dict:
         """What :meth:`start` built (tensors), for a checkpoint. Default: nothing."""

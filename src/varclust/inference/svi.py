@@ -69,7 +69,8 @@ class SVITrainer:
             ``loss(guide, prior, x, indices, num_data, log_q)`` where log_q (B, K) is the batch's
             log q(c | x), computed once for the terms that read it (``needs_cluster_posterior``;
             None for the others); added to the loss that is minimised,
-            never to the ELBO that :meth:`step` returns. Their sum is multiplied by
+            never to the ELBO that :meth:`step` returns; a term joins once it has
+            ``started`` (:meth:`start_terms`). Their sum is multiplied by
             :attr:`terms_weight` (1 unless a warm-up sets it, ``FitConfig.warm_up_terms``).
     """
 
@@ -104,12 +105,14 @@ class SVITrainer:
         self.last_epoch_skipped = 0
         self._last_bad = ""  # what the last bad step showed
 
-    def start_terms(self, data: Tensor) -> None:
-        """Let each term outside the ELBO build what it needs from the guide as training starts
-        on ``data`` (N, ...) (:meth:`~.objective_term.TermOutsideELBO.start`); a term restored
-        from a checkpoint keeps its state."""
+    def start_terms(self, data: Tensor, epoch: int = 0) -> None:
+        """As epoch ``epoch`` starts on ``data`` (N, ...), let each term outside the ELBO that
+        acts from this epoch or an earlier one build what it needs from the guide
+        (:meth:`~.objective_term.TermOutsideELBO.start`); a term already started, or restored
+        from a checkpoint, keeps its state."""
         for term in self.regularisers:
-            term.start(self.guide, data)
+            if epoch >= term.start_epoch and not term.started:
+                term.start(self.guide, data)
 
     def sync_parameters(self) -> None:
         """Make every process hold the same parameters after a change outside the optimiser
@@ -134,11 +137,12 @@ class SVITrainer:
             self._last_bad = str(err).split(":\n")[0]
             return None
         objective = loss
-        if self.regularisers:
+        terms = [term for term in self.regularisers if term.started]
+        if terms:
             prior = self.model.prior
-            needed = any(term.needs_cluster_posterior for term in self.regularisers)
+            needed = any(term.needs_cluster_posterior for term in terms)
             log_q = self.guide.cluster_logits(x, prior) if needed else None
-            for term in self.regularisers:  # one at a time: the summation order of before
+            for term in terms:  # one at a time: the summation order of before
                 objective = objective + self.terms_weight * term.loss(
                     self.guide, prior, x, indices, num_data, log_q)
         objective.backward()

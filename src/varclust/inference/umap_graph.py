@@ -1,7 +1,8 @@
-"""UMAP's graph of the pretrained codes, kept through training: a term outside the ELBO.
+"""UMAP's graph of the codes, built once and kept through training: a term outside the ELBO.
 
 **What it adds** (``umap_graph`` = w, ``umap_neighbours`` = k). When SVI starts (after
-pretraining or a warm start), umap-learn's fuzzy simplicial set of the codes (the means of
+pretraining or a warm start), or as SVI epoch ``umap_graph_epoch`` starts (a fit from scratch:
+the codes it has learnt by then), umap-learn's fuzzy simplicial set of the codes (the means of
 q(z | x) of all N data) is built once: the symmetric graph of the k nearest neighbours with a
 membership strength v_ij in (0, 1] on each edge (McInnes, Healy & Melville 2018). UMAP lays
 out an embedding y by minimising the cross-entropy of the two fuzzy sets,
@@ -100,29 +101,36 @@ class UMAPGraphTerm(TermOutsideELBO):
         weight: w > 0.
         data: the data set (N, ...) the batches index; the edges' endpoints are taken from it.
         neighbours: k >= 2, the graph's nearest neighbours.
+        start_epoch: the SVI epoch at whose start the graph is built (``umap_graph_epoch``);
+            the term acts from then on.
     """
 
     name = "umap_graph"
     needs_cluster_posterior = False
 
-    def __init__(self, weight: float, data: Tensor | None, neighbours: int = 20) -> None:
+    def __init__(self, weight: float, data: Tensor | None, neighbours: int = 20,
+                 start_epoch: int = 0) -> None:
         if not weight > 0:
             raise ValueError(f"the umap_graph weight must be positive, got {weight}")
         if data is None:
             raise ValueError("umap_graph takes its edges' endpoints from the data set: build it "
                              "with the data (regularisers_of(config, data))")
         self.weight, self.data, self.neighbours = weight, data, neighbours
+        self.start_epoch = start_epoch
         self.codes: Tensor | None = None  # the codes the graph was built from (N, D)
 
     @classmethod
     def from_config(cls, config, data: Tensor | None) -> UMAPGraphTerm:
-        return cls(config.umap_graph, data, config.umap_neighbours)
+        return cls(config.umap_graph, data, config.umap_neighbours, config.umap_graph_epoch)
+
+    @property
+    def started(self) -> bool:
+        return self.codes is not None
 
     def start(self, guide: nn.Module, data: Tensor) -> None:
-        """Build the graph of the guide's codes of ``data`` (N, ...) unless one was restored."""
-        if self.codes is None:
-            with torch.no_grad(), evaluating(guide):
-                self.build(encode_means(guide, data).float())
+        """Build the graph of the guide's codes of ``data`` (N, ...)."""
+        with torch.no_grad(), evaluating(guide):
+            self.build(encode_means(guide, data).float())
 
     def build(self, codes: Tensor) -> None:
         """The graph of ``codes`` (N, D), as :func:`fuzzy_graph` builds it."""
