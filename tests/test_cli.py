@@ -133,6 +133,28 @@ def test_the_scratch_recipe_scales_its_schedule_to_the_data_set_and_the_typed_ep
         config("--cluster-information", "1", "--warm-up-terms")
 
 
+def test_the_pretrained_recipe_picks_full_covariances_for_svi_on_fashion_mnist(tmp_path) -> None:
+    """The measured Fashion-MNIST default (issue 16): SVI after pretraining fits gmm-full; the EM
+    loop (whose E-step refits a diagonal mixture), the scratch recipe, other data sets and a
+    typed --prior keep theirs."""
+    from varclust.cli_config import config_from_args
+
+    def prior(*flags):
+        args = build_parser().parse_args(["fit", "--out", str(tmp_path), *flags])
+        args.argv = list(flags)
+        return config_from_args(args).prior
+
+    assert prior("--dataset", "fashion-mnist") == "gmm-full"
+    assert prior("--dataset", "fashion-mnist", "--method", "em") == "gmm"
+    assert prior("--dataset", "fashion-mnist", "--recipe", "scratch") == "gmm"
+    assert prior("--dataset", "fashion-mnist", "--prior", "gmm") == "gmm"
+    assert prior("--dataset", "digits") == "gmm"
+    assert prior("--dataset", "mnist") == "gmm"
+    config_file = tmp_path / "em.json"
+    config_file.write_text('{"method": "em"}')
+    assert prior("--dataset", "fashion-mnist", "--config", str(config_file)) == "gmm"
+
+
 def test_unknown_dataset_is_refused_by_the_parser(capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--dataset", "imagenet", "--out", "x"])

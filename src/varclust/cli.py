@@ -92,8 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     groups = add_config_flags(fit)  # one flag per FitConfig field
     groups[SCRATCH].add_argument(
         "--recipe", choices=sorted(RECIPES), default="pretrained",
-        help="pretrained: autoencoder pretraining, then the mixture fitted to the codes; "
-        "scratch: end to end from a random start (" + RECIPES["scratch"].describe() + ")")
+        help="pretrained: autoencoder pretraining, then the mixture fitted to the codes ("
+        + RECIPES["pretrained"].describe() + "); scratch: end to end from a random start ("
+        + RECIPES["scratch"].describe() + ")")
 
     evaluate = sub.add_parser("evaluate", help="score a run's clusters against the labels")
     evaluate.add_argument("run", type=Path, help="run folder written by `varclust fit`")

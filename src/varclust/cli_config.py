@@ -123,7 +123,7 @@ def config_from_args(args: argparse.Namespace) -> FitConfig:
               for name in dict.fromkeys(FLAG_FIELDS.values())}
     values.update(chosen)  # a file's key for a field without a flag too
     recipe = RECIPES[args.recipe].settings_for(dataset, chosen)
-    if values["prior"] in REVIVAL_REFUSED_PRIORS or args.labelled_fraction:
+    if recipe.get("prior", values["prior"]) in REVIVAL_REFUSED_PRIORS or args.labelled_fraction:
         recipe.pop("revive_clusters", None)  # a prior it cannot act on; labels it would break
     # one validation, of the settings with the recipe (a typed flag may need what the recipe
     # sets, e.g. --warm-up-terms the recipe's KL warm-up)
