@@ -126,7 +126,7 @@ def test_the_scratch_recipe_scales_its_schedule_to_the_data_set_and_the_typed_ep
     assert config("--recipe", "scratch", "--epochs", "60") == (60, 20, 50)
     assert config("--recipe", "scratch", "--dataset", "fashion-mnist", "--epochs", "30",
                   "--kl-warmup-epochs", "1") == (30, 1, 25)
-    assert config() == (60, 0, 0)  # the pretrained recipe picks nothing
+    assert config() == (60, 0, 0)  # the pretrained recipe picks no schedule
     # a typed flag that needs the recipe's warm-up is checked with it, not before it
     assert config("--recipe", "scratch", "--warm-up-terms") == (120, 40, 100)
     with pytest.raises(ValueError, match="kl_warmup_epochs is 0"):
