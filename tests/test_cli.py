@@ -133,7 +133,7 @@ def test_the_scratch_recipe_scales_its_schedule_to_the_data_set_and_the_typed_ep
         config("--cluster-information", "1", "--warm-up-terms")
 
 
-def test_the_pretrained_recipe_picks_full_covariances_for_svi_on_fashion_mnist(tmp_path) -> None:
+def test_the_pretrained_recipe_picks_full_covariances_for_svi_on_fashion_mnist(tmp_path, capsys):
     """The measured Fashion-MNIST default (issue 16): SVI after pretraining fits gmm-full; the EM
     loop (whose E-step refits a diagonal mixture), the scratch recipe, other data sets and a
     typed --prior keep theirs."""
@@ -153,6 +153,10 @@ def test_the_pretrained_recipe_picks_full_covariances_for_svi_on_fashion_mnist(t
     config_file = tmp_path / "em.json"
     config_file.write_text('{"method": "em"}')
     assert prior("--dataset", "fashion-mnist", "--config", str(config_file)) == "gmm"
+    with pytest.raises(SystemExit):  # and --prior's help says so
+        main(["fit", "--help"])
+    shown = "".join(capsys.readouterr().out.split())  # argparse wraps lines, at hyphens too
+    assert "--recipepretrainedwithsvionfashion-mnist:gmm-full" in shown
 
 
 def test_unknown_dataset_is_refused_by_the_parser(capsys) -> None:

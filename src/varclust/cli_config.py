@@ -106,8 +106,18 @@ def add_config_flags(parser: argparse.ArgumentParser) -> dict[str | None, Any]:
             kw["default"] = None
             kw["help"] = f"{kw['help']} (default {_shown(f.default)}; " + ", ".join(
                 f"{label}: {_shown(value)}" for label, value in presets.items()) + ")"
+        picked = _recipe_picks(f.name)
+        if picked:
+            kw["help"] = f"{kw['help']} (" + "; ".join(picked) + ")"
         groups[f.metadata.get("group")].add_argument(flag, **kw)
     return groups
+
+
+def _recipe_picks(name: str) -> list[str]:
+    """What the recipes pick for a field on one method and data set, for its help."""
+    return [f"--recipe {recipe} with {method} on {dataset}: {_shown(values[name])}"
+            for recipe, r in RECIPES.items()
+            for (method, dataset), values in r.per_method_dataset.items() if name in values]
 
 
 def config_from_args(args: argparse.Namespace) -> FitConfig:
