@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from varclust.cli import build_parser, main
+from varclust.cli import main
 
 SMALL = ["--hidden", "64,64", "--latent-dim", "4", "--pretrain-epochs", "2", "--quiet"]
 
@@ -109,16 +109,13 @@ def test_errors_are_one_clear_line(tmp_path: Path, capsys, args: list[str], mess
     assert message in err and err.startswith("varclust: error:")
 
 
-def test_the_scratch_recipe_scales_its_schedule_to_the_data_set_and_the_typed_epochs(tmp_path):
+def test_the_scratch_recipe_scales_its_schedule_to_the_data_set_and_the_typed_epochs(cli_config):
     """Warm-up over the first third on the digits (a sixth elsewhere), the learning rate's tail
     over the last sixth, of the recipe's epochs per data set or of the epochs typed; a typed
     schedule setting wins."""
-    from varclust.cli_config import config_from_args
 
     def config(*flags):
-        args = build_parser().parse_args(["fit", "--out", str(tmp_path), *flags])
-        args.argv = list(flags)
-        c = config_from_args(args)
+        c = cli_config(*flags)
         return c.epochs, c.kl_warmup_epochs, c.lr_decay_from
 
     assert config("--recipe", "scratch") == (120, 40, 100)  # the digits: measured so
@@ -133,16 +130,14 @@ def test_the_scratch_recipe_scales_its_schedule_to_the_data_set_and_the_typed_ep
         config("--cluster-information", "1", "--warm-up-terms")
 
 
-def test_the_pretrained_recipe_picks_full_covariances_for_svi_on_fashion_mnist(tmp_path, capsys):
+def test_the_pretrained_recipe_picks_full_covariances_for_svi_on_fashion_mnist(tmp_path, capsys,
+                                                                               cli_config):
     """The measured Fashion-MNIST default (issue 16): SVI after pretraining fits gmm-full; the EM
     loop (whose E-step refits a diagonal mixture), the scratch recipe, other data sets and a
     typed --prior keep theirs."""
-    from varclust.cli_config import config_from_args
 
     def prior(*flags):
-        args = build_parser().parse_args(["fit", "--out", str(tmp_path), *flags])
-        args.argv = list(flags)
-        return config_from_args(args).prior
+        return cli_config(*flags).prior
 
     assert prior("--dataset", "fashion-mnist") == "gmm-full"
     assert prior("--dataset", "fashion-mnist", "--method", "em") == "gmm"

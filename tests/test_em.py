@@ -376,14 +376,8 @@ def test_the_kl_warm_up_scales_the_latent_terms_and_not_the_data_term():
         KLScale(0.0)
 
 
-def test_the_cli_sets_the_em_options_and_the_decay_of_the_loop_that_runs(tmp_path):
-    from varclust.cli import build_parser, config_from_args
-
-    def config(*flags):
-        args = build_parser().parse_args(["fit", "--out", str(tmp_path), *flags])
-        args.argv = list(flags)
-        return config_from_args(args)
-
+def test_the_cli_sets_the_em_options_and_the_decay_of_the_loop_that_runs(tmp_path, cli_config):
+    config = cli_config
     em = config("--method", "em")
     assert (em.em_iterations, em.em_lr_decay, em.e_step) == (60, 1.0, "clusterddpm")  # digits
     tuned = config("--method", "em", "--lr-decay", "0.9", "--e-step", "vade", "--kl-warmup", "3")

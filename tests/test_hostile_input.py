@@ -288,19 +288,13 @@ def test_cli_fit_reads_the_config_file(tmp_path) -> None:
     assert (saved["seed"], saved["checkpoint_every_steps"], saved["epochs"]) == (5, 7, 0)
 
 
-def test_a_bool_setting_a_config_file_turns_on_can_be_typed_off(tmp_path) -> None:
+def test_a_bool_setting_a_config_file_turns_on_can_be_typed_off(tmp_path, cli_config) -> None:
     """Bool settings have a ``--no-`` flag, and a typed one wins over a config file (and a
     recipe) as any typed flag does."""
-    from varclust.cli import build_parser
-    from varclust.cli_config import config_from_args
+    config = cli_config
 
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"fit_mixture_at_start": True, "dp_learn_concentration": True}))
-
-    def config(*flags):
-        args = build_parser().parse_args(["fit", "--out", str(tmp_path), *flags])
-        args.argv = list(flags)
-        return config_from_args(args)
 
     on = config("--config", str(path))
     assert on.fit_mixture_at_start and on.dp_learn_concentration

@@ -137,15 +137,8 @@ def test_revival_waits_for_the_kl_weight_to_reach_one(warm_up):
     assert [r["kl_weight"] for r in vc.history][-1] == 1
 
 
-def test_the_scratch_recipe_revives_clusters_except_with_priors_that_refuse_it(tmp_path):
-    from varclust.cli import build_parser
-    from varclust.cli_config import config_from_args
-
-    def config(*flags):
-        args = build_parser().parse_args(["fit", "--out", str(tmp_path), *flags])
-        args.argv = list(flags)
-        return config_from_args(args)
-
+def test_the_scratch_recipe_revives_clusters_except_with_priors_that_refuse_it(cli_config):
+    config = cli_config
     assert config("--recipe", "scratch").revive_clusters == 0.02
     assert config("--recipe", "scratch", "--prior", "bayes-gmm").revive_clusters == 0.02
     for prior in ("dp", "normal"):  # the recipe leaves the move off; typed, it is refused
