@@ -10,6 +10,8 @@ the single fits (groups x R seeds) and the kept fits (one per group), ACC/NMI/AR
 and the Spearman correlation of ELBO and ACC over the candidates. The labels score the fits;
 they never enter the choice.
 
+``--select-by agreement`` keeps the candidate whose clusters agree most with the others'
+(``varclust fit --select-by``); the ELBO rows below still rank by the ELBO.
 ``--select-after E`` chooses after E SVI epochs and continues only the chosen fit (the
 ``--select-after`` of ``varclust fit``): the candidate rows are then the candidates at epoch E
 (their ELBO and scores there), the kept rows the continued fits at the end.
@@ -34,6 +36,7 @@ from scipy.stats import spearmanr
 from varclust import FitConfig, clustering_scores, load_dataset
 from varclust.cli import DATASET_DEFAULTS, RECIPES
 from varclust.restarts import fit_restarts
+from varclust.selection import SELECTION_CRITERIA
 
 
 def expected_kept(rows: list[dict], restarts: int, key: str = "acc") -> float:
@@ -53,6 +56,7 @@ def main() -> None:
     parser.add_argument("--recipe", default="scratch", choices=sorted(RECIPES))
     parser.add_argument("--guide", default="relaxed")
     parser.add_argument("--select-after", type=int, default=None)
+    parser.add_argument("--select-by", default="elbo", choices=tuple(SELECTION_CRITERIA))
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     data = load_dataset(args.dataset)
@@ -66,7 +70,7 @@ def main() -> None:
         t0 = time.perf_counter()
         result = fit_restarts(config.replace(seed=first), data.images, y,
                               restarts=args.restarts, select_after=args.select_after,
-                              progress=False)
+                              select_by=args.select_by, progress=False)
         seconds = time.perf_counter() - t0
         rows = []
         for fit, candidate in zip(result.fits, result.candidates, strict=True):
@@ -75,6 +79,7 @@ def main() -> None:
             # fit's continuation and the scoring included, is the kept row's "seconds")
             own = sum(h["seconds"] for h in fit.history[:candidate.epochs])
             rows.append({"seed": candidate.seed, "elbo": candidate.elbo,
+                         args.select_by: candidate.score,
                          "epochs": candidate.epochs, "seconds": own,
                          **{k: at_score[k] for k in ("acc", "nmi", "ari")}})
             print(f"group {group} seed {candidate.seed}: ELBO {candidate.elbo:.3f} at epoch "
@@ -92,7 +97,7 @@ def main() -> None:
             args.json.write_text(json.dumps({
                 "dataset": args.dataset, "recipe": args.recipe, "guide": args.guide,
                 "restarts": args.restarts, "first_seed": args.first_seed,
-                "select_after": args.select_after,
+                "select_after": args.select_after, "select_by": args.select_by,
                 "config": config.to_dict(), "machine": platform.platform(),
                 "cpu_threads": torch.get_num_threads(), "load_average": list(os.getloadavg()),
                 "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

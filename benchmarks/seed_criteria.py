@@ -7,14 +7,20 @@ fits against their ACC (issue 16).
 For each run folder (fits of one recipe at different seeds) it computes, from the data and
 the fit alone: the final ELBO per datum (``metrics.json``), the mean entropy of the cluster
 assignment q(c|x) (``predict().entropy``), and the silhouette (10 000 data), Calinski-Harabasz
-and Davies-Bouldin indices (scikit-learn) of the codes under the predicted clusters. The labels
+and Davies-Bouldin indices (scikit-learn) of the codes under the predicted clusters, the
+entropy of the predicted cluster sizes (balance), and one criterion across the runs: a run's
+mean adjusted Rand index with the other runs' partitions (agreement, as ``--select-by
+agreement`` scores restarts; the run with the highest is the medoid of the runs). The labels
 are read only to score ACC; then the Spearman correlation of each criterion with ACC across
-the runs is printed and written to JSON.
+the runs is printed and written to JSON, with the ACC of the run each criterion would keep
+and the expected ACC of keeping the best of every 3 runs by it (agreement then scored within
+the 3, as ``--restarts 3`` would).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -22,12 +28,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import spearmanr
-from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
+from scipy.stats import entropy, spearmanr
+from sklearn.metrics import (
+    calinski_harabasz_score,
+    davies_bouldin_score,
+    silhouette_score,
+)
 
 from varclust import VarClust, clustering_scores, load_dataset
+from varclust.selection import agreement_scores
 
-CRITERIA = ("elbo", "mean_entropy", "silhouette", "calinski_harabasz", "davies_bouldin")
+CRITERIA = ("elbo", "mean_entropy", "silhouette", "calinski_harabasz", "davies_bouldin",
+            "size_entropy", "agreement")
+# the direction in which each criterion is better: +1 higher, -1 lower
+BETTER = {"elbo": 1, "mean_entropy": -1, "silhouette": 1, "calinski_harabasz": 1,
+          "davies_bouldin": -1, "size_entropy": 1, "agreement": 1}
 
 
 def label_free_criteria(vc: VarClust, run: Path, images) -> tuple[dict, np.ndarray]:
@@ -45,7 +60,18 @@ def label_free_criteria(vc: VarClust, run: Path, images) -> tuple[dict, np.ndarr
         "silhouette": float(silhouette_score(codes[subset], labels[subset])),
         "calinski_harabasz": float(calinski_harabasz_score(codes, labels)),
         "davies_bouldin": float(davies_bouldin_score(codes, labels)),
+        "size_entropy": float(entropy(np.bincount(labels))),
     }, labels
+
+
+def best_of(score_group, acc: list[float], size: int = 3) -> float:
+    """Mean ACC of the run a criterion keeps, over every ``size`` runs of the list;
+    ``score_group(group)`` scores the runs of a group (tuple of indices), higher kept."""
+    kept = []
+    for group in itertools.combinations(range(len(acc)), size):
+        scores = score_group(group)
+        kept.append(acc[group[int(np.argmax(scores))]])
+    return float(np.mean(kept))
 
 
 def main() -> None:
@@ -55,21 +81,36 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     data = load_dataset(args.dataset)
-    rows = []
+    rows, partitions = [], []
     for run in args.runs:
         vc = VarClust.load(run / "checkpoint.pt", device="cpu")
         criteria, predicted = label_free_criteria(vc, run, data.images)
+        partitions.append(predicted)
         rows.append({"run": str(run), "seed": vc.config.seed, **criteria,
                      **clustering_scores(data.labels.numpy(), predicted)})
         print(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                         for k, v in rows[-1].items()), flush=True)
+    for row, value in zip(rows, agreement_scores(partitions)):
+        row["agreement"] = value
     acc = [r["acc"] for r in rows]
     correlations = {}
-    print(f"\nSpearman correlation with ACC over {len(rows)} runs")
+    print(f"\nSpearman correlation with ACC over {len(rows)} runs; mean ACC {np.mean(acc):.3f}")
+    print(f"{'criterion':<18} {'rho':>5} {'p':>6} {'kept ACC':>9} {'best of 3':>10}")
     for name in CRITERIA:
-        result = spearmanr([r[name] for r in rows], acc)
-        correlations[name] = {"rho": float(result.statistic), "p": float(result.pvalue)}
-        print(f"{name:<18} rho {result.statistic:+.2f}  p {result.pvalue:.3f}")
+        values = [r[name] for r in rows]
+        result = spearmanr(values, acc)
+        kept = acc[max(range(len(rows)), key=lambda r: BETTER[name] * values[r])]
+        if name == "agreement":  # as --restarts 3 --select-by agreement: within the group
+            def score_group(group):
+                return agreement_scores([partitions[r] for r in group])
+        else:
+            def score_group(group, values=values, sign=BETTER[name]):
+                return [sign * values[r] for r in group]
+        of3 = best_of(score_group, acc) if len(rows) >= 3 else float("nan")
+        correlations[name] = {"rho": float(result.statistic), "p": float(result.pvalue),
+                              "better": "higher" if BETTER[name] > 0 else "lower",
+                              "kept_acc": kept, "best_of_3_acc": of3}
+        print(f"{name:<18} {result.statistic:+5.2f} {result.pvalue:6.3f} {kept:9.3f} {of3:10.3f}")
     out = args.json or Path(__file__).parent / "results" / f"seed_criteria_{args.dataset}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({

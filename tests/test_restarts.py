@@ -1,4 +1,4 @@
-"""Best of R fits by ELBO: the choice is the highest bound and never reads the labels; the
+"""Best of R fits by ELBO or by agreement: the choice never reads the labels; the
 folder of candidates, its record, resume, and the command line."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from varclust import FitConfig, VarClust
 from varclust.cli import main
 from varclust.inference.run_folder import RunFolderError
 from varclust.restarts import RESTARTS_FILE, fit_restarts, restart_folder, score_by_elbo
+from varclust.selection import agreement_scores
 
 TINY = FitConfig(num_clusters=3, latent_dim=2, hidden=(16,), epochs=2, pretrain_epochs=1,
                  batch_size=32, device="cpu")
@@ -184,3 +185,67 @@ def test_cli_select_after_resume_takes_the_length_from_the_command(tmp_path):
     chosen = json.loads((out / RESTARTS_FILE).read_text())["chosen_seed"]
     lengths = {s: len(VarClust.load(restart_folder(out, s), device="cpu").history) for s in (0, 1)}
     assert lengths == {chosen: 3, 1 - chosen: 1}
+
+
+def test_agreement_scores_are_each_partitions_mean_ari_with_the_others():
+    same, relabelled, crossed = [0, 0, 1, 1], [1, 1, 0, 0], [0, 1, 0, 1]
+    # by hand: ARI(same, relabelled) = 1; for crossed against either, every cell of the 2 x 2
+    # contingency table holds one datum: index 0, expected 2 * 2 / C(4, 2) = 2/3, max 2, so
+    # ARI = (0 - 2/3) / (2 - 2/3) = -1/2
+    scores = agreement_scores([np.array(p) for p in (same, relabelled, crossed)])
+    assert scores == pytest.approx([(1 - 0.5) / 2, (1 - 0.5) / 2, -0.5])
+    with pytest.raises(ValueError, match="at least 2"):
+        agreement_scores([np.array(same)])
+
+
+def test_select_by_agreement_keeps_the_medoid_partition_and_records_the_criterion(tmp_path):
+    x, out = _data(), tmp_path / "runs"
+    result = fit_restarts(TINY.replace(seed=5), x, restarts=3, select_by="agreement",
+                          out_dir=out, progress=False)
+    partitions = [np.asarray(f.predict(x).labels) for f in result.fits]
+    expected = agreement_scores(partitions)
+    assert [c.score for c in result.candidates] == pytest.approx(expected)
+    assert result.chosen == int(np.argmax(expected))
+    # every candidate's ELBO is still recorded, and the record names the criterion
+    record = json.loads((out / RESTARTS_FILE).read_text())
+    assert record["select_by"] == "agreement" and "adjusted Rand" in record["criterion"]
+    assert [c["elbo"] for c in record["candidates"]] == pytest.approx(
+        [score_by_elbo(f, x) for f in result.fits], rel=1e-6)
+    assert record["chosen_seed"] == result.candidates[result.chosen].seed
+    # the labels never enter the choice
+    labelled = fit_restarts(TINY.replace(seed=5), x, np.arange(60) % 3, restarts=3,
+                            select_by="agreement", progress=False)
+    assert labelled.chosen == result.chosen
+    with pytest.raises(ValueError, match="needs at least 3 restarts"):
+        fit_restarts(TINY, x, restarts=2, select_by="agreement", progress=False)
+    with pytest.raises(ValueError, match="unknown selection criterion 'acc'; choose one of"):
+        fit_restarts(TINY, x, restarts=3, select_by="acc", progress=False)
+
+
+def test_cli_select_by_agreement(tmp_path, capsys):
+    out = tmp_path / "r"
+    common = ["fit", "--dataset", "digits", "--out", str(out), "--hidden", "32", "--latent-dim",
+              "3", "--pretrain-epochs", "1", "--epochs", "1", "--quiet", "--select-by",
+              "agreement"]
+    assert main([*common, "--restarts", "3"]) == 0
+    printed = capsys.readouterr().out
+    record = json.loads((out / RESTARTS_FILE).read_text())
+    assert record["select_by"] == "agreement"
+    assert "clusters agree most with the others'" in printed and ", agreement " in printed
+    assert f"kept seed {record['chosen_seed']}" in printed
+    for restarts, message in (("2", "needs at least 3 restarts"),
+                              ("1", "--select-by chooses among restarts")):
+        assert main([*common, "--restarts", restarts, "--out", str(tmp_path / restarts)]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_select_by_confidence_keeps_the_lowest_mean_entropy():
+    x = _data()
+    result = fit_restarts(TINY.replace(seed=5), x, restarts=2, select_by="confidence",
+                          progress=False)
+    entropies = [float(np.mean(f.predict(x).entropy)) for f in result.fits]
+    assert [c.score for c in result.candidates] == pytest.approx([-e for e in entropies])
+    assert result.chosen == int(np.argmin(entropies))
+    labelled = fit_restarts(TINY.replace(seed=5), x, np.zeros(60, dtype=int), restarts=2,
+                            select_by="confidence", progress=False)
+    assert labelled.chosen == result.chosen

@@ -36,6 +36,7 @@ from .inference.run_folder import RunLock
 from .metrics import clustering_scores
 from .recipes import RECIPES
 from .restarts import RESTARTS_FILE, check_select_after, fit_restarts, restart_folder
+from .selection import SELECTION_CRITERIA, selection_criterion
 
 __all__ = ["DATASET_DEFAULTS", "RECIPES", "build_parser", "config_from_args", "main"]
 
@@ -73,8 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
                      "(same networks; the prior, guide and K may differ)")
     fit.add_argument("--restarts", type=int, default=1,
                      help="fit from the seeds --seed .. --seed + R - 1, each into OUT/seed_S, "
-                     "and keep the fit with the highest ELBO (OUT/restarts.json); the labels "
+                     "and keep the best by --select-by (OUT/restarts.json); the labels "
                      "never enter the choice")
+    fit.add_argument("--select-by", choices=tuple(SELECTION_CRITERIA), default="elbo",
+                     help="with --restarts: keep the highest ELBO (elbo), the fit whose "
+                     "clusters agree most with the other fits' (agreement: mean adjusted Rand "
+                     "index, R >= 3), or the most decided assignments (confidence: lowest mean "
+                     "entropy of p(c|x))")
     fit.add_argument("--select-after", type=int, default=None, metavar="E",
                      help="with --restarts: score the fits after E SVI epochs and continue "
                      "only the best to --epochs (R x E + epochs - E epochs in all)")
@@ -151,6 +157,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if args.select_after is not None and args.restarts < 2:
         raise ValueError("--select-after chooses among restarts; give --restarts R (R >= 2) "
                          "or drop --select-after")
+    if args.select_by != "elbo" and args.restarts < 2:
+        raise ValueError("--select-by chooses among restarts; give --restarts R (R >= 3) "
+                         "or drop --select-by")
     if args.restarts > 1:
         if args.distributed:
             raise ValueError("--restarts runs its fits one after another in one process; "
@@ -163,6 +172,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             config = (resumed if args.select_after is None
                       else resumed.replace(epochs=config.epochs))
         check_select_after(config, args.select_after)  # before the data are read
+        selection_criterion(args.select_by, args.restarts)
         return _fit_restarts(args, config)
     if args.resume:
         config = with_resumed_settings(config, args.out, args)
@@ -214,20 +224,21 @@ def _scores_text(last: dict) -> str:
 
 
 def _fit_restarts(args: argparse.Namespace, config: FitConfig) -> int:
-    """--restarts R: R fits into OUT/seed_S, the one with the highest ELBO kept
+    """--restarts R: R fits into OUT/seed_S, the best by --select-by kept
     (:mod:`varclust.restarts`); OUT is locked while they run."""
     with RunLock(args.out):
         data, metadata = fit_data(args)
         seeds = f"{config.seed} to {config.seed + args.restarts - 1}"
         when = ("" if args.select_after is None
                 else f" after {args.select_after} epochs, and only it continued")
+        criterion = selection_criterion(args.select_by, args.restarts)
         print(f"varclust: {args.restarts} fits of K={config.num_clusters} to {data.name} "
               f"({len(data)} x {'x'.join(map(str, data.image_shape))}), seeds {seeds}; "
-              f"the highest ELBO is kept{when}")
+              f"{criterion.kept} is kept{when}")
         try:
             result = fit_restarts(
                 config, data.images, data.labels, restarts=args.restarts,
-                select_after=args.select_after, out_dir=args.out,
+                select_after=args.select_after, select_by=args.select_by, out_dir=args.out,
                 resume=args.resume, overwrite=args.overwrite,
                 progress="lines" if args.quiet else True, metadata=metadata,
                 labelled=_labelled_mask(args.labelled_fraction, data, config.seed),
@@ -241,7 +252,8 @@ def _fit_restarts(args: argparse.Namespace, config: FitConfig) -> int:
         _write_figures(result.best, Path(chosen.folder))
     for fit, c in zip(result.fits, result.candidates, strict=True):
         scores = _scores_text(fit.history[-1] if fit.history else {})
-        print(f"  seed {c.seed}: ELBO {c.elbo:.3f} at epoch {c.epochs}; after epoch "
+        print(f"  seed {c.seed}: ELBO {c.elbo:.3f}{criterion.score_text(c.score)} at epoch "
+              f"{c.epochs}; after epoch "
               f"{len(fit.history)}{': ' + scores if scores else ''}"
               f"{'  <- kept' if c is chosen else ''}")
     print(f"varclust: done; kept seed {chosen.seed}; run folder {chosen.folder} "

@@ -1,4 +1,5 @@
-"""Several fits from different seeds, the one with the highest ELBO kept.
+"""Several fits from different seeds, the best by a label-free criterion kept (the ELBO by
+default; :mod:`varclust.selection`).
 
 A fit from scratch (no pretraining) ends in a seed-dependent local optimum: on the UCI digits
 the relaxed guide's ACC under ``--recipe scratch`` ranges 0.74 to 0.91 over 25 seeds. As
@@ -12,7 +13,11 @@ does not (Spearman 0.06 over 25 fits; best of 3 0.816 against 0.818).
 
 The ELBO of a candidate is :func:`varclust.summaries.mean_elbo` on the fitted data, averaged
 over ``draws`` passes that all start from the same random seed, so every candidate is scored
-with the same noise. Candidates share every setting but ``seed``.
+with the same noise. Candidates share every setting but ``seed``. ``select_by="agreement"``
+keeps instead the candidate whose partition agrees most (mean ARI) with the others', the
+medoid of the R partitions (R >= 3), ``select_by="confidence"`` the one with the lowest mean
+entropy of p(c | x) (:mod:`varclust.selection`); every candidate's ELBO is recorded either
+way.
 
 **Choosing part-way** (``select_after=E``): a from-scratch fit's ELBO says nothing about its
 fate at the end of the KL warm-up but ranks the fits by mid-fit about as well as at the end (on
@@ -27,8 +32,8 @@ end.
 With an output folder ``out``, candidate r is a complete run folder ``out/seed_S`` (resumable
 as any run) and ``out/restarts.json`` (written atomically once all are scored, and again when the
 chosen one is continued) lists each candidate's seed, folder, ELBO and the epochs it was scored
-at, and names the chosen one. ``resume=True`` of a part-way choice reuses a recorded choice and
-continues the chosen fit.
+at and its score under the criterion, and names the criterion and the chosen one.
+``resume=True`` of a part-way choice reuses a recorded choice and continues the chosen fit.
 """
 
 from __future__ import annotations
@@ -42,12 +47,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyro
 
 from .config import FitConfig
 from .estimator import VarClust
 from .inference.checkpoint import write_atomic
 from .inference.run_folder import RESTARTS_FILE
+from .selection import SelectionCriterion, score_by_elbo, selection_criterion
 
 __all__ = ["RESTARTS_FILE", "Candidate", "Restarts", "check_select_after", "fit_restarts",
            "restart_folder", "score_by_elbo"]
@@ -55,13 +60,16 @@ __all__ = ["RESTARTS_FILE", "Candidate", "Restarts", "check_select_after", "fit_
 
 @dataclass
 class Candidate:
-    """One restart: its seed, its run folder (None in memory), its mean ELBO per datum and the
-    SVI epochs it had when scored (the whole fit, or ``select_after``)."""
+    """One restart: its seed, its run folder (None in memory), its mean ELBO per datum, the
+    SVI epochs it had when scored (the whole fit, or ``select_after``) and its score under the
+    selection criterion (the ELBO again for ``select_by="elbo"``; None in records written
+    before the criterion was recorded)."""
 
     seed: int
     folder: str | None
     elbo: float
     epochs: int
+    score: float | None = None
 
 
 @dataclass
@@ -76,7 +84,7 @@ class Restarts:
 
     @property
     def best(self) -> VarClust:
-        """The fit with the highest ELBO."""
+        """The fit with the highest score under the selection criterion."""
         return self.fits[self.chosen]
 
 
@@ -85,22 +93,18 @@ def restart_folder(out: Path, seed: int) -> Path:
     return out / f"seed_{seed}"
 
 
-def score_by_elbo(fit: VarClust, X: Any, draws: int = 3, seed: int = 0) -> float:
-    """The mean ELBO per datum of data X (N, ...) under a fitted ``fit``, averaged over
-    ``draws`` passes from the random seed ``seed`` (the same noise for every fit scored)."""
-    if draws < 1:
-        raise ValueError(f"draws must be at least 1, got {draws}")
-    pyro.set_rng_seed(seed)
-    return float(np.mean([fit.score(X) for _ in range(draws)]))
-
-
 def fit_restarts(
     config: FitConfig, X: Any, y: Any = None, *, restarts: int, select_after: int | None = None,
     out_dir: str | os.PathLike | None = None, resume: bool = False, overwrite: bool = False,
-    draws: int = 3, components: dict[str, Any] | None = None, **fit_kwargs: Any,
+    draws: int = 3, select_by: str = "elbo", components: dict[str, Any] | None = None,
+    **fit_kwargs: Any,
 ) -> Restarts:
     """Fit ``config`` from the seeds config.seed, ..., config.seed + restarts - 1 and return
-    them with their ELBO on X (N, ...) and the index of the highest (module docstring).
+    them with their ELBO on X (N, ...) and the index of the one kept (module docstring).
+
+    ``select_by``: the label-free criterion that keeps one, ``"elbo"`` (the highest bound),
+    ``"agreement"`` (the partition that agrees most with the others'; restarts >= 3) or
+    ``"confidence"`` (the lowest mean entropy of p(c | x)); :mod:`varclust.selection`.
 
     ``select_after``: score the candidates after this many SVI epochs (1 .. epochs - 1) and
     continue the chosen one alone; None scores the whole fits. ``y`` (N,) labels only feed the
@@ -115,6 +119,7 @@ def fit_restarts(
     if restarts < 1:
         raise ValueError(f"restarts must be at least 1, got {restarts}")
     check_select_after(config, select_after)
+    criterion = selection_criterion(select_by, restarts)
     if fit_kwargs.get("distributed") is not None:
         raise ValueError("restarts run one fit after another in one process; run a "
                          "distributed fit without --restarts")
@@ -122,7 +127,7 @@ def fit_restarts(
     if out is not None and (out / "checkpoint.pt").exists():
         raise ValueError(f"{out} holds a single run (checkpoint.pt); give restarts a new "
                          "folder, or --overwrite that run's folder elsewhere first")
-    recorded = _recorded_choice(out, config, restarts, select_after) if resume else None
+    recorded = _recorded_choice(out, config, restarts, select_after, select_by) if resume else None
     if out is not None and (overwrite or (resume and recorded is None)):
         # the candidates will change: the record, derived from them, is rewritten
         (out / RESTARTS_FILE).unlink(missing_ok=True)
@@ -132,8 +137,10 @@ def fit_restarts(
           else tempfile.TemporaryDirectory(prefix="varclust-restarts-")) as root:
         root = None if root is None else Path(root)
         if recorded is not None:  # a part-way choice made before: its candidates as they were
-            # the record names folders inside out: found wherever out now is (moved, copied)
-            candidates = [Candidate(**{**c, "folder": str(restart_folder(out, c["seed"]))})
+            # the record names folders inside out: found wherever out now is (moved, copied);
+            # a record without scores chose by the ELBO
+            candidates = [Candidate(**{"score": c["elbo"], **c,
+                                       "folder": str(restart_folder(out, c["seed"]))})
                           for c in recorded["candidates"]]
             fits = [VarClust.load(c.folder, device=config.device, **components)
                     for c in candidates]
@@ -150,13 +157,16 @@ def fit_restarts(
                 fits.append(fit)
                 candidates.append(Candidate(seed, None if out is None else str(folder),
                                             score_by_elbo(fit, X, draws), len(fit.history)))
-        best = int(np.argmax([c.elbo for c in candidates]))
-        _write_record(out, candidates, best, draws, select_after)
+            scores = criterion.scores(fits, X, [c.elbo for c in candidates])
+            for candidate, score in zip(candidates, scores, strict=True):
+                candidate.score = score
+        best = int(np.argmax([c.score for c in candidates]))
+        _write_record(out, candidates, best, draws, select_after, criterion)
         if select_after is not None:  # the chosen one continued from its checkpoint (exact)
             seed = candidates[best].seed
             fits[best] = _fit_one(config.replace(seed=seed), X, y, restart_folder(root, seed),
                                   True, False, fit_kwargs, components)
-            _write_record(out, candidates, best, draws, select_after,
+            _write_record(out, candidates, best, draws, select_after, criterion,
                           final_elbo=score_by_elbo(fits[best], X, draws))
     return Restarts(fits, candidates, best, select_after)
 
@@ -183,7 +193,8 @@ def _fit_one(config: FitConfig, X: Any, y: Any, folder: Path | None, resume: boo
 
 
 def _write_record(out: Path | None, candidates: list[Candidate], best: int, draws: int,
-                  select_after: int | None, final_elbo: float | None = None) -> None:
+                  select_after: int | None, criterion: SelectionCriterion,
+                  final_elbo: float | None = None) -> None:
     """``out/restarts.json``, atomically: the candidates, the choice and how it was made; the
     folders relative to ``out`` (``seed_S``), so the record holds wherever ``out`` is."""
     if out is None:
@@ -191,7 +202,8 @@ def _write_record(out: Path | None, candidates: list[Candidate], best: int, draw
     when = "at the end of each fit" if select_after is None else f"after {select_after} epochs"
     inside = [{**asdict(c), "folder": Path(c.folder).name} for c in candidates]
     record = {"chosen_seed": candidates[best].seed, "chosen_folder": inside[best]["folder"],
-              "criterion": f"mean ELBO per datum on the fitted data, {draws} draws, {when}",
+              "select_by": criterion.name,
+              "criterion": f"{criterion.describe(draws)}, {when}",
               "select_after": select_after,
               "candidates": inside}
     if select_after is not None:
@@ -201,12 +213,14 @@ def _write_record(out: Path | None, candidates: list[Candidate], best: int, draw
 
 
 def _recorded_choice(out: Path | None, config: FitConfig, restarts: int,
-                     select_after: int | None) -> dict | None:
-    """The record of a part-way choice among these very seeds, or None (choose anew)."""
+                     select_after: int | None, select_by: str) -> dict | None:
+    """The record of a part-way choice among these very seeds by this criterion, or None
+    (choose anew). Records written before the criterion was recorded chose by the ELBO."""
     if out is None or select_after is None or not (out / RESTARTS_FILE).exists():
         return None
     record = json.loads((out / RESTARTS_FILE).read_text())
     seeds = [c["seed"] for c in record.get("candidates", [])]
     same = (record.get("select_after") == select_after
+            and record.get("select_by", "elbo") == select_by
             and seeds == list(range(config.seed, config.seed + restarts)))
     return record if same else None

@@ -1,0 +1,148 @@
+"""How :func:`varclust.restarts.fit_restarts` ranks its candidates: label-free criteria.
+
+A criterion gives each of R fitted candidates a score, higher is better; the highest is kept.
+None reads a label.
+
+``elbo`` (:class:`ElboCriterion`): the mean ELBO per datum on the fitted data, as scikit-learn's
+``GaussianMixture(n_init=...)`` keeps its best initialisation by likelihood. It ranks fits when
+the bound is what separates them; with terms outside the ELBO in the loss (``--recipe scratch``)
+it does not (BENCHMARKS.md, issue 12: Spearman with ACC 0.06 over 25 digits fits, 0.12 over 10
+Fashion-MNIST fits).
+
+``agreement`` (:class:`AgreementCriterion`): candidate r's mean adjusted Rand index with the
+other candidates' partitions of the data,
+
+    agreement_r = 1 / (R - 1) sum_{s != r} ARI(partition_r, partition_s),
+
+so the kept fit is the medoid of the R partitions under the ARI (the consensus choice of
+clustering ensembles; Strehl & Ghosh 2002 use the mutual information). The idea: fits that
+find the data's structure find the same partition, while the local optima they miss it in are
+each bad in their own way. It needs R >= 3 (two candidates agree equally with each other).
+The partitions are the fits' ``predict(X).labels`` (N,), the data's most probable clusters.
+
+``confidence`` (:class:`ConfidenceCriterion`): minus the mean entropy of the fit's cluster
+posterior over the data, -1/N sum_n H[p(c | x_n)] (``predict(X).entropy``): the fit whose
+assignments are the most decided is kept. A fit that leaves two classes in one component, or
+splits one over two, leaves the data between them undecided.
+
+None of them ranks fits reliably (BENCHMARKS.md, issue 12, "Choosing among fits without the
+labels"); each is measured there against the fits' ACC.
+"""
+
+from __future__ import annotations
+
+import itertools
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyro
+from sklearn.metrics import adjusted_rand_score
+
+if TYPE_CHECKING:
+    from .estimator import VarClust
+
+__all__ = ["SELECTION_CRITERIA", "AgreementCriterion", "ConfidenceCriterion", "ElboCriterion",
+           "SelectionCriterion", "agreement_scores", "score_by_elbo", "selection_criterion"]
+
+
+def score_by_elbo(fit: VarClust, X: Any, draws: int = 3, seed: int = 0) -> float:
+    """The mean ELBO per datum of data X (N, ...) under a fitted ``fit``, averaged over
+    ``draws`` passes from the random seed ``seed`` (the same noise for every fit scored)."""
+    if draws < 1:
+        raise ValueError(f"draws must be at least 1, got {draws}")
+    pyro.set_rng_seed(seed)
+    return float(np.mean([fit.score(X) for _ in range(draws)]))
+
+
+def agreement_scores(partitions: list[np.ndarray]) -> list[float]:
+    """Each of R >= 2 partitions' (N,) mean adjusted Rand index with the other R - 1."""
+    if len(partitions) < 2:
+        raise ValueError(f"agreement compares partitions: give at least 2, got {len(partitions)}")
+    ari = np.eye(len(partitions))
+    for r, s in itertools.combinations(range(len(partitions)), 2):
+        ari[r, s] = ari[s, r] = adjusted_rand_score(partitions[r], partitions[s])
+    return [float((row.sum() - 1.0) / (len(partitions) - 1)) for row in ari]
+
+
+class SelectionCriterion(ABC):
+    """A label-free score for each of R fitted candidates; the highest is kept."""
+
+    name: str
+    kept: str  # which candidate is kept, in words
+    min_candidates: int = 1
+
+    @abstractmethod
+    def scores(self, fits: list[VarClust], X: Any, elbos: list[float]) -> list[float]:
+        """One score per fit (higher is better), from the fits, the data X (N, ...) and each
+        fit's mean ELBO per datum ``elbos`` (R,), which every candidate record holds."""
+
+    @abstractmethod
+    def describe(self, draws: int) -> str:
+        """What the score is, for ``restarts.json`` (``draws``: the ELBO's passes)."""
+
+    def score_text(self, score: float) -> str:
+        """The score as a candidate's line shows it beside its ELBO ('' if it is the ELBO)."""
+        return f", {self.name} {score:.3f}"
+
+
+class ElboCriterion(SelectionCriterion):
+    """The candidates' mean ELBO per datum on the fitted data (module docstring)."""
+
+    name = "elbo"
+    kept = "the highest ELBO"
+
+    def scores(self, fits: list[VarClust], X: Any, elbos: list[float]) -> list[float]:
+        return list(elbos)
+
+    def describe(self, draws: int) -> str:
+        return f"mean ELBO per datum on the fitted data, {draws} draws"
+
+    def score_text(self, score: float) -> str:
+        return ""
+
+
+class AgreementCriterion(SelectionCriterion):
+    """The candidates' mean ARI with the others' partitions: the medoid is kept (module
+    docstring)."""
+
+    name = "agreement"
+    kept = "the fit whose clusters agree most with the others'"
+    min_candidates = 3
+
+    def scores(self, fits: list[VarClust], X: Any, elbos: list[float]) -> list[float]:
+        return agreement_scores([np.asarray(fit.predict(X).labels) for fit in fits])
+
+    def describe(self, draws: int) -> str:
+        return ("mean adjusted Rand index of the candidate's partition of the fitted data with "
+                "the other candidates' (the medoid is kept)")
+
+
+class ConfidenceCriterion(SelectionCriterion):
+    """Minus the candidates' mean entropy of p(c | x) over the data: the most decided
+    assignments are kept (module docstring)."""
+
+    name = "confidence"
+    kept = "the fit with the most decided cluster assignments"
+
+    def scores(self, fits: list[VarClust], X: Any, elbos: list[float]) -> list[float]:
+        return [-float(np.mean(fit.predict(X).entropy)) for fit in fits]
+
+    def describe(self, draws: int) -> str:
+        return "minus the mean entropy in nats of the candidate's p(c | x) over the fitted data"
+
+
+SELECTION_CRITERIA: dict[str, SelectionCriterion] = {
+    c.name: c for c in (ElboCriterion(), AgreementCriterion(), ConfidenceCriterion())}
+
+
+def selection_criterion(name: str, restarts: int) -> SelectionCriterion:
+    """The criterion called ``name``, checked against the number of candidates."""
+    if name not in SELECTION_CRITERIA:
+        raise ValueError(f"unknown selection criterion {name!r}; choose one of "
+                         f"{', '.join(SELECTION_CRITERIA)}")
+    criterion = SELECTION_CRITERIA[name]
+    if restarts < criterion.min_candidates:
+        raise ValueError(f"select_by={name!r} needs at least {criterion.min_candidates} "
+                         f"restarts, got {restarts}; give more restarts or select_by='elbo'")
+    return criterion
