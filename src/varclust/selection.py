@@ -25,8 +25,10 @@ posterior over the data, -1/N sum_n H[p(c | x_n)] (``predict(X).entropy``): the 
 assignments are the most decided is kept. A fit that leaves two classes in one component, or
 splits one over two, leaves the data between them undecided.
 
-None of them ranks fits reliably (BENCHMARKS.md, issue 12, "Choosing among fits without the
-labels"); each is measured there against the fits' ACC.
+Measured against the fits' ACC under ``--recipe scratch`` (BENCHMARKS.md, issue 12, "Choosing
+among fits without the labels"), Spearman over 16 digits / 10 Fashion-MNIST fits: elbo +0.66 /
++0.12, agreement +0.82 / +0.41, confidence (as minus the entropy) +0.57 / +0.62. None is best
+on both data sets, so ``elbo`` stays the default.
 """
 
 from __future__ import annotations
