@@ -6,8 +6,8 @@ None reads a label.
 ``elbo`` (:class:`ElboCriterion`): the mean ELBO per datum on the fitted data, as scikit-learn's
 ``GaussianMixture(n_init=...)`` keeps its best initialisation by likelihood. It ranks fits when
 the bound is what separates them; with terms outside the ELBO in the loss (``--recipe scratch``)
-it does not (BENCHMARKS.md, issue 12: Spearman with ACC 0.06 over 25 digits fits, 0.12 over 10
-Fashion-MNIST fits).
+it ranks them unevenly (BENCHMARKS.md, issue 12: Spearman with ACC 0.06 over 25 digits fits,
+0.66 over 16 others, 0.12 over 10 Fashion-MNIST fits).
 
 ``agreement`` (:class:`AgreementCriterion`): candidate r's mean adjusted Rand index with the
 other candidates' partitions of the data,
