@@ -145,6 +145,7 @@ def selection_criterion(name: str, restarts: int) -> SelectionCriterion:
                          f"{', '.join(SELECTION_CRITERIA)}")
     criterion = SELECTION_CRITERIA[name]
     if restarts < criterion.min_candidates:
-        raise ValueError(f"select_by={name!r} needs at least {criterion.min_candidates} "
-                         f"restarts, got {restarts}; give more restarts or select_by='elbo'")
+        raise ValueError(f"select_by (--select-by) {name!r} needs at least "
+                         f"{criterion.min_candidates} restarts (--restarts), got {restarts}; "
+                         "give more restarts or choose by 'elbo'")
     return criterion
