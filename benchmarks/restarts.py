@@ -10,8 +10,9 @@ the single fits (groups x R seeds) and the kept fits (one per group), ACC/NMI/AR
 and the Spearman correlation of ELBO and ACC over the candidates. The labels score the fits;
 they never enter the choice.
 
-``--select-by agreement`` keeps the candidate whose clusters agree most with the others'
-(``varclust fit --select-by``); the ELBO rows below still rank by the ELBO.
+``--select-by agreement | confidence`` keeps the candidate whose clusters agree most with the
+others' or whose assignments are the most decided (``varclust fit --select-by``); the "best of
+r by ELBO" lines at the end still rank by the ELBO.
 ``--select-after E`` chooses after E SVI epochs and continues only the chosen fit (the
 ``--select-after`` of ``varclust fit``): the candidate rows are then the candidates at epoch E
 (their ELBO and scores there), the kept rows the continued fits at the end.
