@@ -36,7 +36,7 @@ from sklearn.metrics import (
 )
 
 from varclust import VarClust, clustering_scores, load_dataset
-from varclust.selection import agreement_scores
+from varclust.selection import agreement_matrix, agreement_scores
 
 CRITERIA = ("elbo", "mean_entropy", "silhouette", "calinski_harabasz", "davies_bouldin",
             "size_entropy", "agreement")
@@ -66,11 +66,9 @@ def label_free_criteria(vc: VarClust, run: Path, images) -> tuple[dict, np.ndarr
 
 def best_of(score_group, acc: list[float], size: int = 3) -> float:
     """Mean ACC of the run a criterion keeps, over every ``size`` runs of the list;
-    ``score_group(group)`` scores the runs of a group (tuple of indices), higher kept."""
-    kept = []
-    for group in itertools.combinations(range(len(acc)), size):
-        scores = score_group(group)
-        kept.append(acc[group[int(np.argmax(scores))]])
+    ``score_group(group)`` scores the runs of a group (list of indices), higher kept."""
+    kept = [acc[group[int(np.argmax(score_group(group)))]]
+            for group in map(list, itertools.combinations(range(len(acc)), size))]
     return float(np.mean(kept))
 
 
@@ -90,7 +88,8 @@ def main() -> None:
                      **clustering_scores(data.labels.numpy(), predicted)})
         print(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                         for k, v in rows[-1].items()), flush=True)
-    for row, value in zip(rows, agreement_scores(partitions)):
+    ari = agreement_matrix(partitions)  # once: every group's agreement is a block of it
+    for row, value in zip(rows, agreement_scores(ari)):
         row["agreement"] = value
     acc = [r["acc"] for r in rows]
     correlations = {}
@@ -99,13 +98,11 @@ def main() -> None:
     for name in CRITERIA:
         values = [r[name] for r in rows]
         result = spearmanr(values, acc)
-        kept = acc[max(range(len(rows)), key=lambda r: BETTER[name] * values[r])]
-        if name == "agreement":  # as --restarts 3 --select-by agreement: within the group
-            def score_group(group):
-                return agreement_scores([partitions[r] for r in group])
-        else:
-            def score_group(group, values=values, sign=BETTER[name]):
-                return [sign * values[r] for r in group]
+        signed = BETTER[name] * np.array(values)
+        kept = acc[int(np.argmax(signed))]
+        # agreement as --restarts 3 scores it: with the group's other members only
+        score_group = ((lambda g: agreement_scores(ari[np.ix_(g, g)])) if name == "agreement"
+                       else (lambda g, signed=signed: signed[g]))
         of3 = best_of(score_group, acc) if len(rows) >= 3 else float("nan")
         correlations[name] = {"rho": float(result.statistic), "p": float(result.pvalue),
                               "better": "higher" if BETTER[name] > 0 else "lower",

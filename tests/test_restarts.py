@@ -13,7 +13,7 @@ from varclust import FitConfig, VarClust
 from varclust.cli import main
 from varclust.inference.run_folder import RunFolderError
 from varclust.restarts import RESTARTS_FILE, fit_restarts, restart_folder, score_by_elbo
-from varclust.selection import agreement_scores
+from varclust.selection import agreement_matrix, agreement_scores
 
 TINY = FitConfig(num_clusters=3, latent_dim=2, hidden=(16,), epochs=2, pretrain_epochs=1,
                  batch_size=32, device="cpu")
@@ -192,10 +192,12 @@ def test_agreement_scores_are_each_partitions_mean_ari_with_the_others():
     # by hand: ARI(same, relabelled) = 1; for crossed against either, every cell of the 2 x 2
     # contingency table holds one datum: index 0, expected 2 * 2 / C(4, 2) = 2/3, max 2, so
     # ARI = (0 - 2/3) / (2 - 2/3) = -1/2
-    scores = agreement_scores([np.array(p) for p in (same, relabelled, crossed)])
+    ari = agreement_matrix([np.array(p) for p in (same, relabelled, crossed)])
+    assert ari == pytest.approx(np.array([[1, 1, -0.5], [1, 1, -0.5], [-0.5, -0.5, 1]]))
+    scores = agreement_scores(ari)
     assert scores == pytest.approx([(1 - 0.5) / 2, (1 - 0.5) / 2, -0.5])
     with pytest.raises(ValueError, match="at least 2"):
-        agreement_scores([np.array(same)])
+        agreement_scores(agreement_matrix([np.array(same)]))
 
 
 def test_select_by_agreement_keeps_the_medoid_partition_and_records_the_criterion(tmp_path):
@@ -203,7 +205,7 @@ def test_select_by_agreement_keeps_the_medoid_partition_and_records_the_criterio
     result = fit_restarts(TINY.replace(seed=5), x, restarts=3, select_by="agreement",
                           out_dir=out, progress=False)
     partitions = [np.asarray(f.predict(x).labels) for f in result.fits]
-    expected = agreement_scores(partitions)
+    expected = agreement_scores(agreement_matrix(partitions))
     assert [c.score for c in result.candidates] == pytest.approx(expected)
     assert result.chosen == int(np.argmax(expected))
     # every candidate's ELBO is still recorded, and the record names the criterion

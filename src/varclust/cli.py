@@ -36,7 +36,7 @@ from .inference.run_folder import RunLock
 from .metrics import clustering_scores
 from .recipes import RECIPES
 from .restarts import RESTARTS_FILE, check_select_after, fit_restarts, restart_folder
-from .selection import SELECTION_CRITERIA, selection_criterion
+from .selection import SELECTION_CRITERIA, SelectionCriterion, selection_criterion
 
 __all__ = ["DATASET_DEFAULTS", "RECIPES", "build_parser", "config_from_args", "main"]
 
@@ -172,8 +172,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             config = (resumed if args.select_after is None
                       else resumed.replace(epochs=config.epochs))
         check_select_after(config, args.select_after)  # before the data are read
-        selection_criterion(args.select_by, args.restarts)
-        return _fit_restarts(args, config)
+        return _fit_restarts(args, config, selection_criterion(args.select_by, args.restarts))
     if args.resume:
         config = with_resumed_settings(config, args.out, args)
     if not args.distributed:
@@ -223,22 +222,22 @@ def _scores_text(last: dict) -> str:
     return ", ".join(f"{k.upper()} {last[k]:.4f}" for k in ("acc", "nmi", "ari") if k in last)
 
 
-def _fit_restarts(args: argparse.Namespace, config: FitConfig) -> int:
-    """--restarts R: R fits into OUT/seed_S, the best by --select-by kept
+def _fit_restarts(args: argparse.Namespace, config: FitConfig,
+                  criterion: SelectionCriterion) -> int:
+    """--restarts R: R fits into OUT/seed_S, the best by ``criterion`` (--select-by) kept
     (:mod:`varclust.restarts`); OUT is locked while they run."""
     with RunLock(args.out):
         data, metadata = fit_data(args)
         seeds = f"{config.seed} to {config.seed + args.restarts - 1}"
         when = ("" if args.select_after is None
                 else f" after {args.select_after} epochs, and only it continued")
-        criterion = selection_criterion(args.select_by, args.restarts)
         print(f"varclust: {args.restarts} fits of K={config.num_clusters} to {data.name} "
               f"({len(data)} x {'x'.join(map(str, data.image_shape))}), seeds {seeds}; "
               f"{criterion.kept} is kept{when}")
         try:
             result = fit_restarts(
                 config, data.images, data.labels, restarts=args.restarts,
-                select_after=args.select_after, select_by=args.select_by, out_dir=args.out,
+                select_after=args.select_after, select_by=criterion.name, out_dir=args.out,
                 resume=args.resume, overwrite=args.overwrite,
                 progress="lines" if args.quiet else True, metadata=metadata,
                 labelled=_labelled_mask(args.labelled_fraction, data, config.seed),

@@ -45,7 +45,8 @@ if TYPE_CHECKING:
     from .estimator import VarClust
 
 __all__ = ["SELECTION_CRITERIA", "AgreementCriterion", "ConfidenceCriterion", "ElboCriterion",
-           "SelectionCriterion", "agreement_scores", "score_by_elbo", "selection_criterion"]
+           "SelectionCriterion", "agreement_matrix", "agreement_scores", "score_by_elbo",
+           "selection_criterion"]
 
 
 def score_by_elbo(fit: VarClust, X: Any, draws: int = 3, seed: int = 0) -> float:
@@ -57,14 +58,21 @@ def score_by_elbo(fit: VarClust, X: Any, draws: int = 3, seed: int = 0) -> float
     return float(np.mean([fit.score(X) for _ in range(draws)]))
 
 
-def agreement_scores(partitions: list[np.ndarray]) -> list[float]:
-    """Each of R >= 2 partitions' (N,) mean adjusted Rand index with the other R - 1."""
-    if len(partitions) < 2:
-        raise ValueError(f"agreement compares partitions: give at least 2, got {len(partitions)}")
+def agreement_matrix(partitions: list[np.ndarray]) -> np.ndarray:
+    """The (R, R) adjusted Rand indices between R partitions (N,) of the same data (ones on
+    the diagonal)."""
     ari = np.eye(len(partitions))
     for r, s in itertools.combinations(range(len(partitions)), 2):
         ari[r, s] = ari[s, r] = adjusted_rand_score(partitions[r], partitions[s])
-    return [float((row.sum() - 1.0) / (len(partitions) - 1)) for row in ari]
+    return ari
+
+
+def agreement_scores(ari: np.ndarray) -> list[float]:
+    """Each of R >= 2 partitions' mean adjusted Rand index with the other R - 1, from their
+    (R, R) :func:`agreement_matrix` (or a block of it: the agreement within a subset)."""
+    if len(ari) < 2:
+        raise ValueError(f"agreement compares partitions: give at least 2, got {len(ari)}")
+    return [float((row.sum() - 1.0) / (len(ari) - 1)) for row in ari]
 
 
 class SelectionCriterion(ABC):
@@ -113,7 +121,8 @@ class AgreementCriterion(SelectionCriterion):
     min_candidates = 3
 
     def scores(self, fits: list[VarClust], X: Any, elbos: list[float]) -> list[float]:
-        return agreement_scores([np.asarray(fit.predict(X).labels) for fit in fits])
+        return agreement_scores(agreement_matrix([np.asarray(fit.predict(X).labels)
+                                                  for fit in fits]))
 
     def describe(self, draws: int) -> str:
         return ("mean adjusted Rand index of the candidate's partition of the fitted data with "
