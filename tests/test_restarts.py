@@ -236,9 +236,14 @@ def test_cli_select_by_agreement(tmp_path, capsys):
     assert "clusters agree most with the others'" in printed and ", agreement " in printed
     assert f"kept seed {record['chosen_seed']}" in printed
     for restarts, message in (("2", "needs at least 3 restarts"),
-                              ("1", "--select-by chooses among restarts")):
+                              ("1", "--select-by chooses among restarts; give --restarts R "
+                                    "(R >= 3)")):
         assert main([*common, "--restarts", restarts, "--out", str(tmp_path / restarts)]) == 2
         assert message in capsys.readouterr().err
+    # confidence needs only two fits to choose between, and its refusal says so
+    confidence = [*common[:-1], "confidence", "--restarts", "1", "--out", str(tmp_path / "c")]
+    assert main(confidence) == 2
+    assert "(R >= 2)" in capsys.readouterr().err
 
 
 def test_select_by_confidence_keeps_the_lowest_mean_entropy():

@@ -158,8 +158,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
         raise ValueError("--select-after chooses among restarts; give --restarts R (R >= 2) "
                          "or drop --select-after")
     if args.select_by != "elbo" and args.restarts < 2:
-        raise ValueError("--select-by chooses among restarts; give --restarts R (R >= 3) "
-                         "or drop --select-by")
+        fewest = max(2, SELECTION_CRITERIA[args.select_by].min_candidates)
+        raise ValueError(f"--select-by chooses among restarts; give --restarts R "
+                         f"(R >= {fewest}) or drop --select-by")
     if args.restarts > 1:
         if args.distributed:
             raise ValueError("--restarts runs its fits one after another in one process; "
