@@ -99,7 +99,7 @@ def fit_section(plan: dict, device: str, out: Path, budget_s: float) -> dict:
     vc.fit(images, labels, out_dir=run, resume=True, progress=False)
     seconds = time.perf_counter() - t0
     scores = clustering_scores(labels, vc.predict(images).labels)
-    weights = vc.model.prior.point_parameters()["log_weights"].exp()
+    weights = vc.model.prior.point_parameters()["log_weights"].detach().exp()
     t1 = time.perf_counter()
     torch.manual_seed(0)
     grids = [vc.sample(k, plan["samples_per_cluster"]) for k in range(config.num_clusters)]
@@ -196,19 +196,26 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": platform.platform(), "torch": torch.__version__,
         "device_name": torch.cuda.get_device_name() if device.startswith("cuda") else "CPU",
     }
+    path = out / "gpu_suite.json"
+    summary["json"] = str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
+    summary["png"] = os.path.relpath(out / "clusterddpm_samples.png", md.parent)
+
+    def save() -> None:
+        """Write the sections run so far, so that a run stopped by a time limit keeps them."""
+        summary["seconds"] = time.perf_counter() - t0
+        path.write_text(json.dumps(summary, indent=2, default=str))
+
     if "fit" in args.sections:
         summary["fit"] = fit_section(plan, device, out, plan["fit_share"] * budget)
+        save()
     if "time-to-acc" in args.sections:
         summary["time_to_acc"] = speed_section("time-to-acc", plan["time_to_acc"], device, out)
+        save()
     if "speed" in args.sections:
         for name, extra in plan["speed"].items():
             summary[name] = speed_section(name, extra, device, out)
-    summary["seconds"] = time.perf_counter() - t0
-    path = out / "gpu_suite.json"
-    summary["json"] = str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
-    png = out / "clusterddpm_samples.png"
-    summary["png"] = os.path.relpath(png, md.parent)
-    path.write_text(json.dumps(summary, indent=2, default=str))
+            save()
+    save()
     with open(md, "a") as f:
         f.write(markdown(summary))
     print(f"wrote {path} and appended the figures to {md} ({summary['seconds']:.0f} s)")

@@ -41,3 +41,22 @@ def test_the_gpu_suite_refuses_cuda_without_a_gpu_and_names_the_fix(tmp_path):
     proc = subprocess.run([sys.executable, str(SUITE), "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "--tiny" in proc.stderr
+
+
+def test_a_suite_stopped_after_its_fit_keeps_the_fit_in_its_json(tmp_path, monkeypatch):
+    """Each section's figures are written as it ends: a run stopped later (a time limit on the
+    GPU machine, here a failing speed section) still leaves gpu_suite.json with the fit."""
+    import pytest
+
+    monkeypatch.syspath_prepend(str(SUITE.parent))
+    import gpu_suite
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt("stopped by the time limit")
+
+    monkeypatch.setattr(gpu_suite, "speed_section", stopped)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        gpu_suite.main(["--tiny", "--out", str(out), "--sections", "fit", "time-to-acc"])
+    summary = json.loads((out / "gpu_suite.json").read_text())
+    assert summary["fit"]["em_iterations"] >= 1 and "time_to_acc" not in summary
