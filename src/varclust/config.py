@@ -86,6 +86,10 @@ class FitConfig:
     pretrain_epochs: int = setting(10, "autoencoder epochs before the mixture is fitted")
     pretrain_lr: float = setting(1e-3, "the autoencoder pretraining's learning rate")
     pretrain_batch_size: int = setting(0, "pretraining's mini-batch (0: --batch-size)")
+    pretrain_masking: float = setting(0.0, "denoising pretraining: each input pixel is set to 0 "
+                                      "with this probability in the encoder's input while the "
+                                      "autoencoder pretrains; the decoder reconstructs the clean "
+                                      "image (0: off; pretraining only, not part of the ELBO)")
     mixture_start: str = setting("codes", "how the mixture is fitted to the codes after "
                                  "pretraining and at --mixture-restart-epoch: codes (a "
                                  "diagonal GaussianMixture on the codes); umap (N2D: a "
@@ -252,6 +256,9 @@ class FitConfig:
         if self.pretrain_batch_size < 0:
             raise ValueError(f"pretrain_batch_size must be >= 0 (0: batch_size), got "
                              f"{self.pretrain_batch_size}")
+        if not 0.0 <= self.pretrain_masking < 1.0:
+            raise ValueError(f"pretrain_masking must be in [0, 1) (0: off), got "
+                             f"{self.pretrain_masking}")
         for name in ("latent_dim", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")

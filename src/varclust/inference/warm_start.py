@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from ..model.gmm import widen_by_code_scales
 from ..model.mixture_fit import MIXTURE_STARTS, align_to_labels
 from ..modes import evaluating
+from .denoising import MaskedInput
 from .persistence import FitRecord
 from .prediction import encode_codes, encode_means
 from .pretrain import Pretrainer
@@ -61,8 +62,14 @@ def pretrain(
     :class:`varclust.registry.GeneratorEntry`) runs that instead.
     """
     c = fit.config
+    if own_pretraining is not None and c.pretrain_masking:
+        raise ValueError(
+            f"pretrain_masking={c.pretrain_masking} applies to autoencoder pretraining, and "
+            f"the generator {c.generator_name!r} pretrains its own way; set pretrain_masking=0"
+        )
     dist_kw = dict(batches=distributed.batches, wrap=distributed.wrap) if distributed else {}
-    pretrainer = Pretrainer(fit.model.pretraining_loss(fit.guide.encoder), c.pretrain_lr,
+    encoder = MaskedInput(fit.guide.encoder, c.pretrain_masking)
+    pretrainer = Pretrainer(fit.model.pretraining_loss(encoder), c.pretrain_lr,
                             c.pretraining_batch, c.seed, **dist_kw)
     if resume is not None:
         pretrainer.load_state_dict(resume)
