@@ -214,8 +214,7 @@ def main(argv: list[str] | None = None) -> dict:
     if "speed" in args.sections:
         for name, extra in plan["speed"].items():
             summary[name] = speed_section(name, extra, device, out)
-            save()
-    save()
+            save()  # --sections takes at least one, so the JSON is complete here
     with open(md, "a") as f:
         f.write(markdown(summary))
     print(f"wrote {path} and appended the figures to {md} ({summary['seconds']:.0f} s)")
