@@ -13,15 +13,12 @@ the initialisation SVI starts from. Prints a table and writes JSON
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pyro
 import torch
+from results_json import write_results
 
 from varclust import FitConfig, VarClust, clustering_scores, load_dataset
 from varclust.inference.batching import batched_apply
@@ -75,14 +72,8 @@ def main() -> None:
         print(f"{r['epochs']:>6} {r['loss']:>9.2f} {r['acc']:>7.3f} {r['nmi']:>7.3f} "
               f"{r['ari']:>7.3f} {r['seconds']:>8.0f}")
     out = args.json or Path(__file__).parent / "results" / f"pretraining_{args.dataset}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "dataset": args.dataset, "num_data": len(y), "settings": vars(args) | {"json": str(out)},
-        "machine": platform.platform(), "cpu_threads": torch.get_num_threads(),
-        "load_average": list(os.getloadavg()),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "rows": rows,
-    }, indent=2))
-    print(f"wrote {out}")
+    write_results(out, dataset=args.dataset, num_data=len(y),
+                  settings=vars(args) | {"json": str(out)}, rows=rows)
 
 
 if __name__ == "__main__":
