@@ -34,6 +34,7 @@ from sklearn.mixture import GaussianMixture
 from torch import Tensor
 
 from varclust import clustering_scores, load_dataset
+from varclust.inference.batching import batched_apply
 from varclust.model.decoders import mlp
 
 
@@ -119,13 +120,12 @@ def main() -> None:
             loss.backward()
             optimizer.step()
             total += loss.item()
-        seconds = time.perf_counter() - t0
-        print(f"epoch {epoch}: loss {total / (n // b):.4f}, {seconds:.0f} s", flush=True)
+        seconds, mean_loss = time.perf_counter() - t0, total / (n // b)
+        print(f"epoch {epoch}: loss {mean_loss:.4f}, {seconds:.0f} s", flush=True)
         if epoch % args.every == 0 or epoch == args.epochs:
             with torch.no_grad():
-                codes = torch.cat([encoder(x[i:i + 4096].flatten(1))
-                                   for i in range(0, n, 4096)]).numpy()
-            rows.append({"epochs": epoch, "loss": total / (n // b), "train_seconds": seconds,
+                codes = batched_apply(lambda chunk: encoder(chunk.flatten(1)), x, 4096).numpy()
+            rows.append({"epochs": epoch, "loss": mean_loss, "train_seconds": seconds,
                          **score_codes(codes, y, args.clusters, args.seed)})
             print({k: (round(v["acc"], 3), round(v["nmi"], 3)) for k, v in rows[-1].items()
                    if isinstance(v, dict)}, flush=True)
