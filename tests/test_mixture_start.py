@@ -1,5 +1,5 @@
 """The mixture's starts after pretraining (``FitConfig.mixture_start``): the codes' own
-GaussianMixture and N2D's UMAP start."""
+GaussianMixture, N2D's UMAP start and the merged components."""
 
 from __future__ import annotations
 
@@ -9,11 +9,16 @@ import numpy as np
 import pytest
 import torch
 from ddp_worker import mixture_config, synthetic_mixture
+from sklearn.datasets import make_moons
+from sklearn.mixture import GaussianMixture
 
 from varclust import FitConfig, VarClust, clustering_scores
 from varclust.model.mixture_fit import (
     MIXTURE_STARTS,
+    component_overlap,
+    fit_mixture_through_merged_components,
     fit_mixture_through_umap,
+    merged_responsibilities,
     mixture_from_responsibilities,
 )
 from varclust.model.priors import GaussianMixturePrior
@@ -105,3 +110,39 @@ def test_a_fit_starts_from_its_mixture_start_and_records_it(tmp_path, monkeypatc
     torch.testing.assert_close(seen["weights"], torch.tensor([0.5, 0.3, 0.2]))
     again = VarClust.load(tmp_path, device="cpu")
     assert again.config.mixture_start == "umap"
+
+
+def test_component_overlap_matches_a_hand_computation():
+    r = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0]])
+    overlap = component_overlap(r)
+    # columns 0 and 1: dot 0.25, norms sqrt(1.25) and sqrt(0.25); column 2 shares nothing
+    np.testing.assert_allclose(overlap, [[1.0, 0.25 / np.sqrt(1.25 * 0.25), 0.0],
+                                         [0.25 / np.sqrt(1.25 * 0.25), 1.0, 0.0],
+                                         [0.0, 0.0, 1.0]], atol=1e-12)
+    # an empty component overlaps nothing and does not divide by zero
+    empty = component_overlap(np.array([[1.0, 0.0], [1.0, 0.0]]))
+    np.testing.assert_allclose(empty, np.eye(2))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_merged_components_recover_curved_clusters_one_gaussian_each_cuts(seed):
+    """Two interleaved half-moons: a 2-component GaussianMixture cuts them (ACC about 0.85);
+    four components merged by their overlap give the moons back."""
+    x, y = make_moons(600, noise=0.06, random_state=seed)
+    codes = torch.tensor(x * 3, dtype=torch.float32)
+    one_each = GaussianMixture(2, covariance_type="full", random_state=seed).fit(x).predict(x)
+    assert clustering_scores(y, one_each)["acc"] < 0.9
+    merged = merged_responsibilities(codes, 2, seed)
+    assert merged.shape == (600, 2)
+    np.testing.assert_allclose(merged.sum(1), 1.0, atol=1e-9)
+    assert clustering_scores(y, merged.argmax(1))["acc"] >= 0.99
+    # the start is the merged clusters' moments, the same for the same seed
+    weights, loc, scale = fit_mixture_through_merged_components(codes, 2, seed)
+    torch.testing.assert_close(weights, torch.tensor(merged.mean(0), dtype=torch.float32))
+    again = fit_mixture_through_merged_components(codes, 2, seed)
+    torch.testing.assert_close(loc, again[1])
+
+
+def test_merged_start_on_too_few_codes_names_the_fix():
+    with pytest.raises(ValueError, match="mixture_start='codes'"):
+        fit_mixture_through_merged_components(torch.randn(5, 4), 3, seed=0)

@@ -94,8 +94,10 @@ class FitConfig:
                                  "pretraining and at --mixture-restart-epoch: codes (a "
                                  "diagonal GaussianMixture on the codes); umap (N2D: a "
                                  "GaussianMixture on a UMAP embedding of the codes chooses the "
-                                 "clusters, which start the components; needs umap-learn)",
-                                 choices=("codes", "umap"))
+                                 "clusters, which start the components; needs umap-learn); "
+                                 "merged (a full-covariance GaussianMixture with 2K components "
+                                 "whose components spectral clustering groups into K clusters)",
+                                 choices=("codes", "umap", "merged"))
     seed: int = setting(0, "seeds every random draw")
     device: str = setting("auto", "auto, cpu or cuda")
     precision: str = setting("float32", "bfloat16: the networks under bfloat16 autocast (speed; "

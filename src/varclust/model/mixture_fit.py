@@ -1,7 +1,7 @@
 """A diagonal Gaussian mixture fitted to codes (scikit-learn), and its components matched to
 labels: how the clusters of a fit start, and the clusters of the standard-normal prior.
 
-Two starts (``FitConfig.mixture_start``, :data:`MIXTURE_STARTS`):
+Three starts (``FitConfig.mixture_start``, :data:`MIXTURE_STARTS`):
 
 - ``codes``: a diagonal GaussianMixture on the codes themselves (:func:`fit_mixture_to_codes`).
 - ``umap``: N2D's start (McConville et al., 2020, "N2D: (Not Too) Deep Clustering via
@@ -11,6 +11,16 @@ Two starts (``FitConfig.mixture_start``, :data:`MIXTURE_STARTS`):
   weigh the codes into a diagonal mixture in the codes' own space (weights mean_n r_nk, means
   and variances the r-weighted moments): :func:`fit_mixture_through_umap`. The embedding only
   chooses the partition the fit starts from; the model and its ELBO are unchanged.
+- ``merged``: over-clustering, then merging (the components of a mixture grouped into clusters,
+  as in Hennig, 2010, "Methods for merging Gaussian mixture components"; spectral clustering of
+  many representatives, as in Yan, Huang & Jordan, 2009, "Fast approximate spectral
+  clustering"): a full-covariance GaussianMixture with M = :data:`MERGED_COMPONENTS_PER_CLUSTER`
+  x K components on the codes; its components are grouped into K clusters by spectral
+  clustering of their posterior overlap, a cluster's responsibility is the sum of its
+  components', and those weigh the codes into a diagonal mixture:
+  :func:`fit_mixture_through_merged_components`. A cluster can then be a curved or elongated
+  union of Gaussians where one Gaussian per cluster would cut it; as with ``umap``, only the
+  partition the fit starts from changes.
 """
 
 from __future__ import annotations
@@ -21,14 +31,16 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
+from sklearn.cluster import SpectralClustering
 from sklearn.mixture import GaussianMixture
 from torch import Tensor
 
 from ..optional_umap import import_umap
 
 __all__ = [
-    "MIXTURE_STARTS", "align_to_labels", "fit_mixture_through_umap", "fit_mixture_to_codes",
-    "mixture_from_responsibilities",
+    "MERGED_COMPONENTS_PER_CLUSTER", "MIXTURE_STARTS", "align_to_labels", "component_overlap",
+    "fit_mixture_through_merged_components", "fit_mixture_through_umap", "fit_mixture_to_codes",
+    "merged_responsibilities", "mixture_from_responsibilities",
 ]
 
 
@@ -96,10 +108,74 @@ def fit_mixture_through_umap(
     return mixture_from_responsibilities(codes, gmm.predict_proba(embedding))
 
 
+#: the ``merged`` start's components per cluster, M / K. Fashion-MNIST, the 256-256-1024
+#: autoencoder's codes after 40 epochs, 2 seeds x 3 mixture seeds (BENCHMARKS.md, issue 16):
+#: M = 20 gave ACC 0.641 to 0.662 against 0.553 and 0.621 for 10 components; 25, 30 and 40
+#: varied more (0.56 to 0.69).
+MERGED_COMPONENTS_PER_CLUSTER = 2
+
+
+def component_overlap(responsibilities: np.ndarray) -> np.ndarray:
+    """How much two mixture components share the data: A_ml = sum_n r_nm r_nl / sqrt(
+    sum_n r_nm^2 sum_n r_nl^2), the cosine of their responsibility columns.
+
+    Args:
+        responsibilities: (N, M), rows summing to 1.
+    Returns:
+        (M, M) symmetric, in [0, 1], ones on the diagonal (0 off it for an empty component).
+    """
+    r = np.asarray(responsibilities, dtype=np.float64)
+    gram = r.T @ r  # (M, M)
+    norm = np.sqrt(np.maximum(np.diag(gram), np.finfo(np.float64).tiny))
+    overlap = gram / np.outer(norm, norm)
+    np.fill_diagonal(overlap, 1.0)
+    return overlap
+
+
+def merged_responsibilities(
+    codes: Tensor, num_clusters: int, seed: int,
+    components_per_cluster: int = MERGED_COMPONENTS_PER_CLUSTER,
+) -> np.ndarray:
+    """Over-cluster, then merge: a full-covariance GaussianMixture (scikit-learn, ``random_state``
+    seed) with M = components_per_cluster x K components on codes (N, D) gives responsibilities
+    r (N, M); spectral clustering (scikit-learn, ``assign_labels="cluster_qr"``, no random
+    restarts) of :func:`component_overlap` groups the M components into K clusters g(m).
+
+    Returns:
+        R (N, K), R_nk = sum_{m: g(m) = k} r_nm: rows sum to 1.
+    """
+    num_components = components_per_cluster * num_clusters
+    if len(codes) < num_components:
+        raise ValueError(f"mixture_start='merged' fits {num_components} components and needs at "
+                         f"least as many data, got {len(codes)}; use mixture_start='codes'")
+    z = codes.detach().cpu().double().numpy()
+    gmm = GaussianMixture(num_components, covariance_type="full", random_state=seed,
+                          reg_covar=1e-4).fit(z)
+    r = gmm.predict_proba(z)  # (N, M)
+    group = SpectralClustering(num_clusters, affinity="precomputed", random_state=seed,
+                               assign_labels="cluster_qr").fit_predict(component_overlap(r))
+    merged = np.zeros((len(z), num_clusters))
+    np.add.at(merged.T, group, r.T)  # each cluster's components summed
+    return merged
+
+
+def fit_mixture_through_merged_components(
+    codes: Tensor, num_clusters: int, seed: int,
+    components_per_cluster: int = MERGED_COMPONENTS_PER_CLUSTER,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The ``merged`` start: :func:`merged_responsibilities` of codes (N, D) turned into a
+    diagonal mixture of the codes by :func:`mixture_from_responsibilities`. Returns weights (K,),
+    means (K, D) and scales (K, D) as float32 tensors.
+    """
+    return mixture_from_responsibilities(
+        codes, merged_responsibilities(codes, num_clusters, seed, components_per_cluster))
+
+
 #: ``FitConfig.mixture_start`` -> f(codes (N, D), K, seed) -> (weights, means, scales)
 MIXTURE_STARTS: dict[str, Callable[[Tensor, int, int], tuple[Tensor, Tensor, Tensor]]] = {
     "codes": fit_mixture_to_codes,
     "umap": fit_mixture_through_umap,
+    "merged": fit_mixture_through_merged_components,
 }
 
 
