@@ -154,6 +154,20 @@ def test_the_pretrained_recipe_picks_full_covariances_for_svi_on_fashion_mnist(t
     assert "--recipepretrainedwithsvionfashion-mnist:gmm-full" in shown
 
 
+def test_the_pretrained_recipe_on_fashion_mnist_is_the_merged_start_on_narrow_networks(cli_config):
+    """The measured Fashion-MNIST default (issue 16): the merged start, the 256-256-1024
+    networks and 10 SVI epochs; each typed flag wins, and EM and other data sets keep theirs."""
+    config = cli_config("--dataset", "fashion-mnist")
+    assert (config.mixture_start, config.hidden, config.epochs, config.pretrain_epochs) == (
+        "merged", (256, 256, 1024), 10, 40)
+    typed = cli_config("--dataset", "fashion-mnist", "--mixture-start", "codes", "--hidden",
+                       "500,500,2000", "--epochs", "30")
+    assert (typed.mixture_start, typed.hidden, typed.epochs) == ("codes", (500, 500, 2000), 30)
+    for other in (cli_config("--dataset", "digits"), cli_config("--dataset", "mnist"),
+                  cli_config("--dataset", "fashion-mnist", "--method", "em")):
+        assert (other.mixture_start, other.hidden) == ("codes", (500, 500, 2000))
+
+
 def test_unknown_dataset_is_refused_by_the_parser(capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--dataset", "imagenet", "--out", "x"])
