@@ -110,7 +110,7 @@ def fit_mixture_through_umap(
 
 #: the ``merged`` start's components per cluster, M / K. Fashion-MNIST, the 256-256-1024
 #: autoencoder's codes after 40 epochs, 2 seeds x 3 mixture seeds (BENCHMARKS.md, issue 16):
-#: M = 20 gave ACC 0.641 to 0.662 against 0.553 and 0.621 for 10 components; 25, 30 and 40
+#: M = 20 gave ACC 0.622 to 0.662 against 0.553 and 0.621 for 10 components; 25, 30 and 40
 #: varied more (0.56 to 0.69).
 MERGED_COMPONENTS_PER_CLUSTER = 2
 
