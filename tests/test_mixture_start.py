@@ -16,8 +16,10 @@ from varclust import FitConfig, VarClust, clustering_scores
 from varclust.model.mixture_fit import (
     MIXTURE_STARTS,
     component_overlap,
+    component_responsibilities,
     fit_mixture_through_merged_components,
     fit_mixture_through_umap,
+    merge_components,
     merged_responsibilities,
     mixture_from_responsibilities,
 )
@@ -146,3 +148,25 @@ def test_merged_components_recover_curved_clusters_one_gaussian_each_cuts(seed):
 def test_merged_start_on_too_few_codes_names_the_fix():
     with pytest.raises(ValueError, match="mixture_start='codes'"):
         fit_mixture_through_merged_components(torch.randn(5, 4), 3, seed=0)
+
+
+@pytest.mark.filterwarnings("ignore:Graph is not fully connected")  # two blocks, as meant
+def test_merging_groups_components_that_share_their_data():
+    """Components 0 and 2 share the first four data, 1 and 3 the last four: merged into two
+    clusters, each datum's two shares add up in one cluster; a consensus of two mixtures (their
+    columns side by side, halved) merges the same way."""
+    a = np.array([[0.6, 0.0, 0.4, 0.0]] * 4 + [[0.0, 0.7, 0.0, 0.3]] * 4)
+    a[0] = [0.9, 0.0, 0.1, 0.0]  # not every datum alike
+    merged = merge_components(a, 2, seed=0)
+    np.testing.assert_allclose(merged.sum(1), 1.0)
+    assert sorted(map(tuple, np.unique(merged, axis=0))) == [(0.0, 1.0), (1.0, 0.0)]
+    assert len(set(merged[:4].argmax(1))) == 1 and merged[0].argmax() != merged[4].argmax()
+    consensus = merge_components(np.concatenate([a, a[:, ::-1]], 1) / 2, 2, seed=0)
+    assert clustering_scores(merged.argmax(1), consensus.argmax(1))["acc"] == 1.0
+
+
+def test_merged_responsibilities_are_the_merge_of_the_components_responsibilities():
+    codes = torch.tensor(make_moons(200, noise=0.06, random_state=0)[0], dtype=torch.float32)
+    r = component_responsibilities(codes, 4, seed=3)
+    assert r.shape == (200, 4)
+    np.testing.assert_allclose(merged_responsibilities(codes, 2, 3), merge_components(r, 2, 3))

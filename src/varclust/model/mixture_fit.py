@@ -39,7 +39,8 @@ from ..optional_umap import import_umap
 
 __all__ = [
     "MERGED_COMPONENTS_PER_CLUSTER", "MIXTURE_STARTS", "align_to_labels", "component_overlap",
-    "fit_mixture_through_merged_components", "fit_mixture_through_umap", "fit_mixture_to_codes",
+    "component_responsibilities", "fit_mixture_through_merged_components",
+    "fit_mixture_through_umap", "fit_mixture_to_codes", "merge_components",
     "merged_responsibilities", "mixture_from_responsibilities",
 ]
 
@@ -138,8 +139,8 @@ def merged_responsibilities(
 ) -> np.ndarray:
     """Over-cluster, then merge: a full-covariance GaussianMixture (scikit-learn, ``random_state``
     seed) with M = components_per_cluster x K components on codes (N, D) gives responsibilities
-    r (N, M); spectral clustering (scikit-learn, ``assign_labels="cluster_qr"``, no random
-    restarts) of :func:`component_overlap` groups the M components into K clusters g(m).
+    r (N, M) (:func:`component_responsibilities`), and :func:`merge_components` groups its
+    components into K clusters.
 
     Returns:
         R (N, K), R_nk = sum_{m: g(m) = k} r_nm: rows sum to 1.
@@ -148,13 +149,33 @@ def merged_responsibilities(
     if len(codes) < num_components:
         raise ValueError(f"mixture_start='merged' fits {num_components} components and needs at "
                          f"least as many data, got {len(codes)}; use mixture_start='codes'")
+    return merge_components(component_responsibilities(codes, num_components, seed),
+                            num_clusters, seed)
+
+
+def component_responsibilities(codes: Tensor, num_components: int, seed: int) -> np.ndarray:
+    """The responsibilities r (N, M) of a full-covariance GaussianMixture (scikit-learn,
+    ``random_state`` seed, M = num_components) fitted to codes (N, D)."""
     z = codes.detach().cpu().double().numpy()
     gmm = GaussianMixture(num_components, covariance_type="full", random_state=seed,
                           reg_covar=1e-4).fit(z)
-    r = gmm.predict_proba(z)  # (N, M)
+    return gmm.predict_proba(z)
+
+
+def merge_components(responsibilities: np.ndarray, num_clusters: int, seed: int) -> np.ndarray:
+    """Group M components into K clusters g(m) by spectral clustering (scikit-learn,
+    ``assign_labels="cluster_qr"``, no random restarts) of :func:`component_overlap`.
+
+    Args:
+        responsibilities: r (N, M), rows summing to 1 (for a consensus, the columns of several
+            mixtures side by side, divided by their number).
+    Returns:
+        R (N, K), R_nk = sum_{m: g(m) = k} r_nm.
+    """
+    r = np.asarray(responsibilities, dtype=np.float64)
     group = SpectralClustering(num_clusters, affinity="precomputed", random_state=seed,
                                assign_labels="cluster_qr").fit_predict(component_overlap(r))
-    merged = np.zeros((len(z), num_clusters))
+    merged = np.zeros((len(r), num_clusters))
     np.add.at(merged.T, group, r.T)  # each cluster's components summed
     return merged
 
