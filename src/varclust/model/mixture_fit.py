@@ -139,8 +139,8 @@ def merged_responsibilities(
 ) -> np.ndarray:
     """Over-cluster, then merge: a full-covariance GaussianMixture (scikit-learn, ``random_state``
     seed) with M = components_per_cluster x K components on codes (N, D) gives responsibilities
-    r (N, M) (:func:`component_responsibilities`), and :func:`merge_components` groups its
-    components into K clusters.
+    r (N, M) (:func:`component_responsibilities`), and :func:`merge_components` puts each
+    component m in one of K clusters g(m).
 
     Returns:
         R (N, K), R_nk = sum_{m: g(m) = k} r_nm: rows sum to 1.
