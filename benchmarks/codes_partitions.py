@@ -35,7 +35,7 @@ from scipy.stats import spearmanr
 from sklearn.metrics import adjusted_rand_score
 
 from varclust import FitConfig, VarClust, clustering_scores, load_dataset
-from varclust.inference.batching import batched_apply
+from varclust.inference.prediction import encode_means
 from varclust.inference.pretrain import Pretrainer
 from varclust.model.mixture_fit import (
     MERGED_COMPONENTS_PER_CLUSTER,
@@ -127,7 +127,7 @@ def main() -> None:
         if (epoch + 1) % args.every:
             return
         with torch.no_grad():
-            codes = batched_apply(lambda b: vc.guide.encode(b)[0], x)
+            codes = encode_means(vc.guide, x)
         scores = score_partitions(codes, y, args.clusters, args.mixture_seeds)
         acc = np.array([p["acc"] for p in scores["partitions"]])
         nmi = np.mean([p["nmi"] for p in scores["partitions"]])
