@@ -19,7 +19,6 @@ the 3, as ``--restarts 3`` would).
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import os
@@ -28,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from run_folders import run_folder_arguments
 from scipy.stats import entropy, spearmanr
 from sklearn.metrics import (
     calinski_harabasz_score,
@@ -73,11 +73,7 @@ def best_of(score_group, acc: list[float], size: int = 3) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", type=Path, nargs="+", help="run folders of `varclust fit`")
-    parser.add_argument("--dataset", default="fashion-mnist")
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
+    args = run_folder_arguments(__doc__.split("\n\n")[0])
     data = load_dataset(args.dataset)
     rows, partitions = [], []
     for run in args.runs:

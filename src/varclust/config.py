@@ -96,8 +96,10 @@ class FitConfig:
                                  "GaussianMixture on a UMAP embedding of the codes chooses the "
                                  "clusters, which start the components; needs umap-learn); "
                                  "merged (a full-covariance GaussianMixture with 2K components "
-                                 "whose components spectral clustering groups into K clusters)",
-                                 choices=("codes", "umap", "merged"))
+                                 "whose components spectral clustering groups into K clusters); "
+                                 "merged-refined (merged, then EM of K full-covariance "
+                                 "Gaussians from the merged clusters)",
+                                 choices=("codes", "umap", "merged", "merged-refined"))
     seed: int = setting(0, "seeds every random draw")
     device: str = setting("auto", "auto, cpu or cuda")
     precision: str = setting("float32", "bfloat16: the networks under bfloat16 autocast (speed; "
