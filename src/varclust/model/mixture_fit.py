@@ -1,7 +1,7 @@
 """A diagonal Gaussian mixture fitted to codes (scikit-learn), and its components matched to
 labels: how the clusters of a fit start, and the clusters of the standard-normal prior.
 
-Three starts (``FitConfig.mixture_start``, :data:`MIXTURE_STARTS`):
+Four starts (``FitConfig.mixture_start``, :data:`MIXTURE_STARTS`):
 
 - ``codes``: a diagonal GaussianMixture on the codes themselves (:func:`fit_mixture_to_codes`).
 - ``umap``: N2D's start (McConville et al., 2020, "N2D: (Not Too) Deep Clustering via
@@ -215,11 +215,11 @@ def refined_mixture(codes: Tensor, responsibilities: np.ndarray, seed: int,
     r = np.asarray(responsibilities, dtype=np.float64)
     mass = r.sum(0)  # (K,)
     if (mass <= 0).any():
-        raise ValueError(f"refine_responsibilities: components {np.flatnonzero(mass <= 0)} hold no "
-                         "data; start from responsibilities that give every component some")
+        raise ValueError(f"refined_mixture: components {np.flatnonzero(mass <= 0)} hold no data; "
+                         "start from responsibilities that give every component some")
     means = r.T @ z / mass[:, None]  # (K, D)
-    centred = z[:, None] - means  # (N, K, D)
-    cov = np.einsum("nk,nkd,nke->kde", r, centred, centred) / mass[:, None, None]
+    cov = np.stack([(r[:, k, None] * (z - means[k])).T @ (z - means[k]) / mass[k]
+                    for k in range(len(mass))])  # (K, D, D), one component at a time
     cov += reg_covar * np.eye(z.shape[1])
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=ConvergenceWarning)
