@@ -18,7 +18,8 @@ codes (N, D):
   likelihood keeps of the classes, and its log-likelihood; where it is above ``merged_em``'s,
   a better search of the likelihood would find a partition nearer the classes.
 - ``class_gaussians`` (**reads the labels**): each datum given to the class Gaussian (the
-  classes' own weights, means and full covariances) under which it is most probable, no EM.
+  classes' own weights, means and full covariances) under which it is most probable, no EM:
+  scikit-learn's QuadraticDiscriminantAnalysis fitted to and predicting all the codes.
 - ``linear_probe`` and ``knn10`` (**read the labels**): held-out accuracy (the last 10 000
   codes of a fixed permutation, or a fifth of a smaller data set) of a logistic regression and
   of a 10-nearest-neighbour classifier (scikit-learn) trained on the other codes.
@@ -36,6 +37,7 @@ import numpy as np
 import torch
 from results_json import write_results
 from run_folders import run_folder_arguments
+from sklearn.discriminant_analysis import QuadraticDiscriminantAnalysis
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 
@@ -52,19 +54,6 @@ def em_from(codes: torch.Tensor, responsibilities: np.ndarray, seed: int,
     gmm = refined_mixture(codes, responsibilities, seed)
     z = codes.double().numpy()
     return {**clustering_scores(labels, gmm.predict(z)), "loglik": float(gmm.score(z))}
-
-
-def class_gaussians(codes: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """The class each datum of codes (N, D) is most probable under, with the classes' own
-    weights, means and full covariances (labels (N,) in 0..K-1)."""
-    classes = np.unique(labels)
-    log_joint = np.stack([
-        np.log(np.mean(labels == k)) + torch.distributions.MultivariateNormal(
-            torch.from_numpy(codes[labels == k].mean(0)),
-            torch.from_numpy(np.cov(codes[labels == k].T) + 1e-4 * np.eye(codes.shape[1])),
-        ).log_prob(torch.from_numpy(codes)).numpy()
-        for k in classes], 1)
-    return classes[log_joint.argmax(1)]
 
 
 def main() -> None:
@@ -87,7 +76,8 @@ def main() -> None:
             "fit": clustering_scores(labels, np.asarray(vc.predict(data.images).labels)),
             "merged_em": em_from(codes, merged_responsibilities(codes, k, seed), seed, labels),
             "classes_em": em_from(codes, np.eye(k)[labels], seed, labels),
-            "class_gaussians": clustering_scores(labels, class_gaussians(z, labels)),
+            "class_gaussians": clustering_scores(labels, QuadraticDiscriminantAnalysis().fit(
+                z, labels).predict(z)),
             "linear_probe": float(LogisticRegression(max_iter=2000).fit(
                 z[train], labels[train]).score(z[test], labels[test])),
             "knn10": float(KNeighborsClassifier(10).fit(z[train], labels[train]).score(

@@ -32,7 +32,6 @@ import pyro
 import torch
 from results_json import write_results
 from scipy.stats import spearmanr
-from sklearn.metrics import adjusted_rand_score
 
 from varclust import FitConfig, VarClust, clustering_scores, load_dataset
 from varclust.inference.prediction import encode_means
@@ -42,6 +41,7 @@ from varclust.model.mixture_fit import (
     component_responsibilities,
     merge_components,
 )
+from varclust.selection import agreement_matrix, agreement_scores
 
 #: --schedule -> (optimizer, total steps, peak learning rate) -> a scheduler stepped per batch
 SCHEDULES = {
@@ -79,9 +79,9 @@ def score_partitions(codes: torch.Tensor, labels: np.ndarray, num_clusters: int,
                      "confidence": float(-entropy), "smallest": float(shares.min()),
                      "predicted": predicted})
         responsibilities.append(r)
-    for i, row in enumerate(rows):
-        row["agreement"] = float(np.mean([adjusted_rand_score(row["predicted"], o["predicted"])
-                                          for j, o in enumerate(rows) if j != i]))
+    agreement = agreement_scores(agreement_matrix([row["predicted"] for row in rows]))
+    for row, value in zip(rows, agreement):
+        row["agreement"] = value
     consensus = merge_components(np.concatenate(responsibilities, 1) / mixture_seeds,
                                  num_clusters, 0).argmax(1)
     picked = {c: rows[int(np.argmax([r[c] for r in rows]))]["acc"] for c in CRITERIA}

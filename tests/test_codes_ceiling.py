@@ -23,13 +23,6 @@ def _two_tilted_blobs():
     return codes, np.repeat([0, 1], 200)
 
 
-def test_the_class_gaussians_classify_separated_classes(monkeypatch):
-    codes, labels = _two_tilted_blobs()
-    assert (_script(monkeypatch).class_gaussians(codes, labels) == labels).all()
-    # labels that are not 0..K-1 come back as given
-    assert (_script(monkeypatch).class_gaussians(codes, labels + 3) == labels + 3).all()
-
-
 def test_em_from_the_classes_keeps_separated_classes_and_scores_the_likelihood(monkeypatch):
     codes, labels = _two_tilted_blobs()
     scores = _script(monkeypatch).em_from(torch.tensor(codes), np.eye(2)[labels], 0, labels)
