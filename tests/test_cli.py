@@ -154,12 +154,12 @@ def test_the_pretrained_recipe_picks_full_covariances_for_svi_on_fashion_mnist(t
     assert "--recipepretrainedwithsvionfashion-mnist:gmm-full" in shown
 
 
-def test_the_pretrained_recipe_on_fashion_mnist_is_the_refined_merge_on_narrow_networks(cli_config):
-    """The measured Fashion-MNIST default (issue 16): the refined merged start, the 256-256-1024
+def test_the_pretrained_recipe_on_fashion_mnist_is_split_and_merge_on_narrow_networks(cli_config):
+    """The measured Fashion-MNIST default (issue 16): the split-and-merge start, the 256-256-1024
     networks and 10 SVI epochs; each typed flag wins, and EM and other data sets keep theirs."""
     config = cli_config("--dataset", "fashion-mnist")
     assert (config.mixture_start, config.hidden, config.epochs, config.pretrain_epochs) == (
-        "merged-refined", (256, 256, 1024), 10, 40)
+        "split-merge", (256, 256, 1024), 10, 40)
     typed = cli_config("--dataset", "fashion-mnist", "--mixture-start", "codes", "--hidden",
                        "500,500,2000", "--epochs", "30")
     assert (typed.mixture_start, typed.hidden, typed.epochs) == ("codes", (500, 500, 2000), 30)

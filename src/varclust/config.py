@@ -98,8 +98,12 @@ class FitConfig:
                                  "merged (a full-covariance GaussianMixture with 2K components "
                                  "whose components spectral clustering groups into K clusters); "
                                  "merged-refined (merged, then EM of K full-covariance "
-                                 "Gaussians from the merged clusters)",
-                                 choices=("codes", "umap", "merged", "merged-refined"))
+                                 "Gaussians from the merged clusters); split-merge "
+                                 "(merged-refined, then split-and-merge EM: merge two "
+                                 "components, split a third, keep the move if the likelihood "
+                                 "rises)",
+                                 choices=("codes", "umap", "merged", "merged-refined",
+                                          "split-merge"))
     seed: int = setting(0, "seeds every random draw")
     device: str = setting("auto", "auto, cpu or cuda")
     precision: str = setting("float32", "bfloat16: the networks under bfloat16 autocast (speed; "

@@ -4,11 +4,12 @@
 On Fashion-MNIST with SVI it picks what was measured better there (issue 16, BENCHMARKS.md):
 the full-covariance mixture (``prior="gmm-full"``: ACC 0.629 +- 0.044 against 0.608 +- 0.054
 with the diagonal one over the same 5 seeds, higher on each), started from merged components
-refined by EM (``mixture_start="merged-refined"``) on the 256-256-1024 networks, with the data
-set's 10 SVI epochs (ACC 0.667 +- 0.026, NMI 0.684 +- 0.012 over 5 seeds; the merged start
-unrefined, the default until 2026-12-05 04:00 UTC, gave 0.657 +- 0.017 on the same seeds, 398 s
-a seed; the codes' own start 0.586 +- 0.026, and the 500-500-2000 networks' 0.629 +- 0.044 in
-24 minutes). The EM loop keeps the diagonal mixture that its E-step refits
+refined by EM and searched by split-and-merge EM (``mixture_start="split-merge"``) on the
+256-256-1024 networks, with the data set's 10 SVI epochs (ACC 0.701 +- 0.010, NMI 0.682 +-
+0.008 over 5 seeds, 411 s a seed; without the search, ``merged-refined``, the default from
+2026-12-05 04:00 to 06:40 UTC, 0.667 +- 0.026 on the same seeds; the merged start unrefined
+0.657 +- 0.017; the codes' own start 0.586 +- 0.026, and the 500-500-2000 networks' 0.629 +-
+0.044 in 24 minutes). The EM loop keeps the diagonal mixture that its E-step refits
 and the default networks.
 
 ``scratch`` trains end to end from a random start (issue 12; BENCHMARKS.md): no
@@ -121,7 +122,7 @@ def _per_dataset(values: dict[str | None, float]) -> str:
 #: mixture_start merged (narrow networks, seeds 0-4: 0.574 +- 0.047 against 0.573 +- 0.048).
 RECIPES: dict[str, Recipe] = {
     "pretrained": Recipe(per_method_dataset={("svi", "fashion-mnist"): {
-        "prior": "gmm-full", "mixture_start": "merged-refined", "hidden": (256, 256, 1024)}}),
+        "prior": "gmm-full", "mixture_start": "split-merge", "hidden": (256, 256, 1024)}}),
     "scratch": Recipe(
         settings={"pretrain_epochs": 0, "cluster_information": 0.5, "cluster_balance": 12.0,
                   "batch_size": 64,

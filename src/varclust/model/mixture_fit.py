@@ -1,7 +1,7 @@
 """A diagonal Gaussian mixture fitted to codes (scikit-learn), and its components matched to
 labels: how the clusters of a fit start, and the clusters of the standard-normal prior.
 
-Four starts (``FitConfig.mixture_start``, :data:`MIXTURE_STARTS`):
+Five starts (``FitConfig.mixture_start``, :data:`MIXTURE_STARTS`):
 
 - ``codes``: a diagonal GaussianMixture on the codes themselves (:func:`fit_mixture_to_codes`).
 - ``umap``: N2D's start (McConville et al., 2020, "N2D: (Not Too) Deep Clustering via
@@ -27,6 +27,11 @@ Four starts (``FitConfig.mixture_start``, :data:`MIXTURE_STARTS`):
   :func:`fit_mixture_through_refined_merge`. The EM moves the partition towards a
   higher-likelihood one of K Gaussians, which is what the prior fits next anyway; it undoes
   what the merge mends where clusters are far from Gaussian (two half-moons: the tests).
+- ``split-merge``: the ``merged-refined`` mixture searched further by split-and-merge EM
+  (Ueda et al., 2000; :mod:`varclust.model.split_merge_em`): merge two components, split a
+  third, run EM, keep the move if the likelihood rises. EM stops at a local maximum where two
+  components share a cluster and one covers two; the moves leave it. Its responsibilities
+  weigh the codes into the diagonal mixture: :func:`fit_mixture_through_split_merge`.
 """
 
 from __future__ import annotations
@@ -43,11 +48,13 @@ from sklearn.mixture import GaussianMixture
 from torch import Tensor
 
 from ..optional_umap import import_umap
+from .split_merge_em import split_and_merge_em
 
 __all__ = [
     "MERGED_COMPONENTS_PER_CLUSTER", "MIXTURE_STARTS", "align_to_labels", "component_overlap",
     "component_responsibilities", "fit_mixture_through_merged_components",
-    "fit_mixture_through_refined_merge", "fit_mixture_through_umap", "fit_mixture_to_codes",
+    "fit_mixture_through_refined_merge", "fit_mixture_through_split_merge",
+    "fit_mixture_through_umap", "fit_mixture_to_codes",
     "merge_components", "merged_responsibilities", "mixture_from_responsibilities",
     "refine_responsibilities", "refined_mixture",
 ]
@@ -250,12 +257,28 @@ def fit_mixture_through_refined_merge(
     return mixture_from_responsibilities(codes, refine_responsibilities(codes, merged, seed))
 
 
+def fit_mixture_through_split_merge(
+    codes: Tensor, num_clusters: int, seed: int,
+    components_per_cluster: int = MERGED_COMPONENTS_PER_CLUSTER,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The ``split-merge`` start: the :func:`refined_mixture` of the merged partition of codes
+    (N, D), searched further by :func:`~varclust.model.split_merge_em.split_and_merge_em`; its
+    responsibilities turned into a diagonal mixture by :func:`mixture_from_responsibilities`.
+    Returns weights (K,), means (K, D) and scales (K, D) as float32 tensors.
+    """
+    merged = merged_responsibilities(codes, num_clusters, seed, components_per_cluster)
+    z = codes.detach().cpu().double().numpy()
+    searched = split_and_merge_em(z, refined_mixture(codes, merged, seed), seed)
+    return mixture_from_responsibilities(codes, searched.predict_proba(z))
+
+
 #: ``FitConfig.mixture_start`` -> f(codes (N, D), K, seed) -> (weights, means, scales)
 MIXTURE_STARTS: dict[str, Callable[[Tensor, int, int], tuple[Tensor, Tensor, Tensor]]] = {
     "codes": fit_mixture_to_codes,
     "umap": fit_mixture_through_umap,
     "merged": fit_mixture_through_merged_components,
     "merged-refined": fit_mixture_through_refined_merge,
+    "split-merge": fit_mixture_through_split_merge,
 }
 
 
