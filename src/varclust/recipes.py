@@ -6,7 +6,7 @@ the full-covariance mixture (``prior="gmm-full"``: ACC 0.629 +- 0.044 against 0.
 with the diagonal one over the same 5 seeds, higher on each), started from merged components
 refined by EM and searched by split-and-merge EM (``mixture_start="split-merge"``) on the
 256-256-1024 networks, with the data set's 10 SVI epochs (ACC 0.701 +- 0.010, NMI 0.682 +-
-0.008 over 5 seeds, 411 s a seed; without the search, ``merged-refined``, the default from
+0.008 over 5 seeds, 411 to 451 s a seed; without the search, ``merged-refined``, the default from
 2026-12-05 04:00 to 06:40 UTC, 0.667 +- 0.026 on the same seeds; the merged start unrefined
 0.657 +- 0.017; the codes' own start 0.586 +- 0.026, and the 500-500-2000 networks' 0.629 +-
 0.044 in 24 minutes). The EM loop keeps the diagonal mixture that its E-step refits
