@@ -43,12 +43,11 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import SpectralClustering
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 from torch import Tensor
 
 from ..optional_umap import import_umap
-from .split_merge_em import split_and_merge_em
+from .split_merge_em import full_covariance_em, split_and_merge_em
 
 __all__ = [
     "MERGED_COMPONENTS_PER_CLUSTER", "MIXTURE_STARTS", "align_to_labels", "component_overlap",
@@ -227,13 +226,7 @@ def refined_mixture(codes: Tensor, responsibilities: np.ndarray, seed: int,
     means = r.T @ z / mass[:, None]  # (K, D)
     cov = np.stack([(r[:, k, None] * (z - means[k])).T @ (z - means[k]) / mass[k]
                     for k in range(len(mass))])  # (K, D, D), one component at a time
-    cov += reg_covar * np.eye(z.shape[1])
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=ConvergenceWarning)
-        return GaussianMixture(len(mass), covariance_type="full", weights_init=mass / mass.sum(),
-                               means_init=means, precisions_init=np.linalg.inv(cov),
-                               max_iter=500, tol=1e-4, reg_covar=reg_covar,
-                               random_state=seed).fit(z)
+    return full_covariance_em(z, mass, means, cov, 500, seed, reg_covar)
 
 
 def refine_responsibilities(codes: Tensor, responsibilities: np.ndarray, seed: int,

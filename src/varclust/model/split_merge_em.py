@@ -40,8 +40,8 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
-__all__ = ["merge_pair", "merge_scores", "split_and_merge_em", "split_and_merge_move",
-           "split_component"]
+__all__ = ["full_covariance_em", "merge_pair", "merge_scores", "split_and_merge_em",
+           "split_and_merge_move", "split_component"]
 
 
 def merge_pair(weights: np.ndarray, means: np.ndarray, covariances: np.ndarray,
@@ -87,9 +87,12 @@ def merge_scores(responsibilities: np.ndarray) -> np.ndarray:
     return responsibilities.T @ responsibilities / np.outer(norms, norms)
 
 
-def _em(codes: np.ndarray, weights: np.ndarray, means: np.ndarray, covariances: np.ndarray,
-        max_iter: int, seed: int, reg_covar: float) -> GaussianMixture:
-    """EM of a full-covariance GaussianMixture on codes (N, D) from the given parameters."""
+def full_covariance_em(codes: np.ndarray, weights: np.ndarray, means: np.ndarray,
+                       covariances: np.ndarray, max_iter: int, seed: int,
+                       reg_covar: float = 1e-4) -> GaussianMixture:
+    """EM of a full-covariance GaussianMixture (scikit-learn) on codes (N, D), started at weights
+    (K,; normalised here), means (K, D) and covariances (K, D, D) (reg_covar added), run to
+    tolerance 1e-4 or max_iter steps (a fit stopped there is returned without a warning)."""
     precisions = np.linalg.inv(covariances + reg_covar * np.eye(codes.shape[1]))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=ConvergenceWarning)
@@ -124,7 +127,8 @@ def split_and_merge_em(codes: np.ndarray, gmm: GaussianMixture, seed: int, *,
     rng = np.random.default_rng(seed)
     subset = codes[rng.choice(len(codes), min(search_size, len(codes)), replace=False)]
     screen = subset[:screen_size]
-    current = _em(subset, gmm.weights_, gmm.means_, gmm.covariances_, 300, seed, reg_covar)
+    current = full_covariance_em(subset, gmm.weights_, gmm.means_, gmm.covariances_, 300, seed,
+                                 reg_covar)
     best = current.score(subset)
     for _ in range(max_moves):
         scores = merge_scores(current.predict_proba(subset))
@@ -133,17 +137,17 @@ def split_and_merge_em(codes: np.ndarray, gmm: GaussianMixture, seed: int, *,
         for i, j in pairs[:merge_pairs]:
             for k in range(len(scores)):
                 if k not in (i, j):
-                    moved = _em(screen, *split_and_merge_move(current, i, j, k),
+                    moved = full_covariance_em(screen, *split_and_merge_move(current, i, j, k),
                                 screen_iterations, seed, reg_covar)
                     screened.append((moved.score(screen), moved))
         screened.sort(key=lambda scored: -scored[0])
         for _, moved in screened[:2]:
-            candidate = _em(subset, moved.weights_, moved.means_, moved.covariances_, 300, seed,
-                            reg_covar)
+            candidate = full_covariance_em(subset, moved.weights_, moved.means_,
+                                           moved.covariances_, 300, seed, reg_covar)
             if candidate.score(subset) > best + 1e-4:
                 current, best = candidate, candidate.score(subset)
                 break
         else:
             break
-    return _em(codes, current.weights_, current.means_, current.covariances_, 500, seed,
-               reg_covar)
+    return full_covariance_em(codes, current.weights_, current.means_, current.covariances_, 500,
+                              seed, reg_covar)
