@@ -144,8 +144,9 @@ def split_and_merge_em(codes: np.ndarray, gmm: GaussianMixture, seed: int, *,
         for _, moved in screened[:2]:
             candidate = full_covariance_em(subset, moved.weights_, moved.means_,
                                            moved.covariances_, 300, seed, reg_covar)
-            if candidate.score(subset) > best + 1e-4:
-                current, best = candidate, candidate.score(subset)
+            likelihood = candidate.score(subset)
+            if likelihood > best + 1e-4:
+                current, best = candidate, likelihood
                 break
         else:
             break
