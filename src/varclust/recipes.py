@@ -23,9 +23,9 @@ Fashion-MNIST only). On Fashion-MNIST with SVI it also picks the 256-256-1024 ne
 clusters as the wider default in half the time) and a faster fall of the relaxed guide's
 temperature, 0.3 an epoch instead of 0.93 (T 1, 0.3, then the floor 0.1 from the third epoch):
 the digits' schedule counts epochs of 28 steps, and at 0.93 an epoch of 1 100 steps the
-temperature never left 0.5. Typed flags win, and the schedule follows a typed ``--epochs``:
-``--recipe scratch --epochs 60`` on the digits warms up over 20 epochs and decays over the last
-10.
+temperature stayed above 0.5 for all ten epochs. Typed flags win, and the schedule follows a
+typed ``--epochs``: ``--recipe scratch --epochs 60`` on the digits warms up over 20 epochs and
+decays over the last 10.
 """
 
 from __future__ import annotations
