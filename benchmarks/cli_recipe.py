@@ -26,6 +26,7 @@ of it to JSON.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
@@ -126,6 +127,9 @@ def main() -> None:
     out.write_text(json.dumps({
         "dataset": args.dataset, "seeds": list(seeds), "threads": args.threads,
         "machine": platform.platform(), "cpu_count": os.cpu_count(),
+        # a seed's partition depends on the floating-point results, so on these (BENCHMARKS.md)
+        "versions": {name: importlib.metadata.version(name)
+                     for name in ("varclust", "torch", "pyro-ppl")},
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "variants": results,
         "shared_pretraining": pretraining,
     }, indent=2))

@@ -19,12 +19,10 @@ def _script(monkeypatch):
     return importlib.import_module("seed_criteria")
 
 
-def _fit(tmp_path: Path, name: str, epochs: int, pretrain_epochs: int) -> tuple[VarClust, Path]:
-    x = binary_blobs(300, num_pixels=16, flip=0.05)[0]
-    run = tmp_path / name
-    vc = VarClust(3, latent_dim=2, hidden=(16,), epochs=epochs, pretrain_epochs=pretrain_epochs,
-                  batch_size=50, device="cpu", seed=0).fit(x, out_dir=run, progress=False)
-    return vc, run
+def _fit(images, run: Path, epochs: int, pretrain_epochs: int) -> VarClust:
+    """A K = 3 fit of images (N, 16) into the run folder ``run``."""
+    return VarClust(3, latent_dim=2, hidden=(16,), epochs=epochs, pretrain_epochs=pretrain_epochs,
+                    batch_size=50, device="cpu", seed=0).fit(images, out_dir=run, progress=False)
 
 
 def test_the_model_likelihood_criterion_ranks_a_trained_fit_above_an_untrained_one(
@@ -38,8 +36,8 @@ def test_the_model_likelihood_criterion_ranks_a_trained_fit_above_an_untrained_o
     images = torch.as_tensor(binary_blobs(300, num_pixels=16, flip=0.05)[0])
     scores = {}
     for name, epochs, pretrain in (("short", 1, 5), ("long", 30, 20)):
-        vc, run = _fit(tmp_path, name, epochs, pretrain)
-        criteria, labels = criteria_of(vc, run, images)
+        run = tmp_path / name
+        criteria, labels = criteria_of(_fit(images, run, epochs, pretrain), run, images)
         assert labels.shape == (300,)
         assert set(criteria) == set(_script(monkeypatch).CRITERIA) - {"agreement"}
         assert all(np.isfinite(v) for v in criteria.values()), criteria
