@@ -135,8 +135,9 @@ def _per_dataset(values: dict[str | None, float]) -> str:
 #: 0.577 +- 0.051, NMI 0.566 +- 0.031, NMI higher on every seed, paired +0.015, p 0.03; T 0.1
 #: from the start instead: seeds 0, 1 0.554, 0.534 against 0.588, 0.519). Measured on another
 #: machine since, not in it: temperature 3 (seeds 0-6: 0.584 +- 0.062 against 0.551 +- 0.029,
-#: twice the spread), a KL weight held at 0.01 for 5 epochs before the split-and-merge start
-#: (an exploration patch; seeds 0-4: 0.577 +- 0.023 against 0.559 +- 0.028, in 1.5 times the time).
+#: twice the spread; temperature 2: 0.532 +- 0.049), a KL weight held at 0.01 for 5 epochs
+#: before the split-and-merge start (an exploration patch; seeds 0-4: 0.577 +- 0.023 against
+#: 0.559 +- 0.028, in 1.5 times the time).
 #: the networks both recipes pick for SVI on Fashion-MNIST (issue 16 after pretraining, issue 12
 #: from scratch): the same clusters as the 500-500-2000 default in half the time.
 FASHION_SVI_HIDDEN = (256, 256, 1024)
