@@ -32,14 +32,15 @@ def test_the_model_likelihood_criterion_ranks_a_trained_fit_above_an_untrained_o
     (after 5): with 16 pixels flipped with probability 0.05 around 3 prototypes, log p(x) can
     reach about -(16 * 0.199 + log 3) = -4.3 nats; uniform pixels score 16 * log 0.5 = -11.1
     (measured: -6.3 and -14.8)."""
-    criteria_of = _script(monkeypatch).label_free_criteria
+    script = _script(monkeypatch)
     images = torch.as_tensor(binary_blobs(300, num_pixels=16, flip=0.05)[0])
     scores = {}
     for name, epochs, pretrain in (("short", 1, 5), ("long", 30, 20)):
         run = tmp_path / name
-        criteria, labels = criteria_of(_fit(images, run, epochs, pretrain), run, images)
+        criteria, labels = script.label_free_criteria(_fit(images, run, epochs, pretrain), run,
+                                                      images)
         assert labels.shape == (300,)
-        assert set(criteria) == set(_script(monkeypatch).CRITERIA) - {"agreement"}
+        assert set(criteria) == set(script.CRITERIA) - {"agreement"}
         assert all(np.isfinite(v) for v in criteria.values()), criteria
         scores[name] = criteria["log_likelihood"]
     assert scores["long"] > scores["short"] + 2, scores
