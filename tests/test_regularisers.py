@@ -20,6 +20,7 @@ from varclust.inference.regularisers import (
     cluster_information,
     kl_categorical,
     nearest_neighbours,
+    neighbour_distances,
     random_shift,
     regularisers_of,
     terms_outside_elbo,
@@ -238,6 +239,42 @@ def test_virtual_adversarial_perturbation_has_the_radius_and_the_worst_direction
     loss = VirtualAdversarialSmoothing(2.0, radius=0.3).loss(head, None, x, torch.arange(64),
                                                               100, target)
     assert float(loss) == pytest.approx(2.0 * 100 * float(adversarial), rel=2e-2)
+
+
+def test_neighbour_distances_are_the_distance_to_the_tth_nearest_other_datum():
+    """IMSAT's sigma_t by brute force on flat data, and exact duplicates among the others."""
+    x = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [3.0, 4.0], [0.0, 0.0]])
+    distances = torch.cdist(x, x) + torch.diag(torch.full((5,), float("inf")))
+    for t in (1, 2, 3):
+        expected = distances.sort(dim=1).values[:, t - 1]
+        assert torch.allclose(neighbour_distances(x, t), expected)
+
+
+def test_virtual_adversarial_radius_per_datum_follows_the_neighbour_distances():
+    """adversarial_radius_scale alpha: each datum's perturbation has norm alpha * sigma_10 of
+    that datum (the batch's indices pick them), not the fixed radius; a datum with 10 exact
+    copies (sigma_10 = 0) is refused with the fix named."""
+    torch.manual_seed(1)
+    data = torch.cat([torch.randn(30, 3), 5.0 + 3.0 * torch.randn(30, 3)])
+    config = FitConfig(virtual_adversarial=1.0, adversarial_radius_scale=0.25)
+    (term,) = regularisers_of(config, data)
+    sigma = neighbour_distances(data, 10)
+    assert torch.allclose(term.radii, 0.25 * sigma)
+    assert float(sigma[30:].mean()) > 2 * float(sigma[:30].mean())  # the sparse group's larger
+    head = _LinearClusterHead(torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]]))
+    indices = torch.tensor([3, 40, 7, 55])
+    x = data[indices]
+    moved = term.move(head, None, x, indices, head.cluster_logits(x, None).detach())
+    assert torch.allclose((moved - x).norm(dim=1), 0.25 * sigma[indices], atol=1e-5)
+    # alpha 0: every datum has the fixed radius
+    (fixed,) = regularisers_of(FitConfig(virtual_adversarial=1.0, adversarial_radius=0.3), data)
+    assert fixed.radii is None
+    moved = fixed.move(head, None, x, indices, head.cluster_logits(x, None).detach())
+    assert torch.allclose((moved - x).norm(dim=1), torch.full((4,), 0.3), atol=1e-5)
+    with pytest.raises(ValueError, match="adversarial_radius_scale=0"):
+        regularisers_of(config, torch.zeros(12, 3))
+    with pytest.raises(ValueError, match="adversarial_radius_scale must be >= 0"):
+        FitConfig(virtual_adversarial=1.0, adversarial_radius_scale=-0.1)
 
 
 def test_augmentation_consistency_refuses_flat_data():

@@ -47,12 +47,13 @@ def check_choices(config: Any) -> None:
 
 def check_terms_outside_elbo(config: Any) -> None:
     """ValueError for a negative weight of a term outside the ELBO or warm-up length, a
-    non-positive adversarial radius, fewer than one neighbour (two for UMAP's graph), or
-    ``warm_up_terms`` without a KL warm-up of the method that runs (``kl_warmup_iterations`` in
-    EM, else epochs), or a UMAP graph built at an epoch the fit does not reach. A term's own
-    parameters (``neighbours``, ``umap_neighbours``, ``umap_graph_epoch``,
-    ``adversarial_radius``, ``cluster_balance``) are inert while its weight is 0, so a recipe's
-    values survive a typed 0."""
+    non-positive adversarial radius or a negative radius scale, fewer than one neighbour (two
+    for UMAP's graph), or ``warm_up_terms`` without a KL warm-up of the method that runs
+    (``kl_warmup_iterations`` in EM, else epochs), or a UMAP graph built at an epoch the fit
+    does not reach. A term's own parameters (``neighbours``, ``umap_neighbours``,
+    ``umap_graph_epoch``, ``adversarial_radius``, ``adversarial_radius_scale``,
+    ``cluster_balance``) are inert while its weight is 0, so a recipe's values survive a typed
+    0."""
     for name in ("cluster_information", "augmentation_consistency", "virtual_adversarial",
                  "neighbour_consistency", "umap_graph",
                  "kl_warmup_epochs"):  # 0 turns one off
@@ -65,6 +66,9 @@ def check_terms_outside_elbo(config: Any) -> None:
                          "warm_up_terms off")
     if not config.adversarial_radius > 0:
         raise ValueError(f"adversarial_radius must be > 0, got {config.adversarial_radius}")
+    if config.adversarial_radius_scale < 0:
+        raise ValueError(f"adversarial_radius_scale must be >= 0 (0: the fixed "
+                         f"adversarial_radius), got {config.adversarial_radius_scale}")
     if config.neighbours < 1:
         raise ValueError(f"neighbours must be >= 1, got {config.neighbours}")
     if config.umap_neighbours < 2:

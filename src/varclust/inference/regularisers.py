@@ -37,8 +37,13 @@ IMSAT's regulariser, which it pairs with the cluster information above). The dir
 from one power iteration: with d_b a random unit vector and D_b(r) = KL(q(c | x_b) || q(c | x_b
 + r)) (q(c | x_b) held fixed), r_b = epsilon * g_b / ||g_b|| where g_b = grad_r D_b at r =
 epsilon d_b; the loss is eta * N * (1/B) sum_b D_b(r_b). Unlike the shift it needs no image
-structure, so it applies to flat data too. IMSAT sets epsilon to a quarter of the distance to a
-datum's 10th neighbour; on the UCI digits (pixels in [0, 1]) that distance is 1.45 on average.
+structure, so it applies to flat data too. IMSAT sets each datum's epsilon_b to alpha = 0.25
+times its distance to its 10th nearest neighbour in the data set, sigma_10(x_b): with
+``adversarial_radius_scale`` = alpha > 0 varclust does so too (the neighbours found once, before
+training, as the neighbour term below finds them; the distances measured on the data), so that
+the ball is small where the data are dense and large where they are sparse; with alpha = 0 every
+datum has the fixed radius ``adversarial_radius``. On the UCI digits (pixels in [0, 1]) sigma_10
+is 1.45 on average, on Fashion-MNIST 4.2 (a quarter: 0.36 and 1.06).
 
 **Neighbour consistency** (``neighbour_consistency`` = nu, ``neighbours`` = k): a datum and one
 of its k nearest neighbours in the data set should fall in the same cluster (the neighbour term
@@ -90,6 +95,7 @@ __all__ = [
     "cluster_entropies",
     "cluster_information",
     "nearest_neighbours",
+    "neighbour_distances",
     "random_shift",
     "regularisers_of",
     "terms_outside_elbo",
@@ -247,39 +253,74 @@ def unit_norm(v: Tensor) -> Tensor:
 
 
 class VirtualAdversarialSmoothing(ConsistencyTerm):
-    """x' = x + r, r the virtual adversarial perturbation of L2 norm ``radius`` found by one
-    power iteration (module docstring). Any data shape: the norm is taken over all of a datum's
-    entries.
+    """x' = x + r, r the virtual adversarial perturbation found by one power iteration (module
+    docstring), of L2 norm ``radius`` for every datum or, given ``radii``, of each datum's own
+    radius (IMSAT's rule, :func:`neighbour_distances`). Any data shape: the norm is taken over
+    all of a datum's entries.
 
     Args:
         weight: eta > 0.
-        radius: epsilon > 0, in the data's units.
+        radius: epsilon > 0, in the data's units (used when ``radii`` is None).
+        radii: (N,) each datum's radius, indexed by the batch's ``indices``; None: ``radius``.
     """
 
     name = "virtual_adversarial"
 
-    def __init__(self, weight: float, radius: float) -> None:
+    def __init__(self, weight: float, radius: float, radii: Tensor | None = None) -> None:
         super().__init__(weight)
         if not radius > 0:
             raise ValueError(f"the adversarial radius must be positive, got {radius}")
+        if radii is not None and not bool((radii > 0).all()):
+            raise ValueError("every datum's adversarial radius must be positive; a datum with "
+                             "10 exact copies in the data has radius 0: drop the duplicates or "
+                             "use a fixed adversarial_radius (adversarial_radius_scale=0)")
         self.radius = radius
+        self.radii = radii
 
     @classmethod
     def from_config(cls, config, data: Tensor | None) -> VirtualAdversarialSmoothing:
-        return cls(config.virtual_adversarial, config.adversarial_radius)
+        """The term with a FitConfig's settings; ``adversarial_radius_scale`` > 0 computes each
+        datum's radius from ``data`` (N, ...), once."""
+        if not config.adversarial_radius_scale:
+            return cls(config.virtual_adversarial, config.adversarial_radius)
+        if data is None:
+            raise ValueError("adversarial_radius_scale measures each datum's distance to its "
+                             "neighbours in the data set: build the term with the data "
+                             "(regularisers_of(config, data))")
+        radii = config.adversarial_radius_scale * neighbour_distances(data, 10)
+        return cls(config.virtual_adversarial, config.adversarial_radius, radii)
+
+    def radius_of(self, x: Tensor, indices: Tensor) -> Tensor | float:
+        """The radius of each datum of the batch x (B, ...) at ``indices`` (B,): a float, or
+        (B, 1, ...) to broadcast against x."""
+        if self.radii is None:
+            return self.radius
+        return self.radii.to(x.device)[indices].view(-1, *([1] * (x.dim() - 1)))
 
     def perturbation(self, guide: nn.Module, prior: nn.Module, x: Tensor,
-                     target: Tensor) -> Tensor:
-        """r (same shape as x), each datum's of norm ``radius``: one power-iteration step from
-        a random direction towards the largest increase of KL(target || q(c | x + r))."""
-        probe = (self.radius * unit_norm(torch.randn_like(x))).requires_grad_(True)
+                     target: Tensor, radius: Tensor | float | None = None) -> Tensor:
+        """r (same shape as x), each datum's of norm ``radius`` (a float or (B, 1, ...); None:
+        the fixed radius): one power-iteration step from a random direction towards the
+        largest increase of KL(target || q(c | x + r))."""
+        radius = self.radius if radius is None else radius
+        probe = (radius * unit_norm(torch.randn_like(x))).requires_grad_(True)
         divergence = kl_categorical(target, guide.cluster_logits(x + probe, prior)).sum()
         (gradient,) = torch.autograd.grad(divergence, probe)
-        return self.radius * unit_norm(gradient.detach())
+        return radius * unit_norm(gradient.detach())
 
     def move(self, guide: nn.Module, prior: nn.Module, x: Tensor, indices: Tensor,
              target: Tensor) -> Tensor:
-        return x + self.perturbation(guide, prior, x, target)
+        return x + self.perturbation(guide, prior, x, target, self.radius_of(x, indices))
+
+
+def neighbour_distances(data: Tensor, t: int) -> Tensor:
+    """Each datum's Euclidean distance, on the flattened data, to its t-th nearest neighbour
+    among the others (IMSAT's sigma_t): (N,), on the data's device. The neighbour is the t-th
+    of :func:`nearest_neighbours` (found after a projection on 50 principal components for
+    more dimensions); the distance is measured on the data themselves."""
+    neighbour = nearest_neighbours(data, t)[:, t - 1]
+    flat = data.detach().reshape(len(data), -1)
+    return (flat - flat[neighbour]).norm(dim=1)
 
 
 def nearest_neighbours(data: Tensor, k: int, components: int = 50) -> Tensor:
