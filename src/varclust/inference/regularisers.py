@@ -272,8 +272,9 @@ class VirtualAdversarialSmoothing(ConsistencyTerm):
             raise ValueError(f"the adversarial radius must be positive, got {radius}")
         if radii is not None and not bool((radii > 0).all()):
             raise ValueError("every datum's adversarial radius must be positive; a datum with "
-                             "10 exact copies in the data has radius 0: drop the duplicates or "
-                             "use a fixed adversarial_radius (adversarial_radius_scale=0)")
+                             "ten or more exact copies in the data has radius 0: drop the "
+                             "duplicates or use a fixed adversarial_radius "
+                             "(adversarial_radius_scale=0)")
         self.radius = radius
         self.radii = radii
 
