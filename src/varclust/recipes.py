@@ -149,7 +149,10 @@ FASHION_SVI_HIDDEN = (256, 256, 1024)
 #: in it since; seeds 0-4 0.604 +- 0.057), not in it: IMSAT's radius per datum
 #: (adversarial_radius_scale 0.25: 0.589 +- 0.027), eta 3 or radius 2 (seeds 1, 4: 0.536,
 #: 0.614 and 0.592, 0.577 against 0.603, 0.533), the split-and-merge start after epoch 5 of 15
-#: (seeds 1, 4: 0.603, 0.533, unchanged), the shift's consistency instead (seed 0: 0.527).
+#: (seeds 1, 4: 0.603, 0.533, unchanged), the shift's consistency instead (seed 0: 0.527),
+#: eta 2 (seeds 0-2, 4: 0.576 +- 0.006), lambda 1 or mu 4 with it (seeds 1, 3, 4: 0.559 and
+#: 0.566 against 0.578), the term on the digits at radius 0.36 (seeds 0, 1: 0.834, 0.860
+#: against 0.911, 0.888).
 RECIPES: dict[str, Recipe] = {
     "pretrained": Recipe(per_method_dataset={("svi", "fashion-mnist"): {
         "prior": "gmm-full", "mixture_start": "split-merge", "hidden": FASHION_SVI_HIDDEN}}),
