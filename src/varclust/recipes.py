@@ -25,8 +25,8 @@ temperature, 0.3 an epoch instead of 0.93 (T 1, 0.3, then the floor 0.1 from the
 the digits' schedule counts epochs of 28 steps, and at 0.93 an epoch of 1 100 steps the
 temperature stayed above 0.5 for all ten epochs. Since 2026-12-05 16:40 UTC it adds there IMSAT's
 virtual adversarial term (``virtual_adversarial`` 1 at ``adversarial_radius`` 1, a quarter of the
-mean distance to a datum's 10th neighbour, a term outside the ELBO): seeds 0-6, ACC 0.605 +-
-0.046 against 0.551 +- 0.029, higher on 6 of 7 (paired +0.054, p 0.04), still short of the
+mean distance to a datum's 10th neighbour, a term outside the ELBO): seeds 0-9, ACC 0.611 +-
+0.056 against 0.558 +- 0.034, higher on 8 of 10 (paired +0.054, p 0.02), still short of the
 issue's 0.63. Typed flags win, and the schedule follows a
 typed ``--epochs``: ``--recipe scratch --epochs 60`` on the digits warms up over 20 epochs and
 decays over the last 10.
