@@ -199,11 +199,9 @@ class FitConfig:
                                          group=SCRATCH)
     adversarial_radius: float = setting(0.35, "L2 radius of the virtual adversarial "
                                         "perturbation, in the data's units", group=SCRATCH)
-    adversarial_radius_scale: float = setting(0.0, "alpha > 0: each datum's own radius, alpha "
-                                              "times its distance to its 10th nearest "
-                                              "neighbour in the data (IMSAT: 0.25), in place "
-                                              "of --adversarial-radius; 0: the fixed radius",
-                                              group=SCRATCH)
+    adversarial_radius_scale: float = setting(0.0, "alpha > 0: each datum's radius alpha x its "
+                                              "10th-neighbour distance (IMSAT: 0.25); 0: "
+                                              "--adversarial-radius", group=SCRATCH)
     neighbour_consistency: float = setting(0.0, "nu of nu * N * KL(q(c|x) || q(c|x')), x' one "
                                            "of x's nearest neighbours in the data, outside "
                                            "the ELBO", group=SCRATCH)
