@@ -296,7 +296,7 @@ class VirtualAdversarialSmoothing(ConsistencyTerm):
         (B, 1, ...) to broadcast against x."""
         if self.radii is None:
             return self.radius
-        return self.radii.to(x.device)[indices].view(-1, *([1] * (x.dim() - 1)))
+        return self.radii[indices].to(x.device).view(-1, *([1] * (x.dim() - 1)))
 
     def perturbation(self, guide: nn.Module, prior: nn.Module, x: Tensor,
                      target: Tensor, radius: Tensor | float | None = None) -> Tensor:
