@@ -59,13 +59,30 @@ def fit_process(dataset: str, seed: int, flags: str, threads: int, folder: Path)
             "load_after": list(os.getloadavg()), "command": shlex.join(command[1:])}
 
 
+def kept_folder(folder: Path) -> tuple[Path, list[Path]]:
+    """The run folder a fit into ``folder`` kept (``folder`` itself; with ``--restarts``, the
+    one ``restarts.json`` names) and every run folder of the fit (the candidates too)."""
+    record = folder / "restarts.json"
+    if not record.exists():
+        return folder, [folder]
+    written = json.loads(record.read_text())
+    runs = {folder / c["folder"] for c in written["candidates"]} | {
+        folder / written["kept_folder"]}
+    return folder / written["kept_folder"], sorted(runs)
+
+
 def run_seed(dataset: str, seed: int, flags: str, threads: int, folder: Path) -> dict:
     """One cold-start ``varclust fit`` (:func:`fit_process`); returns its last epoch's scores,
-    clusters in use, ACC and NMI per epoch, seconds and the load around it."""
+    clusters in use, ACC and NMI per epoch, seconds and the load around it. With
+    ``--restarts``, the kept fit's, and ``epoch_seconds``: the SVI epochs' seconds summed over
+    every fit of the folder (candidates resumed from earlier runs included)."""
     process = fit_process(dataset, seed, flags, threads, folder)
-    metrics = json.loads((folder / "metrics.json").read_text())
+    kept, runs = kept_folder(folder)
+    metrics = json.loads((kept / "metrics.json").read_text())
+    epoch_seconds = sum(h["seconds"] for run in runs
+                        for h in json.loads((run / "metrics.json").read_text())["history"])
     last = metrics["history"][-1]
-    return {"seed": seed, **{m: last[m] for m in METRICS},
+    return {"seed": seed, **{m: last[m] for m in METRICS}, "epoch_seconds": epoch_seconds,
             "clusters_used": last.get("clusters_used"), "seconds": process["seconds"],
             "acc_per_epoch": [h.get("acc") for h in metrics["history"]],
             "nmi_per_epoch": [h.get("nmi") for h in metrics["history"]],

@@ -35,7 +35,14 @@ from .inference.distributed import init_distributed, shutdown_distributed
 from .inference.run_folder import RunLock
 from .metrics import clustering_scores
 from .recipes import RECIPES
-from .restarts import RESTARTS_FILE, check_select_after, fit_restarts, restart_folder
+from .restarts import (
+    CONSENSUS_FOLDER,
+    RESTARTS_FILE,
+    check_consensus,
+    check_select_after,
+    fit_restarts,
+    restart_folder,
+)
 from .selection import SELECTION_CRITERIA, SelectionCriterion, selection_criterion
 
 __all__ = ["DATASET_DEFAULTS", "RECIPES", "build_parser", "config_from_args", "main"]
@@ -84,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--select-after", type=int, default=None, metavar="E",
                      help="with --restarts: score the fits after E SVI epochs and continue "
                      "only the best to --epochs (R x E + epochs - E epochs in all)")
+    fit.add_argument("--consensus", type=float, default=0.0, metavar="W",
+                     help="with --restarts R: fit once more, from scratch, to the R fits' "
+                     "consensus (OUT/consensus.npy) through a term of weight W outside the "
+                     "ELBO, into OUT/consensus, and keep that fit (R + 1 fits)")
     fit.add_argument("--data-root", type=Path, help="torchvision data folder")
     fit.add_argument("--download", action="store_true", help="download a missing data set")
     fit.add_argument("--quiet", action="store_true",
@@ -161,6 +172,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
         fewest = max(2, SELECTION_CRITERIA[args.select_by].min_candidates)
         raise ValueError(f"--select-by chooses among restarts; give --restarts R "
                          f"(R >= {fewest}) or drop --select-by")
+    if args.consensus and args.restarts < 2:
+        raise ValueError("--consensus fits the consensus of restarts; give --restarts R "
+                         "(R >= 2) or drop --consensus")
     if args.restarts > 1:
         if args.distributed:
             raise ValueError("--restarts runs its fits one after another in one process; "
@@ -173,6 +187,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             config = (resumed if args.select_after is None
                       else resumed.replace(epochs=config.epochs))
         check_select_after(config, args.select_after)  # before the data are read
+        check_consensus(args.consensus, args.restarts, args.select_after)
         return _fit_restarts(args, config, selection_criterion(args.select_by, args.restarts))
     if args.resume:
         config = with_resumed_settings(config, args.out, args)
@@ -239,6 +254,7 @@ def _fit_restarts(args: argparse.Namespace, config: FitConfig,
             result = fit_restarts(
                 config, data.images, data.labels, restarts=args.restarts,
                 select_after=args.select_after, select_by=criterion.name, out_dir=args.out,
+                consensus=args.consensus,
                 resume=args.resume, overwrite=args.overwrite,
                 progress="lines" if args.quiet else True, metadata=metadata,
                 labelled=_labelled_mask(args.labelled_fraction, data, config.seed),
@@ -249,15 +265,21 @@ def _fit_restarts(args: argparse.Namespace, config: FitConfig,
                   file=sys.stderr)
             return 130
         chosen = result.candidates[result.chosen]
-        _write_figures(result.best, Path(chosen.folder))
+        kept = Path(chosen.folder) if result.consensus is None else args.out / CONSENSUS_FOLDER
+        _write_figures(result.best, kept)
+    mark = "  <- kept" if result.consensus is None else "  <- chosen"
     for fit, c in zip(result.fits, result.candidates, strict=True):
         scores = _scores_text(fit.history[-1] if fit.history else {})
         print(f"  seed {c.seed}: ELBO {c.elbo:.3f}{criterion.score_text(c.score)} at epoch "
               f"{c.epochs}; after epoch "
               f"{len(fit.history)}{': ' + scores if scores else ''}"
-              f"{'  <- kept' if c is chosen else ''}")
-    print(f"varclust: done; kept seed {chosen.seed}; run folder {chosen.folder} "
-          f"(all: {args.out / RESTARTS_FILE})")
+              f"{mark if c is chosen else ''}")
+    if result.consensus is not None:
+        scores = _scores_text(result.consensus.history[-1] if result.consensus.history else {})
+        print(f"  consensus of the {args.restarts} fits{': ' + scores if scores else ''}"
+              "  <- kept")
+    what = f"seed {chosen.seed}" if result.consensus is None else "the consensus fit"
+    print(f"varclust: done; kept {what}; run folder {kept} (all: {args.out / RESTARTS_FILE})")
     return 0
 
 

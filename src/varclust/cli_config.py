@@ -11,7 +11,8 @@ from dataclasses import Field, fields
 from pathlib import Path
 from typing import Any
 
-from .config import EM, REVIVAL_REFUSED_PRIORS, SCRATCH, FitConfig, upgrade_legacy_keys
+from .config import EM, SCRATCH, FitConfig, upgrade_legacy_keys
+from .config_checks import REVIVAL_REFUSED_PRIORS
 from .inference.checkpoint import load_latest_checkpoint
 from .recipes import RECIPES
 from .registry import GENERATORS, GUIDES, LIKELIHOODS, PRIORS

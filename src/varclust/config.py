@@ -15,6 +15,7 @@ from .config_checks import (
     check_choices,
     check_em_settings,
     check_field_types,
+    check_moves_outside_elbo,
     check_terms_outside_elbo,
 )
 
@@ -210,6 +211,10 @@ class FitConfig:
                                 "fuzzy graph of the codes at the start of SVI or of "
                                 "umap_graph_epoch (needs trained codes and umap-learn), "
                                 "outside the ELBO")
+    consensus_targets: float = setting(0.0, "w of w * N * KL(t_n || q(c|x_n)), t the consensus "
+                                       "of earlier fits (--consensus-file), outside the ELBO",
+                                       flag=None, group=SCRATCH)
+    consensus_file: str | None = setting(None, "the (N, K) .npy of those targets", flag=None)
     umap_neighbours: int = setting(20, "the nearest neighbours of UMAP's graph (--umap-graph)")
     umap_graph_epoch: int = setting(0, "the SVI epoch at whose start UMAP's graph of the codes "
                                     "is built (0: as SVI starts; from scratch >= 1: the codes "
@@ -295,18 +300,7 @@ class FitConfig:
                 f"got {self.checkpoint_every_steps}"
             )
         check_terms_outside_elbo(self)
-        if not 0.0 <= self.revive_clusters < 1.0 / max(1, self.num_clusters):
-            raise ValueError(f"revive_clusters must be in [0, 1/num_clusters) (0: off), got "
-                             f"{self.revive_clusters}")
-        if self.revive_clusters and self.prior in REVIVAL_REFUSED_PRIORS:
-            raise ValueError(f"revive_clusters cannot act on prior={self.prior!r}: "
-                             f"{REVIVAL_REFUSED_PRIORS[self.prior]}")
-        if not 0 <= self.mixture_restart_epoch <= self.epochs:
-            raise ValueError(f"mixture_restart_epoch must be in [0, epochs={self.epochs}] (0: "
-                             f"never), got {self.mixture_restart_epoch}")
-        if self.mixture_restart_epoch and self.method == "em":
-            raise ValueError("mixture_restart_epoch is an SVI setting: EM's E-step refits the "
-                             "mixture every iteration already; set it to 0 with method='em'")
+        check_moves_outside_elbo(self)
         if self.max_bad_steps < 1:
             raise ValueError(f"max_bad_steps must be at least 1, got {self.max_bad_steps}")
         check_em_settings(self)
@@ -378,16 +372,6 @@ class FitConfig:
             return cls.from_dict(d)
         except (ValueError, TypeError) as err:
             raise ValueError(f"the config file {path}: {err}") from None
-
-
-#: priors that revive_clusters refuses, with the reason and the fix
-REVIVAL_REFUSED_PRIORS = {
-    "normal": "its clusters are a mixture refitted to the codes after every epoch, not "
-              "parameters a split could move; use prior='gmm'",
-    "dp": "switching unused clusters off is what the Dirichlet process is for; use prior='gmm' "
-          "(or 'bayes-gmm') with a fixed K to keep every cluster in use",
-}
-REVIVAL_REFUSED_PRIORS["dp-full"] = REVIVAL_REFUSED_PRIORS["dp"]  # the same Dirichlet process
 
 
 def upgrade_legacy_keys(d: dict[str, Any]) -> dict[str, Any]:

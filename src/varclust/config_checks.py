@@ -8,7 +8,8 @@ from dataclasses import fields
 from numbers import Integral, Real
 from typing import Any
 
-__all__ = ["check_choices", "check_field_types", "check_terms_outside_elbo"]
+__all__ = ["REVIVAL_REFUSED_PRIORS", "check_choices", "check_field_types",
+           "check_moves_outside_elbo", "check_terms_outside_elbo"]
 
 _FIELD_TYPES = {"int": (Integral, int, "an integer"), "float": (Real, float, "a number"),
                 "str": (str, str, "a string"),
@@ -55,7 +56,7 @@ def check_terms_outside_elbo(config: Any) -> None:
     ``cluster_balance``) are inert while its weight is 0, so a recipe's values survive a typed
     0."""
     for name in ("cluster_information", "augmentation_consistency", "virtual_adversarial",
-                 "neighbour_consistency", "umap_graph",
+                 "neighbour_consistency", "umap_graph", "consensus_targets",
                  "kl_warmup_epochs"):  # 0 turns one off
         if getattr(config, name) < 0:
             raise ValueError(f"{name} must be >= 0 (0: off), got {getattr(config, name)}")
@@ -64,6 +65,11 @@ def check_terms_outside_elbo(config: Any) -> None:
         raise ValueError(f"warm_up_terms scales the terms outside the ELBO by the KL warm-up's "
                          f"weight, but {warmup} is 0 (no warm-up): set {warmup} > 0 or leave "
                          "warm_up_terms off")
+    if bool(config.consensus_targets) != bool(config.consensus_file):
+        raise ValueError("consensus_targets (the weight) and consensus_file (the targets) go "
+                         "together: fit_restarts(consensus=w) / --consensus W sets both, or set "
+                         f"both yourself; got {config.consensus_targets}, "
+                         f"{config.consensus_file!r}")
     if not config.adversarial_radius > 0:
         raise ValueError(f"adversarial_radius must be > 0, got {config.adversarial_radius}")
     if config.adversarial_radius_scale < 0:
@@ -84,6 +90,33 @@ def check_terms_outside_elbo(config: Any) -> None:
         raise ValueError(f"umap_graph_epoch {config.umap_graph_epoch} is past the fit's last "
                          f"SVI epoch (epochs={config.epochs}), so the graph would never act: "
                          "set umap_graph_epoch < epochs")
+
+
+#: priors that revive_clusters refuses, with the reason and the fix
+REVIVAL_REFUSED_PRIORS = {
+    "normal": "its clusters are a mixture refitted to the codes after every epoch, not "
+              "parameters a split could move; use prior='gmm'",
+    "dp": "switching unused clusters off is what the Dirichlet process is for; use prior='gmm' "
+          "(or 'bayes-gmm') with a fixed K to keep every cluster in use",
+}
+REVIVAL_REFUSED_PRIORS["dp-full"] = REVIVAL_REFUSED_PRIORS["dp"]  # the same Dirichlet process
+
+
+def check_moves_outside_elbo(config: Any) -> None:
+    """ValueError for a revival fraction outside [0, 1/K) or on a prior that refuses it, or a
+    mixture restart after the last epoch or under EM."""
+    if not 0.0 <= config.revive_clusters < 1.0 / max(1, config.num_clusters):
+        raise ValueError(f"revive_clusters must be in [0, 1/num_clusters) (0: off), got "
+                         f"{config.revive_clusters}")
+    if config.revive_clusters and config.prior in REVIVAL_REFUSED_PRIORS:
+        raise ValueError(f"revive_clusters cannot act on prior={config.prior!r}: "
+                         f"{REVIVAL_REFUSED_PRIORS[config.prior]}")
+    if not 0 <= config.mixture_restart_epoch <= config.epochs:
+        raise ValueError(f"mixture_restart_epoch must be in [0, epochs={config.epochs}] (0: "
+                         f"never), got {config.mixture_restart_epoch}")
+    if config.mixture_restart_epoch and config.method == "em":
+        raise ValueError("mixture_restart_epoch is an SVI setting: EM's E-step refits the "
+                         "mixture every iteration already; set it to 0 with method='em'")
 
 
 #: priors the EM loop refuses, with the reason and the fix

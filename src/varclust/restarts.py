@@ -34,6 +34,16 @@ as any run) and ``out/restarts.json`` (written atomically once all are scored, a
 chosen one is continued) lists each candidate's seed, folder, ELBO and the epochs it was scored
 at and its score under the criterion, and names the criterion and the chosen one.
 ``resume=True`` of a part-way choice reuses a recorded choice and continues the chosen fit.
+
+**The consensus instead of one candidate** (``consensus=w``, ``--consensus W``): the R fits'
+cluster posteriors on X are matched and averaged into their consensus t (N, K)
+(:mod:`varclust.inference.consensus`), written to ``out/consensus.npy``, and one more fit from
+scratch (seed ``config.seed``, every other setting the candidates') learns it through the term
+w N mean_b KL(t_b || q(c | x_b)) outside the ELBO, in ``out/consensus``; that fit is the one
+kept (``Restarts.best``; ``restarts.json``'s ``kept_folder``), the criterion's choice is still
+recorded. On Fashion-MNIST under ``--recipe scratch`` the single fits vary with the seed
+(ACC sd 0.056 over 10 seeds) and the consensus of five is steadier (BENCHMARKS.md, issue 12);
+it costs R + 1 fits.
 """
 
 from __future__ import annotations
@@ -51,11 +61,17 @@ import numpy as np
 from .config import FitConfig
 from .estimator import VarClust
 from .inference.checkpoint import write_atomic
+from .inference.consensus import consensus_responsibilities, write_consensus
 from .inference.run_folder import RESTARTS_FILE
 from .selection import SelectionCriterion, score_by_elbo, selection_criterion
 
-__all__ = ["RESTARTS_FILE", "Candidate", "Restarts", "check_select_after", "fit_restarts",
-           "restart_folder", "score_by_elbo"]
+__all__ = ["CONSENSUS_FOLDER", "CONSENSUS_TARGETS", "RESTARTS_FILE", "Candidate", "Restarts",
+           "check_consensus", "check_select_after", "fit_restarts", "restart_folder",
+           "score_by_elbo"]
+
+#: inside a restarts folder: the consensus fit's run folder, and its targets (consensus=w)
+CONSENSUS_FOLDER = "consensus"
+CONSENSUS_TARGETS = "consensus.npy"
 
 
 @dataclass
@@ -75,17 +91,20 @@ class Candidate:
 @dataclass
 class Restarts:
     """What :func:`fit_restarts` returns: every fit, its candidate record, and the choice.
-    With ``select_after`` the fits not chosen stop at that epoch; the chosen one is whole."""
+    With ``select_after`` the fits not chosen stop at that epoch; the chosen one is whole.
+    With ``consensus=w``, the fit of the candidates' consensus (module docstring)."""
 
     fits: list[VarClust]
     candidates: list[Candidate]
     chosen: int
     select_after: int | None = None
+    consensus: VarClust | None = None
 
     @property
     def best(self) -> VarClust:
-        """The fit with the highest score under the selection criterion."""
-        return self.fits[self.chosen]
+        """The fit kept: the consensus fit where there is one, else the candidate with the
+        highest score under the selection criterion."""
+        return self.consensus if self.consensus is not None else self.fits[self.chosen]
 
 
 def restart_folder(out: Path, seed: int) -> Path:
@@ -97,7 +116,7 @@ def fit_restarts(
     config: FitConfig, X: Any, y: Any = None, *, restarts: int, select_after: int | None = None,
     out_dir: str | os.PathLike | None = None, resume: bool = False, overwrite: bool = False,
     draws: int = 3, select_by: str = "elbo", components: dict[str, Any] | None = None,
-    **fit_kwargs: Any,
+    consensus: float = 0.0, **fit_kwargs: Any,
 ) -> Restarts:
     """Fit ``config`` from the seeds config.seed, ..., config.seed + restarts - 1 and return
     them with their ELBO on X (N, ...) and the index of the one kept (module docstring).
@@ -112,13 +131,15 @@ def fit_restarts(
     ``restarts.json``; ``resume`` continues the candidates whose folder holds a checkpoint and
     starts the others; ``overwrite`` as :meth:`VarClust.fit`. ``components``: your own
     prior, guide, likelihood or model objects, as ``VarClust(config=..., prior=...)`` takes
-    them (a config naming a custom component needs them). Other keyword arguments go to
-    :meth:`VarClust.fit`.
+    them (a config naming a custom component needs them). ``consensus``: w > 0 fits the
+    candidates' consensus with that weight and keeps that fit (module docstring; restarts >= 2,
+    no ``select_after``). Other keyword arguments go to :meth:`VarClust.fit`.
     """
     components = dict(components or {})
     if restarts < 1:
         raise ValueError(f"restarts must be at least 1, got {restarts}")
     check_select_after(config, select_after)
+    check_consensus(consensus, restarts, select_after)
     criterion = selection_criterion(select_by, restarts)
     if fit_kwargs.get("distributed") is not None:
         raise ValueError("restarts run one fit after another in one process; run a "
@@ -133,7 +154,8 @@ def fit_restarts(
         (out / RESTARTS_FILE).unlink(missing_ok=True)
     scored = config if select_after is None else config.replace(epochs=select_after)
     # a part-way choice continues a checkpoint: without out, the candidates' go to a temp folder
-    with (contextlib.nullcontext(out) if out is not None or select_after is None
+    with (contextlib.nullcontext(out) if out is not None or (select_after is None
+                                                             and not consensus)
           else tempfile.TemporaryDirectory(prefix="varclust-restarts-")) as root:
         root = None if root is None else Path(root)
         if recorded is not None:  # a part-way choice made before: its candidates as they were
@@ -168,7 +190,42 @@ def fit_restarts(
                                   True, False, fit_kwargs, components)
             _write_record(out, candidates, best, draws, select_after, criterion,
                           final_elbo=score_by_elbo(fits[best], X, draws))
-    return Restarts(fits, candidates, best, select_after)
+        consensus_fit = None
+        if consensus:
+            consensus_fit = _fit_consensus(config, X, y, fits, consensus, root, resume,
+                                           overwrite, fit_kwargs, components)
+            _write_record(out, candidates, best, draws, select_after, criterion,
+                          consensus=consensus)
+    return Restarts(fits, candidates, best, select_after, consensus_fit)
+
+
+def check_consensus(consensus: float, restarts: int, select_after: int | None) -> None:
+    """Refuse a negative consensus weight, a consensus of fewer than 2 fits, or one with a
+    part-way choice (the candidates would be fits stopped part-way)."""
+    if consensus < 0:
+        raise ValueError(f"consensus must be >= 0 (the weight of the consensus term; 0: off), "
+                         f"got {consensus}")
+    if consensus and restarts < 2:
+        raise ValueError(f"a consensus needs at least 2 restarts to agree on, got {restarts}")
+    if consensus and select_after is not None:
+        raise ValueError("consensus fits the consensus of whole fits: drop select_after "
+                         "(--select-after) or consensus (--consensus)")
+
+
+def _fit_consensus(config: FitConfig, X: Any, y: Any, fits: list[VarClust], weight: float,
+                   root: Path, resume: bool, overwrite: bool, fit_kwargs: dict[str, Any],
+                   components: dict[str, Any]) -> VarClust:
+    """The consensus of ``fits`` on X written to ``root/consensus.npy`` (kept as it is when
+    resuming a consensus fit that has a checkpoint: it was fitted to those targets), then one
+    fit of ``config`` with the consensus term of ``weight`` into ``root/consensus``."""
+    folder, targets = root / CONSENSUS_FOLDER, root / CONSENSUS_TARGETS
+    resumable = resume and (folder / "checkpoint.pt").exists() and targets.exists()
+    if not resumable:
+        write_consensus(targets, consensus_responsibilities(
+            [fit.predict(X).responsibilities for fit in fits]))
+    fit = VarClust(config=config.replace(consensus_targets=weight,
+                                         consensus_file=str(targets)), **components)
+    return fit.fit(X, y, out_dir=folder, resume=resumable, overwrite=overwrite, **fit_kwargs)
 
 
 def check_select_after(config: FitConfig, select_after: int | None) -> None:
@@ -194,7 +251,7 @@ def _fit_one(config: FitConfig, X: Any, y: Any, folder: Path | None, resume: boo
 
 def _write_record(out: Path | None, candidates: list[Candidate], best: int, draws: int,
                   select_after: int | None, criterion: SelectionCriterion,
-                  final_elbo: float | None = None) -> None:
+                  final_elbo: float | None = None, consensus: float = 0.0) -> None:
     """``out/restarts.json``, atomically: the candidates, the choice and how it was made; the
     folders relative to ``out`` (``seed_S``), so the record holds wherever ``out`` is."""
     if out is None:
@@ -202,6 +259,7 @@ def _write_record(out: Path | None, candidates: list[Candidate], best: int, draw
     when = "at the end of each fit" if select_after is None else f"after {select_after} epochs"
     inside = [{**asdict(c), "folder": Path(c.folder).name} for c in candidates]
     record = {"chosen_seed": candidates[best].seed, "chosen_folder": inside[best]["folder"],
+              "kept_folder": CONSENSUS_FOLDER if consensus else inside[best]["folder"],
               "select_by": criterion.name,
               "criterion": f"{criterion.describe(draws)}, {when}",
               "select_after": select_after,
@@ -209,6 +267,10 @@ def _write_record(out: Path | None, candidates: list[Candidate], best: int, draw
     if select_after is not None:
         record["chosen_continued"] = final_elbo is not None
         record["chosen_final_elbo"] = final_elbo
+    if consensus:
+        record["consensus"] = {"weight": consensus, "targets": CONSENSUS_TARGETS,
+                               "folder": CONSENSUS_FOLDER,
+                               "of_seeds": [c.seed for c in candidates]}
     write_atomic(out / RESTARTS_FILE, json.dumps(record, indent=2).encode())
 
 

@@ -188,7 +188,8 @@ def _refuse_restarts_folder(folder: Path) -> None:
     record = folder / RESTARTS_FILE
     if checkpoint.exists() or previous_path(checkpoint).exists() or not record.exists():
         return
-    chosen = json.loads(record.read_text()).get("chosen_folder")
+    written = json.loads(record.read_text())
+    chosen = written.get("kept_folder", written.get("chosen_folder"))
     raise FileNotFoundError(
         f"{folder} holds restarts, not one run: the fit kept by {RESTARTS_FILE} is "
         f"{folder / chosen if chosen else 'named there'}; give that folder")

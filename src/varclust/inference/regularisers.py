@@ -82,6 +82,7 @@ from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 from torch import Tensor, nn
 
+from .consensus import ConsensusTargets
 from .objective_term import TermOutsideELBO
 from .umap_graph import UMAPGraphTerm
 
@@ -376,4 +377,4 @@ class NeighbourConsistency(ConsistencyTerm):
 #: the terms outside the ELBO, each named after the FitConfig field of its weight, in the
 #: order they are added to the loss
 TERMS_OUTSIDE_ELBO = (ClusterInformation, AugmentationConsistency, VirtualAdversarialSmoothing,
-                      NeighbourConsistency, UMAPGraphTerm)
+                      NeighbourConsistency, UMAPGraphTerm, ConsensusTargets)
