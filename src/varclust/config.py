@@ -212,9 +212,10 @@ class FitConfig:
                                 "umap_graph_epoch (needs trained codes and umap-learn), "
                                 "outside the ELBO")
     consensus_targets: float = setting(0.0, "w of w * N * KL(t_n || q(c|x_n)), t the consensus "
-                                       "of earlier fits (--consensus-file), outside the ELBO",
-                                       flag=None, group=SCRATCH)
-    consensus_file: str | None = setting(None, "the (N, K) .npy of those targets", flag=None)
+                                       "of earlier fits, outside the ELBO (set by --restarts R "
+                                       "--consensus W)", flag=None, group=SCRATCH)
+    consensus_file: str | None = setting(None, "the (N, K) .npy of those targets, rows in the "
+                                         "data's order", flag=None)
     umap_neighbours: int = setting(20, "the nearest neighbours of UMAP's graph (--umap-graph)")
     umap_graph_epoch: int = setting(0, "the SVI epoch at whose start UMAP's graph of the codes "
                                     "is built (0: as SVI starts; from scratch >= 1: the codes "

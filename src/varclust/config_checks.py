@@ -51,7 +51,8 @@ def check_terms_outside_elbo(config: Any) -> None:
     non-positive adversarial radius or a negative radius scale, fewer than one neighbour (two
     for UMAP's graph), or ``warm_up_terms`` without a KL warm-up of the method that runs
     (``kl_warmup_iterations`` in EM, else epochs), or a UMAP graph built at an epoch the fit
-    does not reach. A term's own parameters (``neighbours``, ``umap_neighbours``,
+    does not reach, or a consensus weight without its targets' file or the reverse. A term's
+    own parameters (``neighbours``, ``umap_neighbours``,
     ``umap_graph_epoch``, ``adversarial_radius``, ``adversarial_radius_scale``,
     ``cluster_balance``) are inert while its weight is 0, so a recipe's values survive a typed
     0."""

@@ -61,6 +61,10 @@ sum_b KL(q(c | x_b) || q(c | x'_b)) with q(c | x_b) held fixed.
 neighbourhoods that UMAP's fuzzy graph finds among the codes at the start of SVI (N2D's
 structure, held through training rather than read off once); :mod:`.umap_graph` derives it.
 
+**The consensus of earlier fits** (``consensus_targets`` = w, with ``consensus_file``): w N
+mean_b KL(t_b || q(c | x_b)), t the matched average of several fits' q(c | x);
+:mod:`.consensus` derives it (``--restarts R --consensus W`` sets it).
+
 **Warming the terms up with the KL** (``warm_up_terms``): with a KL warm-up of weight beta_e in
 epoch e (:mod:`.kl_warmup`) the trainer maximises
 
