@@ -27,6 +27,11 @@ terms of :mod:`.regularisers` are: a fit started from scratch with it learns the
 partition while its ELBO shapes the codes, the mixture and the decoder as in any fit.
 :func:`varclust.restarts.fit_restarts` with ``consensus=w`` (``--restarts R --consensus W``)
 fits R candidates, writes their consensus and fits it (module docstring there).
+
+Measured (BENCHMARKS.md, issue 12; ``--recipe scratch --guide relaxed --restarts 5 --consensus
+1``, five ensembles of seeds 0 to 24): UCI digits ACC 0.895 +- 0.035 against single fits'
+0.837 +- 0.055 (paired +0.058 over each ensemble's candidates); Fashion-MNIST 0.611 +- 0.035
+against 0.592 +- 0.053 (+0.019): where most fits share a mistake, so does their consensus.
 """
 
 from __future__ import annotations
