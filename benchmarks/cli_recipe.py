@@ -40,6 +40,8 @@ from pathlib import Path
 
 from quality import sd_text, summarise
 
+from varclust.restarts import RESTARTS_FILE
+
 METRICS = ("acc", "nmi", "ari")
 
 
@@ -62,13 +64,12 @@ def fit_process(dataset: str, seed: int, flags: str, threads: int, folder: Path)
 def kept_folder(folder: Path) -> tuple[Path, list[Path]]:
     """The run folder a fit into ``folder`` kept (``folder`` itself; with ``--restarts``, the
     one ``restarts.json`` names) and every run folder of the fit (the candidates too)."""
-    record = folder / "restarts.json"
+    record = folder / RESTARTS_FILE
     if not record.exists():
         return folder, [folder]
     written = json.loads(record.read_text())
-    runs = {folder / c["folder"] for c in written["candidates"]} | {
-        folder / written["kept_folder"]}
-    return folder / written["kept_folder"], sorted(runs)
+    kept = folder / written.get("kept_folder", written["chosen_folder"])  # older records
+    return kept, sorted({folder / c["folder"] for c in written["candidates"]} | {kept})
 
 
 def run_seed(dataset: str, seed: int, flags: str, threads: int, folder: Path) -> dict:

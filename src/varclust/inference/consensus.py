@@ -58,7 +58,7 @@ def match_clusters(reference: np.ndarray, responsibilities: np.ndarray) -> np.nd
     column k of the result is the column of the input with the largest overlap
     sum_n reference[n, k] r[n, j] under a one-to-one matching (Hungarian algorithm)."""
     overlap = reference.T @ responsibilities  # (K, K): reference cluster x fit cluster
-    rows, cols = linear_sum_assignment(-overlap)
+    rows, cols = linear_sum_assignment(overlap, maximize=True)
     matched = np.empty_like(responsibilities)
     matched[:, rows] = responsibilities[:, cols]
     return matched
