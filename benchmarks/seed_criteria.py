@@ -12,7 +12,9 @@ ELBO it does not depend on the guide's temperature or on where the epoch's avera
 the mean entropy of the cluster
 assignment q(c|x) (``predict().entropy``), and the silhouette (10 000 data), Calinski-Harabasz
 and Davies-Bouldin indices (scikit-learn) of the codes under the predicted clusters, the
-entropy of the predicted cluster sizes (balance), and one criterion across the runs: a run's
+entropy of the predicted cluster sizes (balance), the chance-corrected share of each datum's 10
+nearest neighbours in its predicted cluster (``neighbours``, as ``--select-by neighbours``
+scores restarts), and one criterion across the runs: a run's
 mean adjusted Rand index with the other runs' partitions (agreement, as ``--select-by
 agreement`` scores restarts; the run with the highest is the medoid of the runs). The labels
 are read only to score ACC; then the Spearman correlation of each criterion with ACC across
@@ -41,13 +43,15 @@ from sklearn.metrics import (
 
 from varclust import VarClust, clustering_scores, load_dataset
 from varclust.analysis import heldout_pointwise
-from varclust.selection import agreement_matrix, agreement_scores
+from varclust.inference.regularisers import nearest_neighbours
+from varclust.selection import agreement_matrix, agreement_scores, neighbour_agreement
 
 CRITERIA = ("elbo", "log_likelihood", "mean_entropy", "silhouette", "calinski_harabasz",
-            "davies_bouldin", "size_entropy", "agreement")
+            "davies_bouldin", "size_entropy", "agreement", "neighbours")
 # the direction in which each criterion is better: +1 higher, -1 lower
 BETTER = {"elbo": 1, "log_likelihood": 1, "mean_entropy": -1, "silhouette": 1,
-          "calinski_harabasz": 1, "davies_bouldin": -1, "size_entropy": 1, "agreement": 1}
+          "calinski_harabasz": 1, "davies_bouldin": -1, "size_entropy": 1, "agreement": 1,
+          "neighbours": 1}
 
 
 def label_free_criteria(vc: VarClust, run: Path, images) -> tuple[dict, np.ndarray]:
@@ -84,11 +88,13 @@ def main() -> None:
     args = run_folder_arguments(__doc__.split("\n\n")[0])
     data = load_dataset(args.dataset)
     rows, partitions = [], []
+    table = nearest_neighbours(data.images, 10).numpy()  # as --select-by neighbours finds them
     for run in args.runs:
         vc = VarClust.load(run / "checkpoint.pt", device="cpu")
         criteria, predicted = label_free_criteria(vc, run, data.images)
         partitions.append(predicted)
         rows.append({"run": str(run), "seed": vc.config.seed, **criteria,
+                     "neighbours": neighbour_agreement(predicted, table),
                      **clustering_scores(data.labels.numpy(), predicted)})
         print(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                         for k, v in rows[-1].items()), flush=True)

@@ -86,8 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--select-by", choices=tuple(SELECTION_CRITERIA), default="elbo",
                      help="with --restarts: keep the highest ELBO (elbo), the fit whose "
                      "clusters agree most with the other fits' (agreement: mean adjusted Rand "
-                     "index, R >= 3), or the most decided assignments (confidence: lowest mean "
-                     "entropy of p(c|x))")
+                     "index, R >= 3), the most decided assignments (confidence: lowest mean "
+                     "entropy of p(c|x)), or the clusters that keep the data's 10 nearest "
+                     "neighbours together most (neighbours: chance-corrected)")
     fit.add_argument("--select-after", type=int, default=None, metavar="E",
                      help="with --restarts: score the fits after E SVI epochs and continue "
                      "only the best to --epochs (R x E + epochs - E epochs in all)")

@@ -16,8 +16,9 @@ over ``draws`` passes that all start from the same random seed, so every candida
 with the same noise. Candidates share every setting but ``seed``. ``select_by="agreement"``
 keeps instead the candidate whose partition agrees most (mean ARI) with the others', the
 medoid of the R partitions (R >= 3), ``select_by="confidence"`` the one with the lowest mean
-entropy of p(c | x) (:mod:`varclust.selection`); every candidate's ELBO is recorded either
-way.
+entropy of p(c | x), ``select_by="neighbours"`` the one whose clusters keep the data's nearest
+neighbours together most (:mod:`varclust.selection`); every candidate's ELBO is recorded
+either way.
 
 **Choosing part-way** (``select_after=E``): a from-scratch fit's ELBO says nothing about its
 fate at the end of the KL warm-up but ranks the fits by mid-fit about as well as at the end (on

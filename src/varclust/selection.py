@@ -25,6 +25,22 @@ posterior over the data, -1/N sum_n H[p(c | x_n)] (``predict(X).entropy``): the 
 assignments are the most decided is kept. A fit that leaves two classes in one component, or
 splits one over two, leaves the data between them undecided.
 
+``neighbours`` (:class:`NeighbourCriterion`): how often a datum and one of its k = 10 nearest
+neighbours in the data themselves (Euclidean, after a projection on 50 principal components:
+:func:`varclust.inference.regularisers.nearest_neighbours`) fall in the same predicted cluster,
+corrected for chance as Cohen's kappa is:
+
+    a = 1 / (N k) sum_n sum_{j in NN_k(n)} [c_n = c_j],    e = sum_c p_c^2,
+    neighbours = (a - e) / (1 - e),
+
+with c_n the fit's predicted cluster of datum n and p_c the fraction of the data predicted in
+cluster c; e is a's expectation for a partition of those sizes drawn at random, so lumping the
+data into a few large clusters does not raise the score (one cluster scores 0). It is the
+cluster assumption of semi-supervised learning read as a score (boundaries between clusters
+should run where the data are sparse), the same assumption the virtual adversarial and neighbour
+terms train (:mod:`varclust.inference.regularisers`); here nothing is trained, the partitions
+are compared against a neighbourhood that no fit chose.
+
 Measured against the fits' ACC under ``--recipe scratch`` (BENCHMARKS.md, issue 12, "Choosing
 among fits without the labels"), Spearman over 16 digits / 10 Fashion-MNIST fits: elbo +0.66 /
 +0.12, agreement +0.82 / +0.41, confidence (as minus the entropy) +0.57 / +0.62. None is best
@@ -39,14 +55,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyro
+import torch
 from sklearn.metrics import adjusted_rand_score
+
+from .inference.regularisers import nearest_neighbours
 
 if TYPE_CHECKING:
     from .estimator import VarClust
 
 __all__ = ["SELECTION_CRITERIA", "AgreementCriterion", "ConfidenceCriterion", "ElboCriterion",
-           "SelectionCriterion", "agreement_matrix", "agreement_scores", "score_by_elbo",
-           "selection_criterion"]
+           "NeighbourCriterion", "SelectionCriterion", "agreement_matrix", "agreement_scores",
+           "neighbour_agreement", "score_by_elbo", "selection_criterion"]
 
 
 def score_by_elbo(fit: VarClust, X: Any, draws: int = 3, seed: int = 0) -> float:
@@ -73,6 +92,23 @@ def agreement_scores(ari: np.ndarray) -> list[float]:
     if len(ari) < 2:
         raise ValueError(f"agreement compares partitions: give at least 2, got {len(ari)}")
     return [float((row.sum() - 1.0) / (len(ari) - 1)) for row in ari]
+
+
+def neighbour_agreement(labels: np.ndarray, neighbours: np.ndarray) -> float:
+    """Chance-corrected agreement of a partition with a neighbour table (module docstring):
+    labels (N,) the predicted clusters, neighbours (N, k) each datum's neighbours' indices;
+    (a - e) / (1 - e), between -1 and 1, 0 for a single cluster."""
+    labels = np.asarray(labels)
+    neighbours = np.asarray(neighbours)
+    if neighbours.ndim != 2 or len(neighbours) != len(labels):
+        raise ValueError(f"neighbours must be (N, k) for N = {len(labels)} labels, got shape "
+                         f"{neighbours.shape}")
+    observed = float((labels[neighbours] == labels[:, None]).mean())
+    sizes = np.unique(labels, return_counts=True)[1] / len(labels)
+    expected = float((sizes ** 2).sum())
+    if expected >= 1.0:
+        return 0.0
+    return (observed - expected) / (1.0 - expected)
 
 
 class SelectionCriterion(ABC):
@@ -143,8 +179,33 @@ class ConfidenceCriterion(SelectionCriterion):
         return "minus the mean entropy in nats of the candidate's p(c | x) over the fitted data"
 
 
+class NeighbourCriterion(SelectionCriterion):
+    """How often the data's nearest neighbours share a candidate's predicted cluster, corrected
+    for chance (module docstring): the fit whose clusters keep neighbourhoods whole is kept.
+
+    Args:
+        neighbours: k, the neighbours of each datum compared (found once for all candidates).
+    """
+
+    name = "neighbours"
+    kept = "the fit whose clusters keep the data's nearest neighbours together most"
+
+    def __init__(self, neighbours: int = 10) -> None:
+        self.neighbours = neighbours
+
+    def scores(self, fits: list[VarClust], X: Any, elbos: list[float]) -> list[float]:
+        data = X if isinstance(X, torch.Tensor) else torch.as_tensor(np.asarray(X))
+        table = nearest_neighbours(data, self.neighbours).cpu().numpy()
+        return [neighbour_agreement(np.asarray(fit.predict(X).labels), table) for fit in fits]
+
+    def describe(self, draws: int) -> str:
+        return (f"chance-corrected share of the data's {self.neighbours} nearest neighbours "
+                "(Euclidean, 50 principal components) in the candidate's predicted cluster")
+
+
 SELECTION_CRITERIA: dict[str, SelectionCriterion] = {
-    c.name: c for c in (ElboCriterion(), AgreementCriterion(), ConfidenceCriterion())}
+    c.name: c for c in (ElboCriterion(), AgreementCriterion(), ConfidenceCriterion(),
+                        NeighbourCriterion())}
 
 
 def selection_criterion(name: str, restarts: int) -> SelectionCriterion:
