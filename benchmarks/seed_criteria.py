@@ -44,7 +44,12 @@ from sklearn.metrics import (
 from varclust import VarClust, clustering_scores, load_dataset
 from varclust.analysis import heldout_pointwise
 from varclust.inference.regularisers import nearest_neighbours
-from varclust.selection import agreement_matrix, agreement_scores, neighbour_agreement
+from varclust.selection import (
+    SELECTION_CRITERIA,
+    agreement_matrix,
+    agreement_scores,
+    neighbour_agreement,
+)
 
 CRITERIA = ("elbo", "log_likelihood", "mean_entropy", "silhouette", "calinski_harabasz",
             "davies_bouldin", "size_entropy", "agreement", "neighbours")
@@ -88,7 +93,8 @@ def main() -> None:
     args = run_folder_arguments(__doc__.split("\n\n")[0])
     data = load_dataset(args.dataset)
     rows, partitions = [], []
-    table = nearest_neighbours(data.images, 10).numpy()  # as --select-by neighbours finds them
+    # the neighbours as --select-by neighbours finds them (its k)
+    table = nearest_neighbours(data.images, SELECTION_CRITERIA["neighbours"].neighbours).numpy()
     for run in args.runs:
         vc = VarClust.load(run / "checkpoint.pt", device="cpu")
         criteria, predicted = label_free_criteria(vc, run, data.images)
