@@ -12,6 +12,7 @@ from synthetic import binary_blobs
 
 from varclust import FitConfig, VarClust
 from varclust.cli import main
+from varclust.inference.checkpoint import CheckpointError
 from varclust.inference.consensus import (
     ConsensusTargets,
     consensus_responsibilities,
@@ -125,11 +126,20 @@ def test_restarts_with_a_consensus_fit_it_and_keep_it(tmp_path):
     # the term taught the fit its targets' partition
     agreement = clustering_scores(targets.argmax(1), loaded.predict(x).labels)["acc"]
     assert agreement >= 0.9
-    # resuming with one more epoch continues the consensus fit on the same targets
-    longer = fit_restarts(TINY.replace(epochs=21), x, restarts=2, out_dir=out, consensus=20.0,
+    # resuming with one more epoch continues the consensus fit on the same targets, also
+    # after the restarts folder was moved (the targets are checked by content, not by path)
+    moved = tmp_path / "moved"
+    out.rename(moved)
+    longer = fit_restarts(TINY.replace(epochs=21), x, restarts=2, out_dir=moved, consensus=20.0,
                           resume=True, progress=False)
     assert len(longer.best.history) == 21
-    np.testing.assert_array_equal(np.load(out / CONSENSUS_TARGETS), targets)
+    np.testing.assert_array_equal(np.load(moved / CONSENSUS_TARGETS), targets)
+    # other targets at the recorded place are refused, naming the setting
+    other = tmp_path / "other.npy"
+    write_consensus(other, targets[:, ::-1])
+    with pytest.raises(CheckpointError, match="consensus_file: the checkpoint's file held other"):
+        VarClust(config=longer.best.config.replace(consensus_file=str(other), epochs=22)).fit(
+            x, out_dir=moved / CONSENSUS_FOLDER, resume=True, progress=False)
 
 
 def test_a_consensus_refuses_what_it_cannot_do():

@@ -12,12 +12,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from synthetic import binary_blobs
 
 from varclust import VarClust
 from varclust.cli import main
 from varclust.inference import CheckpointError
-from varclust.inference.run_folder import RunFolderError, RunLock
+from varclust.inference.run_folder import (
+    RunFolderError,
+    RunLock,
+    check_resume_record,
+    data_fingerprint,
+)
 
 TINY = dict(latent_dim=2, hidden=(8,), pretrain_epochs=1, batch_size=32, seed=0, device="cpu")
 CLI_TINY = ["--dataset", "digits", "--epochs", "1", "--pretrain-epochs", "1", "--hidden", "32",
@@ -260,3 +266,22 @@ def test_resume_removes_what_describes_an_older_state(run, tmp_path):
     VarClust(3, epochs=3, **TINY).fit(blobs(), out_dir=copy, resume=True, progress=False)
     names = {p.name for p in copy.iterdir()}
     assert names == {"checkpoint.pt", "checkpoint.prev.pt", "metrics.json"}
+
+
+def test_a_file_setting_is_compared_by_content_only_where_the_checkpoint_holds_its_hash():
+    targets = np.full((4, 2), 0.5, dtype=np.float32)
+    x = torch.zeros(4, 1, 2, 2)
+    saved = data_fingerprint(x, targets=targets)
+    moved = {"consensus_file": "/new/place.npy"}
+    # same content elsewhere: resumable
+    check_resume_record({"consensus_file": "/old/place.npy"}, moved, saved,
+                        data_fingerprint(x, targets=targets), Path("run"))
+    # other content elsewhere: refused, naming the setting
+    other = data_fingerprint(x, targets=targets[:, ::-1] * [[0.2, 1.8]])
+    with pytest.raises(CheckpointError, match="consensus_file: the checkpoint's file held other"):
+        check_resume_record({"consensus_file": "/old/place.npy"}, moved, saved, other, Path("run"))
+    # a checkpoint without the targets' hash (older varclust) keeps the path check
+    older = data_fingerprint(x)
+    with pytest.raises(CheckpointError, match="consensus_file: checkpoint '/old/place.npy'"):
+        check_resume_record({"consensus_file": "/old/place.npy"}, moved, older,
+                            data_fingerprint(x, targets=targets), Path("run"))

@@ -22,6 +22,7 @@ from .data.validation import (
 )
 from .guides.base import ClusterGuide
 from .inference import loop
+from .inference.consensus import configured_targets
 from .inference.distributed import DistributedContext
 from .inference.persistence import read_fit, read_resume_state, restore_fitted, save_fitted
 from .inference.prediction import ClusterPrediction, encode_means, predict_clusters
@@ -169,7 +170,8 @@ class VarClust(NotebookMethods):
                     stack.enter_context(RunLock(out))
                     prepare_run_folder(out, resume=resume, overwrite=overwrite)
             x = x.to(self.device)
-            self.data_fingerprint_ = data_fingerprint(x, **supervision)
+            self.data_fingerprint_ = data_fingerprint(
+                x, **supervision, targets=configured_targets(c, len(x)))
             self.metadata_ = dict(metadata or {})
             state = (read_resume_state(self, out, tuple(x.shape[1:]), self.device, main)
                      if resume else None)

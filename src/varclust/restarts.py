@@ -44,7 +44,8 @@ w N mean_b KL(t_b || q(c | x_b)) outside the ELBO, in ``out/consensus``; that fi
 kept (``Restarts.best``; ``restarts.json``'s ``kept_folder``), the criterion's choice is still
 recorded. On Fashion-MNIST under ``--recipe scratch`` the single fits vary with the seed
 (ACC sd 0.056 over 10 seeds) and the consensus of five is steadier (BENCHMARKS.md, issue 12);
-it costs R + 1 fits.
+it costs R + 1 fits. The consensus fit's checkpoint records a hash of its targets, and a
+resume compares their content, not their path: a moved restarts folder resumes.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ from torch import Tensor, nn
 from .checkpoint import write_atomic
 from .objective_term import TermOutsideELBO
 
-__all__ = ["ConsensusTargets", "consensus_responsibilities", "match_clusters",
+__all__ = ["ConsensusTargets", "configured_targets", "consensus_responsibilities", "match_clusters",
            "read_consensus", "write_consensus"]
 
 
@@ -102,7 +102,9 @@ def read_consensus(path: str | os.PathLike, num_data: int, num_clusters: int) ->
         targets = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:
         raise ValueError(f"cannot read the consensus targets {path} ({err}); give the .npy "
-                         "that fit_restarts(consensus=...) wrote (consensus_file)") from None
+                         "that fit_restarts(consensus=...) wrote (consensus_file); a consensus "
+                         "fit resumes from its restarts folder, wherever it was moved (varclust "
+                         "fit --restarts R --consensus W --resume --out FOLDER)") from None
     if targets.shape != (num_data, num_clusters):
         raise ValueError(f"the consensus targets {path} are {targets.shape}, but the fit has "
                          f"{num_data} data and {num_clusters} clusters: give the targets of "
@@ -112,6 +114,14 @@ def read_consensus(path: str | os.PathLike, num_data: int, num_clusters: int) ->
         raise ValueError(f"the consensus targets {path} must hold one distribution over the "
                          "clusters a row (non-negative, summing to 1)")
     return targets
+
+
+def configured_targets(config, num_data: int) -> np.ndarray | None:
+    """The targets (N, K) that ``config``'s consensus term reads (:func:`read_consensus` of
+    ``consensus_file``), None without the term: what a fit's data fingerprint records of them."""
+    if not config.consensus_targets:
+        return None
+    return read_consensus(config.consensus_file, num_data, config.num_clusters)
 
 
 class ConsensusTargets(TermOutsideELBO):

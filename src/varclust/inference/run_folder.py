@@ -26,6 +26,7 @@ from torch import Tensor
 from .checkpoint import CheckpointError, write_atomic
 
 __all__ = [
+    "LOCATED_BY_CONTENT",
     "LOCK_NAME",
     "MAY_CHANGE_ON_RESUME",
     "RunFolderError",
@@ -56,6 +57,10 @@ ARTEFACT_PATTERNS = (
 #: segment of the run records its own values (``segments`` in ``metrics.json``)
 MAY_CHANGE_ON_RESUME = ("epochs", "em_iterations", "device", "checkpoint_every_steps",
                         "max_bad_steps", "sample_steps", "guidance")
+#: settings naming a file whose content the data fingerprint holds (by the fingerprint's key):
+#: a resume may find the file elsewhere (a moved folder), and its content is compared instead
+#: of its path; a checkpoint without that content's hash (older varclust) keeps the path check
+LOCATED_BY_CONTENT = {"consensus_file": "targets"}
 
 
 class RunFolderError(CheckpointError):
@@ -238,10 +243,12 @@ def holds_run(folder: Path, segments: list[dict[str, Any]],
 
 
 def data_fingerprint(x: Tensor, cluster: Tensor | None = None,
-                     cluster_mask: Tensor | None = None) -> dict[str, Any]:
+                     cluster_mask: Tensor | None = None,
+                     targets: np.ndarray | None = None) -> dict[str, Any]:
     """What identifies the data of a fit: N, the shape of a datum and a BLAKE2 hash of the
     float32 values of x (N, ...); for a semi-supervised fit also ``labelled``: how many data
-    the model is given labels for, and a hash of which ones and their labels (both (N,))."""
+    the model is given labels for, and a hash of which ones and their labels (both (N,)); for a
+    fit taught per-datum targets (the consensus term's (N, K) file) ``targets``: their hash."""
     values = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
     record: dict[str, Any] = {
         "num_data": int(values.shape[0]),
@@ -252,6 +259,8 @@ def data_fingerprint(x: Tensor, cluster: Tensor | None = None,
         mask = cluster_mask.detach().cpu().numpy()
         given = np.where(mask, cluster.detach().cpu().numpy(), -1).astype(np.int64)
         record["labelled"] = {"count": int(mask.sum()), "hash": _hash(given)}
+    if targets is not None:
+        record["targets"] = _hash(np.asarray(targets, dtype=np.float32))
     return record
 
 
@@ -265,15 +274,22 @@ def check_resume_record(
 ) -> None:
     """Refuse a resume that would make the run's record false: other data (N, shape or hash),
     or a run-defining setting (every FitConfig field not in :data:`MAY_CHANGE_ON_RESUME`) that
-    differs from the checkpoint's. A checkpoint without a fingerprint (older varclust) is only
-    checked on its settings.
+    differs from the checkpoint's; a file setting of :data:`LOCATED_BY_CONTENT` is compared by
+    the content the fingerprints hold, where the checkpoint's holds it, so a moved run folder
+    resumes. A checkpoint without a fingerprint (older varclust) is only checked on its
+    settings.
 
     Raises:
         CheckpointError: naming every difference and the fix.
     """
+    by_content = {k: key for k, key in LOCATED_BY_CONTENT.items()
+                  if saved_data is not None and key in saved_data}
     diffs = [f"{k}: checkpoint {saved_config[k]!r} vs {config[k]!r}" for k in config
-             if k in saved_config and k not in MAY_CHANGE_ON_RESUME
+             if k in saved_config and k not in MAY_CHANGE_ON_RESUME and k not in by_content
              and _plain(saved_config[k]) != _plain(config[k])]
+    diffs += [f"{k}: the checkpoint's file held other content than {config[k]!r} (hash "
+              f"{saved_data[key][:12]} vs {str(data.get(key))[:12]})"
+              for k, key in by_content.items() if saved_data[key] != data.get(key)]
     if saved_data is not None and not same_data(saved_data, data):
         diffs.append(f"data: checkpoint N={saved_data['num_data']} "
                      f"{tuple(saved_data['shape'])} hash {saved_data['hash'][:12]} vs "
