@@ -44,3 +44,37 @@ def test_the_table_scores_single_fits_and_the_consensus_of_subsets(tmp_path, mon
     assert whole["mean"] == pytest.approx(clustering_scores(labels, everything.argmax(1))["acc"])
     assert set(written["summary"]) == {"single", "consensus of 2", "consensus of 3"}
     assert np.isfinite(written["summary"]["consensus of 2"]["nmi"]["mean"])
+
+
+def test_ranked_by_a_criterion_keeps_its_best_and_the_consensus_of_its_top(tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    script = importlib.import_module("consensus_subsets")
+    images, labels = binary_blobs(90, num_pixels=16, seed=2)
+    images = torch.as_tensor(images)
+    runs, fits = [], []
+    for seed in range(3):
+        runs.append(tmp_path / f"run_{seed}")
+        fits.append(VarClust(3, latent_dim=2, hidden=(16,), epochs=2, pretrain_epochs=2,
+                             batch_size=30, device="cpu", seed=seed).fit(images, progress=False))
+        fits[-1].save(runs[-1], images, labels)
+    out = tmp_path / "table.json"
+    monkeypatch.setattr(sys, "argv", ["consensus_subsets.py", *map(str, runs), "--sizes", "3",
+                                      "--draws", "2", "--ranked-by", "confidence", "--top", "2",
+                                      "--json", str(out)])
+    script.main()
+    written = json.loads(out.read_text())
+    scores = [-float(np.mean(f.predict(images).entropy)) for f in fits]
+    assert written["scores"] == pytest.approx(scores)
+    order = np.argsort(scores)[::-1]
+    best = clustering_scores(labels, fits[order[0]].predict(images).labels)["acc"]
+    assert written["summary"]["best of 3 by confidence"]["acc"]["mean"] == pytest.approx(best)
+    top2 = consensus_responsibilities([fits[i].predict(images).responsibilities
+                                       for i in order[:2]])
+    assert written["summary"]["top 2 of 3 by confidence"]["acc"]["mean"] == pytest.approx(
+        clustering_scores(labels, top2.argmax(1))["acc"])
+    # --top without a ranking, or a criterion that scores a fit against the others, is refused
+    for bad in (["--top", "2"], ["--ranked-by", "agreement"]):
+        monkeypatch.setattr(sys, "argv", ["consensus_subsets.py", *map(str, runs), *bad])
+        with pytest.raises(SystemExit):
+            script.main()

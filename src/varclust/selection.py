@@ -121,6 +121,9 @@ class SelectionCriterion(ABC):
     name: str
     kept: str  # which candidate is kept, in words
     min_candidates: int = 1
+    #: whether a candidate's score depends on that fit alone (not on the other candidates), so
+    #: that the scores of a pool of fits hold for every subset of it
+    per_fit: bool = True
 
     @abstractmethod
     def scores(self, fits: list[VarClust], X: Any, elbos: list[float]) -> list[float]:
@@ -159,6 +162,7 @@ class AgreementCriterion(SelectionCriterion):
     name = "agreement"
     kept = "the fit whose clusters agree most with the others'"
     min_candidates = 3
+    per_fit = False
 
     def scores(self, fits: list[VarClust], X: Any, elbos: list[float]) -> list[float]:
         return agreement_scores(agreement_matrix([np.asarray(fit.predict(X).labels)
