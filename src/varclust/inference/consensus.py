@@ -40,6 +40,7 @@ import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -48,6 +49,9 @@ from torch import Tensor, nn
 
 from .checkpoint import write_atomic
 from .objective_term import TermOutsideELBO
+
+if TYPE_CHECKING:
+    from ..config import FitConfig
 
 __all__ = ["ConsensusTargets", "configured_targets", "consensus_responsibilities", "match_clusters",
            "read_consensus", "write_consensus"]
@@ -116,7 +120,7 @@ def read_consensus(path: str | os.PathLike, num_data: int, num_clusters: int) ->
     return targets
 
 
-def configured_targets(config, num_data: int) -> np.ndarray | None:
+def configured_targets(config: FitConfig, num_data: int) -> np.ndarray | None:
     """The targets (N, K) that ``config``'s consensus term reads (:func:`read_consensus` of
     ``consensus_file``), None without the term: what a fit's data fingerprint records of them."""
     if not config.consensus_targets:
