@@ -157,7 +157,9 @@ FASHION_SVI_HIDDEN = (256, 256, 1024)
 #: consensus of each five fitted (``--restarts 5 --consensus 1``, not a recipe setting: six
 #: fits): 0.611 +- 0.035 over 5 ensembles. On an Intel machine: seeds 0-24 0.586 +- 0.045; the
 #: neighbour term on top (neighbour_consistency 0.5, seeds 0-3: paired -0.009), not in it; the
-#: best of each five by ``--select-by neighbours`` (not a recipe setting): 0.618 +- 0.027.
+#: best of each five by ``--select-by neighbours`` (not a recipe setting): 0.618 +- 0.027; the
+#: best-scored of 10 or 15 no better (0.610); latent_dim 20 (seeds 0-3: 0.590 +- 0.011 against
+#: 0.604 +- 0.071, paired -0.014), not in it.
 RECIPES: dict[str, Recipe] = {
     "pretrained": Recipe(per_method_dataset={("svi", "fashion-mnist"): {
         "prior": "gmm-full", "mixture_start": "split-merge", "hidden": FASHION_SVI_HIDDEN}}),
