@@ -19,17 +19,24 @@ from varclust.metrics import clustering_scores
 SCRIPT = Path(__file__).parent.parent / "benchmarks" / "consensus_subsets.py"
 
 
-def test_the_table_scores_single_fits_and_the_consensus_of_subsets(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # as `python benchmarks/...` runs it
-    script = importlib.import_module("consensus_subsets")
-    images, labels = binary_blobs(90, num_pixels=16, seed=1)
+def _three_run_folders(tmp_path: Path, data_seed: int):
+    """Three tiny fits (seeds 0, 1, 2) of one set of blobs, each saved to a run folder that
+    records its data: (images, labels, run folders, fits)."""
+    images, labels = binary_blobs(90, num_pixels=16, seed=data_seed)
     images = torch.as_tensor(images)
     runs, fits = [], []
     for seed in range(3):
         runs.append(tmp_path / f"run_{seed}")
         fits.append(VarClust(3, latent_dim=2, hidden=(16,), epochs=2, pretrain_epochs=2,
                              batch_size=30, device="cpu", seed=seed).fit(images, progress=False))
-        fits[-1].save(runs[-1], images, labels)  # a run folder that records its data
+        fits[-1].save(runs[-1], images, labels)
+    return images, labels, runs, fits
+
+
+def test_the_table_scores_single_fits_and_the_consensus_of_subsets(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # as `python benchmarks/...` runs it
+    script = importlib.import_module("consensus_subsets")
+    images, labels, runs, fits = _three_run_folders(tmp_path, data_seed=1)
     out = tmp_path / "table.json"
     monkeypatch.setattr(sys, "argv", ["consensus_subsets.py", *map(str, runs), "--sizes", "2",
                                       "3", "--draws", "4", "--json", str(out)])
@@ -50,14 +57,7 @@ def test_ranked_by_a_criterion_keeps_its_best_and_the_consensus_of_its_top(tmp_p
                                                                           monkeypatch):
     monkeypatch.syspath_prepend(str(SCRIPT.parent))
     script = importlib.import_module("consensus_subsets")
-    images, labels = binary_blobs(90, num_pixels=16, seed=2)
-    images = torch.as_tensor(images)
-    runs, fits = [], []
-    for seed in range(3):
-        runs.append(tmp_path / f"run_{seed}")
-        fits.append(VarClust(3, latent_dim=2, hidden=(16,), epochs=2, pretrain_epochs=2,
-                             batch_size=30, device="cpu", seed=seed).fit(images, progress=False))
-        fits[-1].save(runs[-1], images, labels)
+    images, labels, runs, fits = _three_run_folders(tmp_path, data_seed=2)
     out = tmp_path / "table.json"
     monkeypatch.setattr(sys, "argv", ["consensus_subsets.py", *map(str, runs), "--sizes", "3",
                                       "--draws", "2", "--ranked-by", "confidence", "--top", "2",
