@@ -46,7 +46,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ranked-by", choices=[c.name for c in SELECTION_CRITERIA.values()
                                                 if c.per_fit],
-                        help="a label-free criterion scoring each fit alone")
+                        help="a label-free criterion scoring each fit alone (elbo: the last "
+                             "epoch's average in metrics.json, not --restarts' rescoring)")
     parser.add_argument("--top", nargs="+", type=int, default=[],
                         help="with --ranked-by: the consensus of the m best-scored of each subset")
     parser.add_argument("--json", type=Path)
