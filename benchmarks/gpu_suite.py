@@ -1,9 +1,9 @@
 """The GPU figures in one command: ClusterDDPM at the paper's scale, SVI time to ACC, speed.
 
-    python benchmarks/gpu_suite.py --device cuda --data-root DIR    # about 40 min on one H100
+    python benchmarks/gpu_suite.py --device cuda --data-root DIR    # about 50 min on one H100
     python benchmarks/gpu_suite.py --tiny                            # the same wiring, CPU, seconds
 
-Sections, run in this order within the time budget (``--budget-minutes``, default 40):
+Sections, run in this order within the time budget (``--budget-minutes``, default 50):
 
 1. **ClusterDDPM fit** (``fit``): Fashion-MNIST, all 70000 images, as ClusterDDPM's code runs
    MNIST: conv encoder to D = 32, conditional U-Net of width 64, T = 400 with betas 1e-4..0.02
@@ -14,9 +14,16 @@ Sections, run in this order within the time budget (``--budget-minutes``, defaul
    the fit resumed for as many iterations as its share of the budget holds (at most
    ``--em-iterations``, default 570 as the paper). Writes the per-iteration history and a
    per-cluster sample grid (PNG; ancestral sampler over all T steps).
-2. **SVI time to ACC** (``time-to-acc``): ``benchmarks/speed.py time-to-acc`` (the default MLP
+2. **From scratch, MLP against conv networks** (``scratch``): issue 12's Fashion-MNIST goal
+   (mean ACC >= 0.63 with sd <= 0.03 over 5 seeds, from scratch) with the networks a 2-core CPU
+   cannot afford: ``varclust fit --dataset fashion-mnist --recipe scratch --guide relaxed
+   --network conv|mlp --seed S`` (one process each, as a user runs it;
+   ``benchmarks/cli_recipe.py``), seeds 0, 1, ... with both networks until its share of the
+   budget is spent (a seed is started only if the last seed's pair of fits fits in what is left).
+   On the CPU a conv training step costs about 10 times the MLP's (BENCHMARKS.md, issue 12).
+3. **SVI time to ACC** (``time-to-acc``): ``benchmarks/speed.py time-to-acc`` (the default MLP
    model from a cold start to ACC 0.55 on Fashion-MNIST).
-3. **Speed** (``speed``): ``benchmarks/speed.py overhead`` and ``growth``.
+4. **Speed** (``speed``): ``benchmarks/speed.py overhead`` and ``growth``.
 
 Everything lands in ``--out`` (default ``benchmarks/results/gpu_suite_<device>``):
 ``gpu_suite.json`` (every section's numbers, the machine, the date) and the PNG grid; a section
@@ -39,7 +46,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+import cli_recipe  # noqa: E402  (benchmarks/cli_recipe.py)
 import speed  # noqa: E402  (benchmarks/speed.py)
+from quality import sd_text, summarise  # noqa: E402  (benchmarks/quality.py)
 
 from varclust import FitConfig, VarClust, clustering_scores, load_dataset  # noqa: E402
 from varclust.analysis.plots import plot_cluster_samples  # noqa: E402
@@ -49,7 +58,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: the two scales: the paper's (GPU) and a smoke run (CPU, seconds)
 PLANS: dict[str, dict] = {
     "full": {
-        "dataset": "fashion-mnist", "subset": 0, "em_iterations": 570, "fit_share": 0.7,
+        "dataset": "fashion-mnist", "subset": 0, "em_iterations": 570, "fit_share": 0.5,
         "config": dict(num_clusters=10, latent_dim=32, network="conv", generator="ddpm",
                        method="em", e_step="clusterddpm", ddpm_pretrain="diffusion",
                        pretrain_epochs=10, pretrain_reliance=0.0, pretrain_lr=1e-4,
@@ -58,6 +67,8 @@ PLANS: dict[str, dict] = {
                        diffusion_schedule="clusterddpm", diffusion_weight=10.0,
                        latent_dropout=0.1, sample_steps=0),
         "samples_per_cluster": 10,
+        "scratch": {"dataset": "fashion-mnist", "seeds": 5, "networks": ["mlp", "conv"],
+                    "flags": "--recipe scratch --guide relaxed", "share": 0.4},
         "time_to_acc": ["--epochs", "10", "--pretrain-epochs", "10"],
         "speed": {"overhead": [], "growth": []},
     },
@@ -70,6 +81,9 @@ PLANS: dict[str, dict] = {
                        diffusion_width=8, diffusion_steps=10, diffusion_schedule="clusterddpm",
                        diffusion_weight=10.0, sample_steps=0),
         "samples_per_cluster": 2,
+        # the conv decoder makes 28 x 28 or 32 x 32 images, not the digits' 8 x 8: MLP only
+        "scratch": {"dataset": "digits", "seeds": 2, "networks": ["mlp"], "share": 0.1,
+                    "flags": "--recipe scratch --guide relaxed --epochs 1 --hidden 32"},
         "time_to_acc": ["--dataset", "digits", "--subset", "300", "--epochs", "1",
                         "--pretrain-epochs", "1", "--target", "0.3"],
         "speed": {"overhead": ["--rounds", "2", "--warmup", "1", "--no-jit", "--batch", "16"],
@@ -77,6 +91,9 @@ PLANS: dict[str, dict] = {
                              "--ks", "2", "4", "--batches", "8", "16", "--batch", "16"]},
     },
 }
+
+#: the sections, in the order they run
+SECTIONS = ["fit", "scratch", "time-to-acc", "speed"]
 
 
 def fit_section(plan: dict, device: str, out: Path, budget_s: float) -> dict:
@@ -117,6 +134,28 @@ def fit_section(plan: dict, device: str, out: Path, budget_s: float) -> dict:
     }
 
 
+def scratch_section(plan: dict, device: str, out: Path, budget_s: float) -> dict:
+    """The from-scratch recipe with each network of ``plan["scratch"]``, seed after seed, each
+    fit a ``varclust fit`` process into ``out/scratch/NETWORK_SEED``; the next seed only while
+    the last seed's fits fit in what is left of ``budget_s``. Returns the section's numbers: per
+    network its rows (:func:`cli_recipe.run_seed`) and their mean +- sd."""
+    spec = plan["scratch"]
+    rows: dict[str, list[dict]] = {network: [] for network in spec["networks"]}
+    start, last_seed = time.perf_counter(), 0.0
+    for seed in range(spec["seeds"]):
+        if seed and time.perf_counter() - start + last_seed > budget_s:
+            break
+        seed_start = time.perf_counter()
+        for network in spec["networks"]:
+            flags = f"{spec['flags']} --network {network} --device {device}"
+            rows[network].append(cli_recipe.run_seed(
+                spec["dataset"], seed, flags, 0, out / "scratch" / f"{network}_{seed}"))
+        last_seed = time.perf_counter() - seed_start
+    return {"dataset": spec["dataset"], "flags": spec["flags"], "budget_s": budget_s,
+            "networks": {network: {"rows": r, "summary": summarise(r)}
+                         for network, r in rows.items()}}
+
+
 def speed_section(name: str, argv: list[str], device: str, out: Path) -> dict:
     """Run ``benchmarks/speed.py NAME`` in this process with its JSON written into ``out``."""
     speed.RESULTS = out
@@ -143,6 +182,19 @@ def markdown(summary: dict) -> str:
             f"{fit['latent_reliance']:.3f} | {fit['seconds']:.0f} "
             f"({fit['seconds_per_iteration']:.1f}) |",
             "", f"![ClusterDDPM samples]({summary['png']})", ""]
+    scratch = summary.get("scratch")
+    if scratch:
+        lines += [f"From scratch on {scratch['dataset']}, `varclust fit {scratch['flags']} "
+                  "--network N --seed S`, one process a fit (mean +- sd over the seeds):", "",
+                  "| network | seeds | ACC | NMI | ARI | seconds a fit |",
+                  "|---|---|---|---|---|---|"]
+        for network, entry in scratch["networks"].items():
+            stats = entry["summary"]
+            cells = " | ".join(f"{stats[m]['mean']:.3f} {sd_text(stats[m])}"
+                               for m in ("acc", "nmi", "ari"))
+            lines.append(f"| {network} | {stats['acc']['n']} | {cells} | "
+                         f"{stats['seconds']['mean']:.0f} |")
+        lines.append("")
     tta = summary.get("time_to_acc")
     if tta:
         reached = tta.get("time_to_target_s")
@@ -171,10 +223,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--data-root", type=Path, help="data folder (sets $VARCLUST_DATA)")
     parser.add_argument("--out", type=Path, help="results folder")
     parser.add_argument("--benchmarks-md", type=Path, help="the Markdown file to append to")
-    parser.add_argument("--budget-minutes", type=float, default=40.0)
+    parser.add_argument("--budget-minutes", type=float, default=50.0)
     parser.add_argument("--em-iterations", type=int, help="the most EM iterations of the fit")
-    parser.add_argument("--sections", nargs="+", default=["fit", "time-to-acc", "speed"],
-                        choices=["fit", "time-to-acc", "speed"])
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=SECTIONS)
     args = parser.parse_args(argv)
     plan_name = "tiny" if args.tiny else "full"
     plan = dict(PLANS[plan_name])
@@ -207,6 +258,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     if "fit" in args.sections:
         summary["fit"] = fit_section(plan, device, out, plan["fit_share"] * budget)
+        save()
+    if "scratch" in args.sections:
+        summary["scratch"] = scratch_section(plan, device, out, plan["scratch"]["share"] * budget)
         save()
     if "time-to-acc" in args.sections:
         summary["time_to_acc"] = speed_section("time-to-acc", plan["time_to_acc"], device, out)

@@ -25,12 +25,17 @@ def test_the_gpu_suite_runs_end_to_end_in_tiny_mode(tmp_path):
     assert fit["config"]["e_step"] == "clusterddpm"
     assert 0 <= fit["scores"]["acc"] <= 1 and isinstance(fit["latent_reliance"], float)
     assert (tmp_path / "out" / fit["samples_png"]).stat().st_size > 0
+    scratch = summary["scratch"]["networks"]["mlp"]
+    assert [row["seed"] for row in scratch["rows"]] == [0, 1]
+    assert "--network mlp" in scratch["rows"][0]["command"]
+    assert scratch["summary"]["acc"]["n"] == 2 and 0 <= scratch["summary"]["acc"]["mean"] <= 1
     assert summary["time_to_acc"]["dataset"] == "digits"
     assert "hand-written" in summary["overhead"]["results"]
     assert "marginal" in summary["growth"]["guides"]
     text = md.read_text()
     assert text.startswith("# benchmarks\n")  # appended, not overwritten
     assert "## GPU suite (tiny)" in text and "clusterddpm_samples.png" in text
+    assert "From scratch on digits" in text and "| mlp | 2 |" in text
 
 
 def test_the_gpu_suite_refuses_cuda_without_a_gpu_and_names_the_fix(tmp_path):
@@ -60,3 +65,28 @@ def test_a_suite_stopped_after_its_fit_keeps_the_fit_in_its_json(tmp_path, monke
         gpu_suite.main(["--tiny", "--out", str(out), "--sections", "fit", "time-to-acc"])
     summary = json.loads((out / "gpu_suite.json").read_text())
     assert summary["fit"]["em_iterations"] >= 1 and "time_to_acc" not in summary
+
+
+def test_the_scratch_section_starts_a_seed_only_if_the_last_seeds_fits_fit_the_budget(
+        tmp_path, monkeypatch):
+    """Both networks run for every seed started; a seed is started only while the time of the
+    last seed's fits fits in what is left of the section's budget (the first always runs)."""
+    monkeypatch.syspath_prepend(str(SUITE.parent))
+    import gpu_suite
+
+    clock = iter(range(0, 1000, 10))  # every reading of the clock 10 s after the last
+    monkeypatch.setattr(gpu_suite.time, "perf_counter", lambda: float(next(clock)))
+    calls = []
+
+    def fit(dataset, seed, flags, threads, folder):
+        calls.append((seed, flags.split("--network ")[1].split()[0]))
+        return {"seed": seed, "acc": 0.5, "nmi": 0.5, "ari": 0.5, "seconds": 1.0}
+
+    monkeypatch.setattr(gpu_suite.cli_recipe, "run_seed", fit)
+    plan = {"scratch": {"dataset": "fashion-mnist", "seeds": 5, "networks": ["mlp", "conv"],
+                        "flags": "--recipe scratch"}}
+    # clock: start 0, seed 0 from 10 to 20 (last seed 10 s); seed 1 checked at 30 (30 + 10 <=
+    # 45), runs 40 to 50; seed 2 checked at 60: 60 + 10 > 45, not started
+    section = gpu_suite.scratch_section(plan, "cpu", tmp_path, budget_s=45)
+    assert calls == [(0, "mlp"), (0, "conv"), (1, "mlp"), (1, "conv")]
+    assert section["networks"]["conv"]["summary"]["acc"]["n"] == 2
