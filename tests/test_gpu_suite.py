@@ -90,3 +90,17 @@ def test_the_scratch_section_starts_a_seed_only_if_the_last_seeds_fits_fit_the_b
     section = gpu_suite.scratch_section(plan, "cpu", tmp_path, budget_s=45)
     assert calls == [(0, "mlp"), (0, "conv"), (1, "mlp"), (1, "conv")]
     assert section["networks"]["conv"]["summary"]["acc"]["n"] == 2
+
+
+def test_a_section_run_alone_gets_the_budget_of_all_the_budgeted_sections(monkeypatch):
+    from pytest import approx
+
+    monkeypatch.syspath_prepend(str(SUITE.parent))
+    import gpu_suite
+
+    shares = {"fit": 0.5, "scratch": 0.4}
+    both = gpu_suite.section_budgets(shares, gpu_suite.SECTIONS, 600.0)
+    assert both == approx({"fit": 300.0, "scratch": 240.0})
+    alone = gpu_suite.section_budgets(shares, ["scratch", "speed"], 600.0)
+    assert alone == approx({"scratch": 540.0})
+    assert gpu_suite.section_budgets(shares, ["speed"], 600.0) == {}
