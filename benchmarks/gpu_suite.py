@@ -23,7 +23,8 @@ time to ACC and the speed figures what is left:
    cannot afford: ``varclust fit --dataset fashion-mnist --recipe scratch --guide relaxed
    --network conv|mlp --seed S`` (one process each, as a user runs it;
    ``benchmarks/cli_recipe.py``), seeds 0, 1, ... with both networks until its share of the
-   budget is spent (a seed is started only if the last seed's pair of fits fits in what is left).
+   budget is spent (a seed is started only if the last seed's pair of fits fits in what is left;
+   ``--resume``, so that a rerun into the same ``--out`` continues the fits a time limit stopped).
    On the CPU a conv training step costs about 10 times the MLP's (BENCHMARKS.md, issue 12).
 3. **SVI time to ACC** (``time-to-acc``): ``benchmarks/speed.py time-to-acc`` (the default MLP
    model from a cold start to ACC 0.55 on Fashion-MNIST).
@@ -152,9 +153,11 @@ def fit_section(plan: dict, device: str, out: Path, budget_s: float) -> dict:
 
 def scratch_section(plan: dict, device: str, out: Path, budget_s: float) -> dict:
     """The from-scratch recipe with each network of ``plan["scratch"]``, seed after seed, each
-    fit a ``varclust fit`` process into ``out/scratch/NETWORK_SEED``; the next seed only while
-    the last seed's fits fit in what is left of ``budget_s``. Returns the section's numbers: per
-    network its rows (:func:`cli_recipe.run_seed`) and their mean +- sd."""
+    fit a ``varclust fit --resume`` process into ``out/scratch/NETWORK_SEED`` (the suite rerun
+    into the same ``--out`` after a time limit continues each fit where it stopped and reads a
+    finished one back); the next seed only while the last seed's fits fit in what is left of
+    ``budget_s``. Returns the section's numbers: per network its rows
+    (:func:`cli_recipe.run_seed`) and their mean +- sd."""
     spec = plan["scratch"]
     rows: dict[str, list[dict]] = {network: [] for network in spec["networks"]}
     start, last_seed = time.perf_counter(), 0.0
@@ -163,7 +166,7 @@ def scratch_section(plan: dict, device: str, out: Path, budget_s: float) -> dict
             break
         seed_start = time.perf_counter()
         for network in spec["networks"]:
-            flags = f"{spec['flags']} --network {network} --device {device}"
+            flags = f"{spec['flags']} --network {network} --device {device} --resume"
             rows[network].append(cli_recipe.run_seed(
                 spec["dataset"], seed, flags, 0, out / "scratch" / f"{network}_{seed}"))
         last_seed = time.perf_counter() - seed_start
@@ -202,14 +205,14 @@ def markdown(summary: dict) -> str:
     if scratch:
         lines += [f"From scratch on {scratch['dataset']}, `varclust fit {scratch['flags']} "
                   "--network N --seed S`, one process a fit (mean +- sd over the seeds):", "",
-                  "| network | seeds | ACC | NMI | ARI | seconds a fit |",
+                  "| network | seeds | ACC | NMI | ARI | seconds of SVI epochs a fit |",
                   "|---|---|---|---|---|---|"]
         for network, entry in scratch["networks"].items():
             stats = entry["summary"]
             cells = " | ".join(f"{stats[m]['mean']:.3f} {sd_text(stats[m])}"
                                for m in ("acc", "nmi", "ari"))
-            lines.append(f"| {network} | {stats['acc']['n']} | {cells} | "
-                         f"{stats['seconds']['mean']:.0f} |")
+            epochs = sum(row["epoch_seconds"] for row in entry["rows"]) / len(entry["rows"])
+            lines.append(f"| {network} | {stats['acc']['n']} | {cells} | {epochs:.0f} |")
         lines.append("")
     tta = summary.get("time_to_acc")
     if tta:

@@ -28,6 +28,7 @@ def test_the_gpu_suite_runs_end_to_end_in_tiny_mode(tmp_path):
     scratch = summary["scratch"]["networks"]["mlp"]
     assert [row["seed"] for row in scratch["rows"]] == [0, 1]
     assert "--network mlp" in scratch["rows"][0]["command"]
+    assert "--resume" in scratch["rows"][0]["command"]  # a rerun continues a stopped fit
     assert scratch["summary"]["acc"]["n"] == 2 and 0 <= scratch["summary"]["acc"]["mean"] <= 1
     assert summary["time_to_acc"]["dataset"] == "digits"
     assert "hand-written" in summary["overhead"]["results"]
