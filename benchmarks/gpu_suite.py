@@ -210,7 +210,7 @@ def markdown(summary: dict) -> str:
         for network, entry in scratch["networks"].items():
             stats = entry["summary"]
             cells = " | ".join(f"{stats[m]['mean']:.3f} {sd_text(stats[m])}"
-                               for m in ("acc", "nmi", "ari"))
+                               for m in cli_recipe.METRICS)
             epochs = sum(row["epoch_seconds"] for row in entry["rows"]) / len(entry["rows"])
             lines.append(f"| {network} | {stats['acc']['n']} | {cells} | {epochs:.0f} |")
         lines.append("")
