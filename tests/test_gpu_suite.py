@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pytest import approx
+
 SUITE = Path(__file__).parent.parent / "benchmarks" / "gpu_suite.py"
 
 
@@ -94,8 +96,6 @@ def test_the_scratch_section_starts_a_seed_only_if_the_last_seeds_fits_fit_the_b
 
 
 def test_a_section_run_alone_gets_the_budget_of_all_the_budgeted_sections(monkeypatch):
-    from pytest import approx
-
     monkeypatch.syspath_prepend(str(SUITE.parent))
     import gpu_suite
 
