@@ -134,23 +134,24 @@ def test_the_scratch_recipe_on_fashion_mnist_cools_the_guide_faster_on_narrow_ne
         cli_config):
     """The measured Fashion-MNIST from-scratch settings (issue 12): the 256-256-1024 networks,
     the guide's temperature falling by 0.3 an epoch (its 1 100 steps an epoch are 39 of the
-    digits' epochs) and IMSAT's virtual adversarial term at eta 1, radius 1; the digits, EM and
-    typed flags keep theirs."""
+    digits' epochs), IMSAT's virtual adversarial term at eta 1, radius 1 and a learning rate of
+    3e-3; the digits, EM and typed flags keep theirs."""
 
     def picked(*flags):
         c = cli_config(*flags)
-        return c.hidden, c.temperature_decay, c.virtual_adversarial, c.adversarial_radius
+        return (c.hidden, c.temperature_decay, c.virtual_adversarial, c.adversarial_radius,
+                c.learning_rate)
 
     assert picked("--recipe", "scratch", "--dataset", "fashion-mnist") == (
-        (256, 256, 1024), 0.3, 1.0, 1.0)
-    assert picked("--recipe", "scratch") == ((500, 500, 2000), 0.93, 0.0, 0.35)
+        (256, 256, 1024), 0.3, 1.0, 1.0, 3e-3)
+    assert picked("--recipe", "scratch") == ((500, 500, 2000), 0.93, 0.0, 0.35, 2e-3)
     assert picked("--recipe", "scratch", "--dataset", "mnist") == (
-        (500, 500, 2000), 0.93, 0.0, 0.35)
+        (500, 500, 2000), 0.93, 0.0, 0.35, 2e-3)
     assert picked("--recipe", "scratch", "--dataset", "fashion-mnist", "--method", "em") == (
-        (500, 500, 2000), 0.93, 0.0, 0.35)
+        (500, 500, 2000), 0.93, 0.0, 0.35, 2e-3)
     assert picked("--recipe", "scratch", "--dataset", "fashion-mnist", "--temperature-decay",
-                  "0.93", "--hidden", "500,500,2000", "--virtual-adversarial", "0") == (
-        (500, 500, 2000), 0.93, 0.0, 1.0)
+                  "0.93", "--hidden", "500,500,2000", "--virtual-adversarial", "0",
+                  "--lr", "0.002") == ((500, 500, 2000), 0.93, 0.0, 1.0, 2e-3)
 
 
 def test_the_pretrained_recipe_picks_full_covariances_for_svi_on_fashion_mnist(tmp_path, capsys,
