@@ -151,7 +151,7 @@ def test_the_scratch_recipe_on_fashion_mnist_cools_the_guide_faster_on_narrow_ne
         (500, 500, 2000), 0.93, 0.0, 0.35, 2e-3)
     assert picked("--recipe", "scratch", "--dataset", "fashion-mnist", "--temperature-decay",
                   "0.93", "--hidden", "500,500,2000", "--virtual-adversarial", "0",
-                  "--lr", "0.002") == ((500, 500, 2000), 0.93, 0.0, 1.0, 2e-3)
+                  "--lr", "0.001") == ((500, 500, 2000), 0.93, 0.0, 1.0, 1e-3)
 
 
 def test_the_pretrained_recipe_picks_full_covariances_for_svi_on_fashion_mnist(tmp_path, capsys,
